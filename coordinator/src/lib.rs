@@ -1,0 +1,2 @@
+//! The Edgeplane coordinator: a Raft-replicated control plane.
+#![forbid(unsafe_code)]

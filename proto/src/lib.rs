@@ -1,0 +1,17 @@
+//! Generated gRPC/protobuf code for every Edgeplane service. No other crate compiles protos.
+#![forbid(unsafe_code)]
+
+/// Coordinator peer transport (raft messages carried as bytes).
+pub mod raft {
+    tonic::include_proto!("edgeplane.raft.v1");
+}
+
+/// Operator admin API.
+pub mod admin {
+    tonic::include_proto!("edgeplane.admin.v1");
+}
+
+/// Edge agent <-> coordinator API, and the agent's own Infer API.
+pub mod agent {
+    tonic::include_proto!("edgeplane.agent.v1");
+}
