@@ -1,0 +1,758 @@
+//! The replicated state machine.
+//!
+//! Commands are `edgeplane.raft.v1.Command` protobuf messages carried in Raft entries. `apply`
+//! is a pure, deterministic function of (state, command, log index): every replica applying
+//! the same log reaches the same state. Validation runs twice: before proposing (cheap early
+//! rejection with the field named) and again in `apply` (so a command validated against a
+//! stale view can never write bad data); a rejected command changes nothing except the
+//! client's cached result.
+
+use std::collections::BTreeMap;
+
+use edgeplane_proto::raft::{self as pb, command::Kind};
+use serde::{Deserialize, Serialize};
+
+/// A command refused by validation or by the current state. Deterministic: the same
+/// command on the same state gives the same error on every replica.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum CommandError {
+    #[error("invalid argument `{field}`: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+}
+
+impl CommandError {
+    fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        CommandError::InvalidArgument {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+    /// gRPC status code number.
+    pub fn code(&self) -> u32 {
+        match self {
+            CommandError::InvalidArgument { .. } => 3,
+            CommandError::NotFound(_) => 5,
+            CommandError::FailedPrecondition(_) => 9,
+        }
+    }
+    /// Rebuild from an [`pb::ApplyResult`] with a non-zero code.
+    pub fn from_result(r: &pb::ApplyResult) -> Self {
+        match r.code {
+            3 => {
+                // message is "invalid argument `field`: reason"
+                let field = r.message.split('`').nth(1).unwrap_or("unknown").to_string();
+                let reason = r
+                    .message
+                    .split_once(": ")
+                    .map(|(_, b)| b.to_string())
+                    .unwrap_or_else(|| r.message.clone());
+                CommandError::InvalidArgument { field, reason }
+            }
+            5 => CommandError::NotFound(r.message.clone()),
+            _ => CommandError::FailedPrecondition(r.message.clone()),
+        }
+    }
+}
+
+/// Node health as the replicated state sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    Ready,
+    Lost,
+    Draining,
+}
+
+impl NodeStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeStatus::Ready => "ready",
+            NodeStatus::Lost => "lost",
+            NodeStatus::Draining => "draining",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accelerator {
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    pub memory_mb: u64,
+    pub mig_capable: bool,
+    pub sm_count: u32,
+    pub simulated: bool,
+}
+
+impl From<&pb::Accelerator> for Accelerator {
+    fn from(a: &pb::Accelerator) -> Self {
+        Accelerator {
+            id: a.id.clone(),
+            kind: a.kind.clone(),
+            name: a.name.clone(),
+            memory_mb: a.memory_mb,
+            mig_capable: a.mig_capable,
+            sm_count: a.sm_count,
+            simulated: a.simulated,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partition {
+    pub accelerator_id: String,
+    pub share_pct: u32,
+    pub models: Vec<String>,
+}
+
+/// A registered edge node with its current assignment (placement plan).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub accelerators: Vec<Accelerator>,
+    pub agent_addr: String,
+    pub status: NodeStatus,
+    /// Fencing token of the node's assignment: bumped on every change of `partitions`.
+    pub assignment_epoch: u64,
+    pub partitions: Vec<Partition>,
+}
+
+impl Node {
+    /// All models assigned to the node, sorted, without duplicates.
+    pub fn models(&self) -> Vec<String> {
+        let mut m: Vec<String> = self
+            .partitions
+            .iter()
+            .flat_map(|p| p.models.iter().cloned())
+            .collect();
+        m.sort();
+        m.dedup();
+        m
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub name: String,
+    pub slo_ms: f64,
+    /// Requested rate, requests/s.
+    pub rate: f64,
+    pub memory_mb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pin {
+    pub node: String,
+    pub model: String,
+    pub accelerator: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: u64,
+    pub peer_addr: String,
+    pub client_addr: String,
+    pub learner: bool,
+}
+
+impl From<&pb::Member> for Member {
+    fn from(m: &pb::Member) -> Self {
+        Member {
+            id: m.id,
+            peer_addr: m.peer_addr.clone(),
+            client_addr: m.client_addr.clone(),
+            learner: m.learner,
+        }
+    }
+}
+
+/// Per-client record for at-most-once application of retried writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub seq: u64,
+    pub result: StoredResult,
+    /// Log index of the last write, used to evict the oldest sessions deterministically.
+    pub last_index: u64,
+}
+
+/// Serializable mirror of [`pb::ApplyResult`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StoredResult {
+    pub code: u32,
+    pub message: String,
+    pub index: u64,
+    pub epoch: u64,
+}
+
+impl From<&StoredResult> for pb::ApplyResult {
+    fn from(r: &StoredResult) -> Self {
+        pb::ApplyResult {
+            code: r.code,
+            message: r.message.clone(),
+            index: r.index,
+            epoch: r.epoch,
+        }
+    }
+}
+
+/// Sessions kept at most; beyond it the least recently written client is forgotten.
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// The whole replicated state. BTreeMaps keep iteration (and snapshots) deterministic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub nodes: BTreeMap<String, Node>,
+    pub models: BTreeMap<String, Model>,
+    pub pins: Vec<Pin>,
+    pub members: BTreeMap<u64, Member>,
+    pub sessions: BTreeMap<u64, Session>,
+    /// Index of the last applied entry (set by the raft loop).
+    pub applied_index: u64,
+}
+
+/// Validate a command's fields without looking at the state.
+pub fn validate(cmd: &pb::Command) -> Result<(), CommandError> {
+    let Some(kind) = &cmd.kind else {
+        return Err(CommandError::invalid("kind", "command has no kind"));
+    };
+    if cmd.client_id != 0 && cmd.seq == 0 {
+        return Err(CommandError::invalid(
+            "seq",
+            "must be > 0 when client_id is set",
+        ));
+    }
+    match kind {
+        Kind::RegisterNode(r) => {
+            check_name("name", &r.name)?;
+            let mut ids = std::collections::BTreeSet::new();
+            for (i, a) in r.accelerators.iter().enumerate() {
+                if a.id.trim().is_empty() {
+                    return Err(CommandError::invalid(
+                        &format!("accelerators[{i}].id"),
+                        "must not be empty",
+                    ));
+                }
+                if !ids.insert(&a.id) {
+                    return Err(CommandError::invalid(
+                        &format!("accelerators[{i}].id"),
+                        format!("duplicate accelerator id {:?}", a.id),
+                    ));
+                }
+            }
+            if !r.agent_addr.is_empty() {
+                check_addr("agent_addr", &r.agent_addr)?;
+            }
+        }
+        Kind::SetNodeStatus(s) => {
+            check_name("name", &s.name)?;
+            if status_from_pb(s.status).is_none() {
+                return Err(CommandError::invalid(
+                    "status",
+                    "must be ready, lost or draining",
+                ));
+            }
+        }
+        Kind::RemoveNode(r) => check_name("name", &r.name)?,
+        Kind::DeployModel(d) => {
+            check_name("name", &d.name)?;
+            if !d.slo_ms.is_finite() || d.slo_ms <= 0.0 {
+                return Err(CommandError::invalid(
+                    "slo_ms",
+                    format!("must be a finite number > 0, got {}", d.slo_ms),
+                ));
+            }
+            if !d.rate.is_finite() || d.rate < 0.0 {
+                return Err(CommandError::invalid(
+                    "rate",
+                    format!("must be a finite number >= 0, got {}", d.rate),
+                ));
+            }
+        }
+        Kind::RemoveModel(r) => check_name("name", &r.name)?,
+        Kind::PinPlacement(p) => {
+            check_name("node", &p.node)?;
+            check_name("model", &p.model)?;
+        }
+        Kind::UnpinPlacement(p) => {
+            check_name("node", &p.node)?;
+            check_name("model", &p.model)?;
+        }
+        Kind::CommitPlacement(c) => {
+            check_name("node", &c.node)?;
+            for (i, p) in c.partitions.iter().enumerate() {
+                if p.share_pct == 0 || p.share_pct > 100 {
+                    return Err(CommandError::invalid(
+                        &format!("partitions[{i}].share_pct"),
+                        format!("must be in 1..=100, got {}", p.share_pct),
+                    ));
+                }
+                for m in &p.models {
+                    check_name(&format!("partitions[{i}].models"), m)?;
+                }
+            }
+        }
+        Kind::AddMember(a) => {
+            let m = a
+                .member
+                .as_ref()
+                .ok_or_else(|| CommandError::invalid("member", "missing"))?;
+            check_member(m)?;
+        }
+        Kind::RemoveMember(r) => {
+            if r.id == 0 {
+                return Err(CommandError::invalid("id", "must be > 0"));
+            }
+        }
+        Kind::UpdateMember(u) => {
+            let m = u
+                .member
+                .as_ref()
+                .ok_or_else(|| CommandError::invalid("member", "missing"))?;
+            check_member(m)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_member(m: &pb::Member) -> Result<(), CommandError> {
+    if m.id == 0 {
+        return Err(CommandError::invalid("id", "must be > 0"));
+    }
+    check_addr("peer_addr", &m.peer_addr)?;
+    check_addr("client_addr", &m.client_addr)
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), CommandError> {
+    if name.trim().is_empty() {
+        return Err(CommandError::invalid(field, "must not be empty"));
+    }
+    if name.len() > 253 {
+        return Err(CommandError::invalid(field, "longer than 253 bytes"));
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(CommandError::invalid(
+            field,
+            "must not contain whitespace or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// `host:port` where port is a number; host non-empty. Not resolved (apply stays pure).
+pub fn check_addr(field: &str, addr: &str) -> Result<(), CommandError> {
+    let bad =
+        || CommandError::invalid(field, format!("malformed address {addr:?}, want host:port"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(bad());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+fn status_from_pb(s: i32) -> Option<NodeStatus> {
+    match pb::NodeStatus::try_from(s).ok()? {
+        pb::NodeStatus::Ready => Some(NodeStatus::Ready),
+        pb::NodeStatus::Lost => Some(NodeStatus::Lost),
+        pb::NodeStatus::Draining => Some(NodeStatus::Draining),
+        pb::NodeStatus::Unspecified => None,
+    }
+}
+
+/// Outcome of applying one entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub result: pb::ApplyResult,
+    /// True when this was a retry answered from the session cache.
+    pub duplicate: bool,
+}
+
+impl State {
+    /// Decode snapshot data.
+    pub fn decode(data: &[u8]) -> Result<State, serde_json::Error> {
+        if data.is_empty() {
+            return Ok(State::default());
+        }
+        serde_json::from_slice(data)
+    }
+
+    /// Encode for a snapshot.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("state serializes")
+    }
+
+    /// Checks against the current state that the raft loop runs before proposing (same
+    /// rules as in apply, so a proposal that passes is very likely to apply).
+    pub fn precheck(&self, cmd: &pb::Command) -> Result<(), CommandError> {
+        validate(cmd)?;
+        let mut scratch = self.clone();
+        scratch
+            .apply_kind(cmd.kind.as_ref().expect("validated"), 0)
+            .map(|_| ())
+    }
+
+    /// Apply one command at log `index`. Deterministic.
+    pub fn apply(&mut self, cmd: &pb::Command, index: u64) -> Applied {
+        if cmd.client_id != 0 {
+            if let Some(s) = self.sessions.get(&cmd.client_id) {
+                if cmd.seq == s.seq {
+                    return Applied {
+                        result: (&s.result).into(),
+                        duplicate: true,
+                    };
+                }
+                if cmd.seq < s.seq {
+                    return Applied {
+                        result: pb::ApplyResult {
+                            code: 9,
+                            message: format!(
+                                "sequence {} of client {} is older than its last write {}",
+                                cmd.seq, cmd.client_id, s.seq
+                            ),
+                            index,
+                            epoch: 0,
+                        },
+                        duplicate: true,
+                    };
+                }
+            }
+        }
+        let outcome = validate(cmd).and_then(|()| {
+            // Apply on a copy of the touched parts only when valid: apply_kind checks
+            // everything before mutating, so a failure leaves the state unchanged.
+            self.apply_kind(cmd.kind.as_ref().expect("validated"), index)
+        });
+        let result = match outcome {
+            Ok(epoch) => StoredResult {
+                code: 0,
+                message: String::new(),
+                index,
+                epoch,
+            },
+            Err(e) => StoredResult {
+                code: e.code(),
+                message: e.to_string(),
+                index,
+                epoch: 0,
+            },
+        };
+        if cmd.client_id != 0 {
+            self.sessions.insert(
+                cmd.client_id,
+                Session {
+                    seq: cmd.seq,
+                    result: result.clone(),
+                    last_index: index,
+                },
+            );
+            if self.sessions.len() > MAX_SESSIONS {
+                let oldest = self
+                    .sessions
+                    .iter()
+                    .min_by_key(|(id, s)| (s.last_index, **id))
+                    .map(|(id, _)| *id);
+                if let Some(id) = oldest {
+                    self.sessions.remove(&id);
+                }
+            }
+        }
+        Applied {
+            result: (&result).into(),
+            duplicate: false,
+        }
+    }
+
+    /// Check, then mutate. Returns the affected node's assignment epoch (0 if none).
+    /// Every check happens before the first mutation.
+    fn apply_kind(&mut self, kind: &Kind, _index: u64) -> Result<u64, CommandError> {
+        match kind {
+            Kind::RegisterNode(r) => {
+                let accelerators: Vec<Accelerator> =
+                    r.accelerators.iter().map(Into::into).collect();
+                let node = self.nodes.entry(r.name.clone()).or_insert_with(|| Node {
+                    name: r.name.clone(),
+                    accelerators: Vec::new(),
+                    agent_addr: String::new(),
+                    status: NodeStatus::Ready,
+                    assignment_epoch: 0,
+                    partitions: Vec::new(),
+                });
+                node.accelerators = accelerators;
+                node.agent_addr = r.agent_addr.clone();
+                node.status = NodeStatus::Ready;
+                Ok(node.assignment_epoch)
+            }
+            Kind::SetNodeStatus(s) => {
+                let status = status_from_pb(s.status).expect("validated");
+                let node = self.nodes.get_mut(&s.name).ok_or_else(|| {
+                    CommandError::NotFound(format!("node {:?} not found", s.name))
+                })?;
+                node.status = status;
+                Ok(node.assignment_epoch)
+            }
+            Kind::RemoveNode(r) => {
+                if self.nodes.remove(&r.name).is_none() {
+                    return Err(CommandError::NotFound(format!(
+                        "node {:?} not found",
+                        r.name
+                    )));
+                }
+                self.pins.retain(|p| p.node != r.name);
+                Ok(0)
+            }
+            Kind::DeployModel(d) => {
+                self.models.insert(
+                    d.name.clone(),
+                    Model {
+                        name: d.name.clone(),
+                        slo_ms: d.slo_ms,
+                        rate: d.rate,
+                        memory_mb: d.memory_mb,
+                    },
+                );
+                Ok(0)
+            }
+            Kind::RemoveModel(r) => {
+                if self.models.remove(&r.name).is_none() {
+                    return Err(CommandError::NotFound(format!(
+                        "model {:?} not found",
+                        r.name
+                    )));
+                }
+                self.pins.retain(|p| p.model != r.name);
+                for node in self.nodes.values_mut() {
+                    let before = node.partitions.clone();
+                    for p in &mut node.partitions {
+                        p.models.retain(|m| m != &r.name);
+                    }
+                    if node.partitions != before {
+                        node.assignment_epoch += 1;
+                    }
+                }
+                Ok(0)
+            }
+            Kind::PinPlacement(p) => {
+                if !self.models.contains_key(&p.model) {
+                    return Err(CommandError::invalid(
+                        "model",
+                        format!("model {:?} is not deployed", p.model),
+                    ));
+                }
+                let node = self.nodes.get_mut(&p.node).ok_or_else(|| {
+                    CommandError::invalid("node", format!("node {:?} is not registered", p.node))
+                })?;
+                let acc = if p.accelerator.is_empty() {
+                    node.accelerators
+                        .first()
+                        .map(|a| a.id.clone())
+                        .unwrap_or_default()
+                } else {
+                    if !node.accelerators.iter().any(|a| a.id == p.accelerator) {
+                        return Err(CommandError::invalid(
+                            "accelerator",
+                            format!("node {:?} has no accelerator {:?}", p.node, p.accelerator),
+                        ));
+                    }
+                    p.accelerator.clone()
+                };
+                for part in &mut node.partitions {
+                    part.models.retain(|m| m != &p.model);
+                }
+                match node.partitions.iter_mut().find(|x| x.accelerator_id == acc) {
+                    Some(part) => part.models.push(p.model.clone()),
+                    None => node.partitions.push(Partition {
+                        accelerator_id: acc.clone(),
+                        share_pct: 100,
+                        models: vec![p.model.clone()],
+                    }),
+                }
+                node.partitions.retain(|x| !x.models.is_empty());
+                node.assignment_epoch += 1;
+                let epoch = node.assignment_epoch;
+                self.pins
+                    .retain(|x| !(x.node == p.node && x.model == p.model));
+                self.pins.push(Pin {
+                    node: p.node.clone(),
+                    model: p.model.clone(),
+                    accelerator: acc,
+                });
+                Ok(epoch)
+            }
+            Kind::UnpinPlacement(p) => {
+                let node = self.nodes.get_mut(&p.node).ok_or_else(|| {
+                    CommandError::invalid("node", format!("node {:?} is not registered", p.node))
+                })?;
+                for part in &mut node.partitions {
+                    part.models.retain(|m| m != &p.model);
+                }
+                node.partitions.retain(|x| !x.models.is_empty());
+                node.assignment_epoch += 1;
+                let epoch = node.assignment_epoch;
+                self.pins
+                    .retain(|x| !(x.node == p.node && x.model == p.model));
+                Ok(epoch)
+            }
+            Kind::CommitPlacement(c) => {
+                for (i, part) in c.partitions.iter().enumerate() {
+                    for m in &part.models {
+                        if !self.models.contains_key(m) {
+                            return Err(CommandError::invalid(
+                                &format!("partitions[{i}].models"),
+                                format!("model {m:?} is not deployed"),
+                            ));
+                        }
+                    }
+                }
+                let node = self.nodes.get_mut(&c.node).ok_or_else(|| {
+                    CommandError::invalid("node", format!("node {:?} is not registered", c.node))
+                })?;
+                if c.expected_epoch != 0 && c.expected_epoch != node.assignment_epoch {
+                    return Err(CommandError::FailedPrecondition(format!(
+                        "node {:?} is at epoch {}, expected {}",
+                        c.node, node.assignment_epoch, c.expected_epoch
+                    )));
+                }
+                node.partitions = c
+                    .partitions
+                    .iter()
+                    .map(|p| Partition {
+                        accelerator_id: p.accelerator_id.clone(),
+                        share_pct: p.share_pct,
+                        models: p.models.clone(),
+                    })
+                    .collect();
+                node.assignment_epoch += 1;
+                Ok(node.assignment_epoch)
+            }
+            Kind::AddMember(a) => {
+                let m = a.member.as_ref().expect("validated");
+                if let Some(old) = self.members.get(&m.id) {
+                    if old.learner == m.learner {
+                        return Err(CommandError::FailedPrecondition(format!(
+                            "member {} already exists",
+                            m.id
+                        )));
+                    }
+                }
+                self.members.insert(m.id, m.into());
+                Ok(0)
+            }
+            Kind::RemoveMember(r) => {
+                if self.members.remove(&r.id).is_none() {
+                    return Err(CommandError::invalid(
+                        "id",
+                        format!("unknown member {}", r.id),
+                    ));
+                }
+                Ok(0)
+            }
+            Kind::UpdateMember(u) => {
+                let m = u.member.as_ref().expect("validated");
+                let Some(old) = self.members.get_mut(&m.id) else {
+                    return Err(CommandError::invalid(
+                        "id",
+                        format!("unknown member {}", m.id),
+                    ));
+                };
+                old.peer_addr = m.peer_addr.clone();
+                old.client_addr = m.client_addr.clone();
+                Ok(0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deploy(name: &str, slo: f64, rate: f64) -> pb::Command {
+        pb::Command {
+            client_id: 7,
+            seq: 1,
+            kind: Some(Kind::DeployModel(pb::DeployModel {
+                name: name.into(),
+                slo_ms: slo,
+                rate,
+                memory_mb: 100,
+            })),
+        }
+    }
+
+    #[test]
+    fn bad_input_names_the_field_and_writes_nothing() {
+        let mut s = State::default();
+        for (cmd, field) in [
+            (deploy("", 10.0, 1.0), "name"),
+            (deploy("m", 0.0, 1.0), "slo_ms"),
+            (deploy("m", -1.0, 1.0), "slo_ms"),
+            (deploy("m", 10.0, f64::NAN), "rate"),
+        ] {
+            let before = s.models.clone();
+            let err = validate(&cmd).unwrap_err();
+            assert!(
+                matches!(&err, CommandError::InvalidArgument { field: f, .. } if f == field),
+                "{err}"
+            );
+            let a = s.apply(&cmd, 5);
+            assert_eq!(a.result.code, 3);
+            assert!(a.result.message.contains(field));
+            assert_eq!(s.models, before);
+        }
+    }
+
+    #[test]
+    fn retried_write_applies_once() {
+        let mut s = State::default();
+        let mut cmd = pb::Command {
+            client_id: 9,
+            seq: 1,
+            kind: Some(Kind::RegisterNode(pb::RegisterNode {
+                name: "n".into(),
+                accelerators: vec![pb::Accelerator {
+                    id: "gpu0".into(),
+                    ..Default::default()
+                }],
+                agent_addr: "127.0.0.1:1".into(),
+            })),
+        };
+        s.apply(&cmd, 2);
+        s.apply(&deploy("m", 10.0, 1.0), 3);
+        cmd.seq = 2;
+        cmd.kind = Some(Kind::PinPlacement(pb::PinPlacement {
+            node: "n".into(),
+            model: "m".into(),
+            accelerator: String::new(),
+        }));
+        let first = s.apply(&cmd, 4);
+        assert_eq!(first.result.epoch, 1);
+        let again = s.apply(&cmd, 5);
+        assert!(again.duplicate);
+        assert_eq!(again.result, first.result);
+        assert_eq!(s.nodes["n"].assignment_epoch, 1);
+    }
+
+    #[test]
+    fn snapshot_roundtrip() {
+        let mut s = State::default();
+        s.apply(&deploy("m", 10.0, 2.5), 2);
+        let back = State::decode(&s.encode()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn addresses() {
+        assert!(check_addr("a", "127.0.0.1:7101").is_ok());
+        assert!(check_addr("a", "localhost:1").is_ok());
+        assert!(check_addr("a", "127.0.0.1").is_err());
+        assert!(check_addr("a", ":80").is_err());
+        assert!(check_addr("a", "h:0").is_err());
+        assert!(check_addr("a", "h:99999").is_err());
+    }
+}
