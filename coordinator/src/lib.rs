@@ -1,5 +1,51 @@
 //! The Edgeplane coordinator: a Raft-replicated control plane.
+//!
+//! # Layers
+//! - [`storage`]: the durable Raft log ([`storage::LogBackend`] trait, sled implementation with
+//!   explicit fsync) and [`storage::RaftStore`], the `raft::Storage` over it.
+//! - [`state`]: the replicated state machine (nodes, models, placements, members, client
+//!   sessions for at-most-once writes), applied deterministically.
+//! - [`node`]: the Raft loop (one thread per replica) and [`Handle`], the way everything
+//!   else talks to the local replica.
+//! - [`transport`]: gRPC peer transport with reconnect/backoff and fault injection.
+//! - [`admin`]: the operator `Admin` gRPC service; [`server`]: process assembly.
+//!
+//! # Seam for the agent side (`agents.rs`)
+//! Everything an agent service needs goes through a cheap-to-clone [`Handle`]:
+//! - `handle.propose(cmd: edgeplane_proto::raft::Command).await -> Result<ApplyResult, node::Error>`:
+//!   replicate a command and wait until applied (followers forward it to the leader).
+//!   Agent-side commands: `Kind::RegisterNode {name, accelerators, agent_addr}`,
+//!   `Kind::SetNodeStatus {name, status}`, `Kind::RemoveNode`, and placement commands
+//!   `Kind::PinPlacement` / `Kind::UnpinPlacement` / `Kind::CommitPlacement {node,
+//!   partitions, expected_epoch}` which bump the node's `assignment_epoch` (returned in
+//!   `ApplyResult::epoch`). Set `client_id`/`seq` for retry-safe writes (0 = no dedup).
+//! - `handle.read(linearizable: bool).await -> Result<Arc<state::State>, node::Error>`:
+//!   ReadIndex read (or the local state when `false`); `handle.stale_state()` is the sync
+//!   local variant.
+//! - `handle.leadership() -> tokio::sync::watch::Receiver<node::Leadership>`
+//!   (`leader_id`, `term`, `is_leader`): start/stop leader-only work (leases, rate aggregation,
+//!   grace periods after failover) on changes.
+//! - `handle.leader_client_addr() -> Option<String>` and `handle.members()` for redirecting
+//!   agents; `handle.join_token() -> Option<&str>` is the `--join-token` value.
+//! - Mounting a gRPC service on `--client-addr`: push a [`server::ServiceInstaller`] into
+//!   [`server::Extensions::services`] (or add it next to `AdminServer` in
+//!   [`server::Coordinator::start`], the one place services are mounted).
+//! - Live stats for `nodes list` / `models list`: set [`server::Extensions::live_stats`] to an
+//!   `Arc<dyn admin::LiveStats>`; the Admin service calls it per node/model (zeros if unset).
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod config;
+pub mod forward;
+pub mod logging;
+pub mod metrics;
+pub mod node;
+pub mod server;
 pub mod state;
 pub mod storage;
+pub mod transport;
+
+pub use admin::{LiveStats, ModelLiveStats, NodeLiveStats};
+pub use config::{Config, Flags};
+pub use node::{Error, Handle, Leadership};
+pub use server::{Coordinator, Extensions};

@@ -693,7 +693,13 @@ mod tests {
             (deploy("m", 0.0, 1.0), "slo_ms"),
             (deploy("m", -1.0, 1.0), "slo_ms"),
             (deploy("m", 10.0, f64::NAN), "rate"),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut c, f))| {
+            c.seq = i as u64 + 1;
+            (c, f)
+        }) {
             let before = s.models.clone();
             let err = validate(&cmd).unwrap_err();
             assert!(

@@ -1,0 +1,375 @@
+//! Configuration: TOML file, then environment (`EDGEPLANE_COORDINATOR_*`), then flags; flags
+//! win. clap reads flags and env into `Option`s, the file fills what is still unset, then
+//! defaults apply. Every value is validated at start and errors name the field.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors while building the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid config field `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("reading config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Command-line flags (each also readable from `EDGEPLANE_COORDINATOR_<NAME>`).
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(
+    name = "edgeplane-coordinator",
+    version,
+    about = "Edgeplane coordinator replica (Raft)"
+)]
+pub struct Flags {
+    /// Raft id of this replica (> 0).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_ID")]
+    pub id: Option<u64>,
+    /// Address for the Admin (and agent) gRPC API.
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_CLIENT_ADDR")]
+    pub client_addr: Option<String>,
+    /// Address for Raft peer traffic.
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_PEER_ADDR")]
+    pub peer_addr: Option<String>,
+    /// Initial voters `id=peer_addr,...`; ignored once the data dir holds state.
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Directory for the Raft log and snapshots.
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the Prometheus metrics endpoint.
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Token agents must present when they register.
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_JOIN_TOKEN")]
+    pub join_token: Option<String>,
+    /// TOML config file.
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Join an existing cluster (do not bootstrap); implied when `--id` is not in
+    /// `--initial-cluster`.
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_JOIN")]
+    pub join: Option<bool>,
+    /// Raft tick interval in milliseconds (default 100).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_TICK_MS")]
+    pub tick_ms: Option<u64>,
+    /// Election timeout in ticks (default 10).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_ELECTION_TICKS")]
+    pub election_ticks: Option<usize>,
+    /// Heartbeat interval in ticks (default 1).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_HEARTBEAT_TICKS")]
+    pub heartbeat_ticks: Option<usize>,
+    /// Snapshot and compact the log every N applied entries (default 10000).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_SNAPSHOT_ENTRIES")]
+    pub snapshot_entries: Option<u64>,
+    /// How long a write or read may wait for the cluster, in ms (default 5000).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Accept the `InjectFault` admin RPC (tests only).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_ENABLE_FAULT_INJECTION")]
+    pub enable_fault_injection: Option<bool>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// The file format (every field optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub id: Option<u64>,
+    pub client_addr: Option<String>,
+    pub peer_addr: Option<String>,
+    pub initial_cluster: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub metrics_addr: Option<String>,
+    pub join_token: Option<String>,
+    pub join: Option<bool>,
+    pub tick_ms: Option<u64>,
+    pub election_ticks: Option<usize>,
+    pub heartbeat_ticks: Option<usize>,
+    pub snapshot_entries: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub enable_fault_injection: Option<bool>,
+}
+
+/// The effective, validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub initial_cluster: BTreeMap<u64, String>,
+    pub data_dir: PathBuf,
+    pub metrics_addr: Option<String>,
+    pub join_token: Option<String>,
+    pub join: bool,
+    pub tick_ms: u64,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub snapshot_entries: u64,
+    pub request_timeout_ms: u64,
+    pub enable_fault_injection: bool,
+}
+
+impl Config {
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Merge flags (with env) over the file named by `--config`, then validate.
+    pub fn from_flags(f: &Flags) -> Result<Config, ConfigError> {
+        let file = match &f.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File {
+                    path: p.clone(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
+                    path: p.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let id = f.id.or(file.id).ok_or_else(|| invalid("id", "required"))?;
+        if id == 0 {
+            return Err(invalid("id", "must be > 0"));
+        }
+        let client_addr = f
+            .client_addr
+            .clone()
+            .or(file.client_addr)
+            .ok_or_else(|| invalid("client_addr", "required"))?;
+        check_addr("client_addr", &client_addr)?;
+        let peer_addr = f
+            .peer_addr
+            .clone()
+            .or(file.peer_addr)
+            .ok_or_else(|| invalid("peer_addr", "required"))?;
+        check_addr("peer_addr", &peer_addr)?;
+        let ic = f
+            .initial_cluster
+            .clone()
+            .or(file.initial_cluster)
+            .unwrap_or_default();
+        let initial_cluster = parse_initial_cluster(&ic)?;
+        let data_dir = f
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .ok_or_else(|| invalid("data_dir", "required"))?;
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let metrics_addr = f.metrics_addr.clone().or(file.metrics_addr);
+        if let Some(m) = &metrics_addr {
+            check_addr("metrics_addr", m)?;
+        }
+        let join_token = f.join_token.clone().or(file.join_token);
+        if join_token.as_deref() == Some("") {
+            return Err(invalid("join_token", "must not be empty when given"));
+        }
+        let join = f.join.or(file.join).unwrap_or(false) || !initial_cluster.contains_key(&id);
+        let tick_ms = f.tick_ms.or(file.tick_ms).unwrap_or(100);
+        if tick_ms == 0 || tick_ms > 10_000 {
+            return Err(invalid(
+                "tick_ms",
+                format!("must be in 1..=10000, got {tick_ms}"),
+            ));
+        }
+        let election_ticks = f.election_ticks.or(file.election_ticks).unwrap_or(10);
+        let heartbeat_ticks = f.heartbeat_ticks.or(file.heartbeat_ticks).unwrap_or(1);
+        if heartbeat_ticks == 0 {
+            return Err(invalid("heartbeat_ticks", "must be > 0"));
+        }
+        if election_ticks <= heartbeat_ticks {
+            return Err(invalid(
+                "election_ticks",
+                format!("must be greater than heartbeat_ticks ({heartbeat_ticks}), got {election_ticks}"),
+            ));
+        }
+        let snapshot_entries = f
+            .snapshot_entries
+            .or(file.snapshot_entries)
+            .unwrap_or(10_000);
+        if snapshot_entries == 0 {
+            return Err(invalid("snapshot_entries", "must be > 0"));
+        }
+        let request_timeout_ms = f
+            .request_timeout_ms
+            .or(file.request_timeout_ms)
+            .unwrap_or(5000);
+        if request_timeout_ms == 0 {
+            return Err(invalid("request_timeout_ms", "must be > 0"));
+        }
+        let enable_fault_injection = f
+            .enable_fault_injection
+            .or(file.enable_fault_injection)
+            .unwrap_or(false);
+        if !join && initial_cluster.get(&id) != Some(&peer_addr) {
+            return Err(invalid(
+                "initial_cluster",
+                format!(
+                    "entry {id}={} does not match peer_addr {peer_addr}",
+                    initial_cluster[&id]
+                ),
+            ));
+        }
+        Ok(Config {
+            id,
+            client_addr,
+            peer_addr,
+            initial_cluster,
+            data_dir,
+            metrics_addr,
+            join_token,
+            join,
+            tick_ms,
+            election_ticks,
+            heartbeat_ticks,
+            snapshot_entries,
+            request_timeout_ms,
+            enable_fault_injection,
+        })
+    }
+
+    /// The effective configuration as TOML (for `--print-config`).
+    pub fn to_toml(&self) -> String {
+        let mut v = toml::Table::new();
+        v.insert("id".into(), (self.id as i64).into());
+        v.insert("client_addr".into(), self.client_addr.clone().into());
+        v.insert("peer_addr".into(), self.peer_addr.clone().into());
+        v.insert(
+            "initial_cluster".into(),
+            self.initial_cluster
+                .iter()
+                .map(|(k, a)| format!("{k}={a}"))
+                .collect::<Vec<_>>()
+                .join(",")
+                .into(),
+        );
+        v.insert(
+            "data_dir".into(),
+            self.data_dir.display().to_string().into(),
+        );
+        if let Some(m) = &self.metrics_addr {
+            v.insert("metrics_addr".into(), m.clone().into());
+        }
+        if self.join_token.is_some() {
+            v.insert("join_token".into(), "<redacted>".into());
+        }
+        v.insert("join".into(), self.join.into());
+        v.insert("tick_ms".into(), (self.tick_ms as i64).into());
+        v.insert("election_ticks".into(), (self.election_ticks as i64).into());
+        v.insert(
+            "heartbeat_ticks".into(),
+            (self.heartbeat_ticks as i64).into(),
+        );
+        v.insert(
+            "snapshot_entries".into(),
+            (self.snapshot_entries as i64).into(),
+        );
+        v.insert(
+            "request_timeout_ms".into(),
+            (self.request_timeout_ms as i64).into(),
+        );
+        v.insert(
+            "enable_fault_injection".into(),
+            self.enable_fault_injection.into(),
+        );
+        toml::to_string(&v).unwrap_or_default()
+    }
+}
+
+fn check_addr(field: &'static str, a: &str) -> Result<(), ConfigError> {
+    crate::state::check_addr(field, a).map_err(|e| invalid(field, e.to_string()))
+}
+
+/// Parse `1=host:port,2=host:port`.
+pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| invalid("initial_cluster", format!("{part:?} is not id=host:port")))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|i| *i > 0)
+            .ok_or_else(|| invalid("initial_cluster", format!("bad id in {part:?}")))?;
+        check_addr("initial_cluster", addr.trim())?;
+        if out.insert(id, addr.trim().to_string()).is_some() {
+            return Err(invalid("initial_cluster", format!("id {id} listed twice")));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn flags(args: &[&str]) -> Flags {
+        Flags::parse_from(std::iter::once("x").chain(args.iter().copied()))
+    }
+
+    const BASE: &[&str] = &[
+        "--id",
+        "1",
+        "--client-addr",
+        "127.0.0.1:7101",
+        "--peer-addr",
+        "127.0.0.1:7201",
+        "--initial-cluster",
+        "1=127.0.0.1:7201,2=127.0.0.1:7202",
+        "--data-dir",
+        "/tmp/x",
+    ];
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "tick_ms = 50\nelection_ticks = 20\n").unwrap();
+        let mut a = BASE.to_vec();
+        let ps = p.display().to_string();
+        a.extend(["--config", &ps, "--tick-ms", "20"]);
+        let c = Config::from_flags(&flags(&a)).unwrap();
+        assert_eq!(c.tick_ms, 20);
+        assert_eq!(c.election_ticks, 20);
+        assert!(!c.join);
+        assert!(c.to_toml().contains("tick_ms = 20"));
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut a = BASE.to_vec();
+        a.extend(["--tick-ms", "0"]);
+        let e = Config::from_flags(&flags(&a)).unwrap_err().to_string();
+        assert!(e.contains("tick_ms"), "{e}");
+        let mut a = BASE.to_vec();
+        a[3] = "nonsense";
+        let e = Config::from_flags(&flags(&a)).unwrap_err().to_string();
+        assert!(e.contains("client_addr"), "{e}");
+        let e = parse_initial_cluster("1=a:1,x=b:2")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("initial_cluster"), "{e}");
+    }
+}

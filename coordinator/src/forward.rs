@@ -1,0 +1,71 @@
+//! Follower → leader forwarding of writes over the leader's Admin API (`Forward`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use edgeplane_proto::admin::admin_client::AdminClient;
+use edgeplane_proto::admin::ForwardRequest;
+use edgeplane_proto::raft as pb;
+use prost::Message as _;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::node::Error;
+
+/// Caches one lazily connected channel per leader address.
+#[derive(Default)]
+pub struct Forwarder {
+    clients: Mutex<HashMap<String, AdminClient<Channel>>>,
+}
+
+impl Forwarder {
+    fn client(&self, addr: &str) -> Result<AdminClient<Channel>, Error> {
+        let mut c = self.clients.lock().expect("forward lock");
+        if let Some(x) = c.get(addr) {
+            return Ok(x.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::Raft(format!("leader address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true);
+        let client = AdminClient::new(ep.connect_lazy());
+        c.insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Send `cmd` to the leader's client address and wait for its apply result.
+    pub async fn forward(
+        &self,
+        addr: &str,
+        cmd: &pb::Command,
+        timeout: Duration,
+    ) -> Result<pb::ApplyResult, Error> {
+        let mut client = self.client(addr)?;
+        let mut req = tonic::Request::new(ForwardRequest {
+            command: cmd.encode_to_vec(),
+        });
+        req.set_timeout(timeout.max(Duration::from_millis(10)));
+        match client.forward(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok(pb::ApplyResult {
+                    code: 0,
+                    message: r.message,
+                    index: r.index,
+                    epoch: r.epoch,
+                })
+            }
+            Err(s)
+                if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Cancelled =>
+            {
+                // The leader moved or is down; the caller waits for a new leader and retries.
+                self.clients.lock().expect("forward lock").remove(addr);
+                Err(Error::Dropped(format!(
+                    "forward to {addr}: {}",
+                    s.message()
+                )))
+            }
+            Err(s) => Err(Error::Remote(s)),
+        }
+    }
+}

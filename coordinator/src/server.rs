@@ -1,0 +1,294 @@
+//! Process assembly: storage, raft thread, transport, the peer and client gRPC servers,
+//! metrics, and graceful shutdown driven by one broadcast channel.
+
+use std::collections::HashMap;
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use edgeplane_proto::admin::admin_server::AdminServer;
+use edgeplane_proto::raft::raft_transport_server::RaftTransportServer;
+use edgeplane_proto::raft::{self as pb, command::Kind};
+use tokio::sync::{broadcast, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::RoutesBuilder;
+
+use crate::admin::{AdminService, LiveStats};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::node::{Handle, HandleInner, LoopConfig, RaftLoop, Shared};
+use crate::state::{Member, State};
+use crate::storage::{RaftStore, SledBackend};
+use crate::transport::{Transport, TransportService};
+
+/// Errors while starting a replica.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the data dir {dir}: {source}")]
+    Storage {
+        dir: String,
+        source: crate::storage::StorageError,
+    },
+    #[error("binding {field} {addr}: {source}")]
+    Bind {
+        field: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Node(#[from] crate::node::Error),
+    #[error("starting the raft thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Installs one more tonic service on the client-address server.
+pub type ServiceInstaller = Box<dyn FnOnce(&Handle, &mut RoutesBuilder) + Send>;
+
+/// What other modules (the agent side) plug into a replica.
+#[derive(Default)]
+pub struct Extensions {
+    /// Leader-memory statistics merged into `nodes list` / `models list`.
+    pub live_stats: Option<Arc<dyn LiveStats>>,
+    /// Extra gRPC services served on `--client-addr` next to `Admin`.
+    pub services: Vec<ServiceInstaller>,
+}
+
+/// A running replica.
+pub struct Coordinator {
+    handle: Handle,
+    shutdown: broadcast::Sender<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    raft_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Coordinator {
+    /// Open storage, start the raft thread and every server. Returns once listening.
+    pub async fn start(cfg: Config, ext: Extensions) -> Result<Coordinator, StartError> {
+        let dir = cfg.data_dir.join("raft");
+        let backend = SledBackend::open(&dir).map_err(|source| StartError::Storage {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        let mut store =
+            RaftStore::open(Box::new(backend)).map_err(|source| StartError::Storage {
+                dir: dir.display().to_string(),
+                source,
+            })?;
+        if store.is_empty() {
+            if cfg.join {
+                tracing::info!(id = cfg.id, "empty data dir: joining an existing cluster");
+            } else {
+                let mut st = State::default();
+                for (id, addr) in &cfg.initial_cluster {
+                    st.members.insert(
+                        *id,
+                        Member {
+                            id: *id,
+                            peer_addr: addr.clone(),
+                            client_addr: String::new(),
+                            learner: false,
+                        },
+                    );
+                }
+                store
+                    .bootstrap(cfg.initial_cluster.keys().copied().collect(), st.encode())
+                    .map_err(|source| StartError::Storage {
+                        dir: dir.display().to_string(),
+                        source,
+                    })?;
+                tracing::info!(id = cfg.id, voters = ?cfg.initial_cluster.keys().collect::<Vec<_>>(), "bootstrapped a new cluster");
+            }
+        } else {
+            tracing::info!(
+                id = cfg.id,
+                "data dir holds state: resuming (initial cluster ignored)"
+            );
+        }
+
+        let (shutdown, _) = broadcast::channel(4);
+        let (tx, rx) = std_mpsc::channel();
+        let initial: HashMap<u64, String> = cfg.initial_cluster.clone().into_iter().collect();
+        let transport = Transport::new(
+            cfg.id,
+            cfg.peer_addr.clone(),
+            tokio::runtime::Handle::current(),
+            tx.clone(),
+            &initial,
+            cfg.enable_fault_injection,
+        );
+        let metrics = Arc::new(Metrics::default());
+        let (lw, _) = watch::channel(Default::default());
+        let shared = Arc::new(Shared {
+            state: RwLock::new(Arc::new(State::default())),
+            status: Mutex::new(Default::default()),
+            leadership: lw,
+            metrics: metrics.clone(),
+        });
+        let loop_cfg = LoopConfig {
+            id: cfg.id,
+            tick: cfg.tick(),
+            election_ticks: cfg.election_ticks,
+            heartbeat_ticks: cfg.heartbeat_ticks,
+            snapshot_entries: cfg.snapshot_entries,
+            request_timeout: cfg.request_timeout(),
+        };
+        let logger = crate::logging::raft_logger(cfg.id);
+        let raft_loop = RaftLoop::new(
+            loop_cfg,
+            store,
+            shared.clone(),
+            transport.clone(),
+            rx,
+            &logger,
+        )?;
+        let raft_thread = std::thread::Builder::new()
+            .name(format!("raft-{}", cfg.id))
+            .spawn(move || raft_loop.run())
+            .map_err(StartError::Thread)?;
+
+        let handle = Handle {
+            inner: Arc::new(HandleInner {
+                id: cfg.id,
+                tx,
+                shared,
+                request_timeout: cfg.request_timeout(),
+                join_token: cfg.join_token.clone(),
+                client_addr: cfg.client_addr.clone(),
+                forward: Default::default(),
+            }),
+        };
+
+        let mut tasks = Vec::new();
+        // Peer server.
+        let peer_l = bind("peer_addr", &cfg.peer_addr).await?;
+        let svc = RaftTransportServer::new(TransportService {
+            transport: transport.clone(),
+        })
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+        let mut sd = shutdown.subscribe();
+        tasks.push(tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(svc)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(peer_l), async move {
+                    let _ = sd.recv().await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "peer server failed");
+            }
+        }));
+
+        // Client server: Admin plus whatever the extensions add. This is the single place
+        // where services are mounted on --client-addr.
+        let client_l = bind("client_addr", &cfg.client_addr).await?;
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(AdminServer::new(AdminService {
+            handle: handle.clone(),
+            transport: transport.clone(),
+            live: ext.live_stats.clone(),
+        }));
+        for install in ext.services {
+            install(&handle, &mut routes);
+        }
+        let routes = routes.routes();
+        let mut sd = shutdown.subscribe();
+        tasks.push(tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(client_l), async move {
+                    let _ = sd.recv().await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "client server failed");
+            }
+        }));
+
+        if let Some(addr) = &cfg.metrics_addr {
+            let l = bind("metrics_addr", addr).await?;
+            tasks.push(tokio::spawn(crate::metrics::serve(
+                l,
+                metrics.clone(),
+                shutdown.subscribe(),
+            )));
+        }
+
+        // Announce this replica's addresses in the replicated member list.
+        let h = handle.clone();
+        let me = pb::Member {
+            id: cfg.id,
+            peer_addr: cfg.peer_addr.clone(),
+            client_addr: cfg.client_addr.clone(),
+            learner: false,
+        };
+        let mut sd = shutdown.subscribe();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let st = h.stale_state();
+                let done = st
+                    .members
+                    .get(&me.id)
+                    .is_some_and(|m| m.client_addr == me.client_addr && m.peer_addr == me.peer_addr);
+                if !done && st.members.contains_key(&me.id) && h.leadership().borrow().leader_id != 0 {
+                    let mut m = me.clone();
+                    m.learner = st.members[&me.id].learner;
+                    let c = pb::Command {
+                        client_id: 0,
+                        seq: 0,
+                        kind: Some(Kind::UpdateMember(pb::UpdateMember { member: Some(m) })),
+                    };
+                    if let Err(e) = h.propose(c).await {
+                        tracing::debug!(error = %e, "announcing member addresses failed; retrying");
+                    }
+                }
+                tokio::select! {
+                    _ = sd.recv() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(if done { 2000 } else { 200 })) => {}
+                }
+            }
+        }));
+
+        tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, "coordinator replica started");
+        Ok(Coordinator {
+            handle,
+            shutdown,
+            tasks,
+            raft_thread: Some(raft_thread),
+        })
+    }
+
+    /// The local replica.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// A receiver that fires when the replica shuts down (for extension tasks).
+    pub fn shutdown_guard(&self) -> broadcast::Receiver<()> {
+        self.shutdown.subscribe()
+    }
+
+    /// Stop servers, then the raft loop; waits for both.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(());
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        }
+        self.handle.stop();
+        if let Some(t) = self.raft_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        tracing::info!("coordinator replica stopped");
+    }
+}
+
+async fn bind(field: &'static str, addr: &str) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            field,
+            addr: addr.to_string(),
+            source,
+        })
+}
