@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "edgeplane", version, about = "Edgeplane: real-time ML inference control plane")]
+#[command(
+    name = "edgeplane",
+    version,
+    about = "Edgeplane: real-time ML inference control plane"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
