@@ -573,7 +573,7 @@ impl RaftLoop {
     fn on_ready(&mut self) -> Result<(), Error> {
         if !self.node.has_ready() {
             self.publish_leadership();
-            return Ok(());
+            return self.maybe_snapshot();
         }
         let mut rd = self.node.ready();
         if !rd.messages().is_empty() {
@@ -738,7 +738,13 @@ impl RaftLoop {
         let cc = ConfChangeV2::parse_from_bytes(e.get_data()).map_err(|err| {
             Error::Raft(format!("conf change at {} does not decode: {err}", e.index))
         })?;
-        let cmd = pb::Command::decode(cc.get_context()).unwrap_or_default();
+        // `propose_conf_change(context, cc)` stores our command in the entry's context.
+        let ctx = if e.get_context().is_empty() {
+            cc.get_context()
+        } else {
+            e.get_context()
+        };
+        let cmd = pb::Command::decode(ctx).unwrap_or_default();
         let a = self.state.apply(&cmd, e.index);
         // A refused or duplicate membership command leaves the Raft configuration alone,
         // except for the empty "leave joint" changes raft-rs proposes itself.
@@ -759,7 +765,10 @@ impl RaftLoop {
 
     fn maybe_snapshot(&mut self) -> Result<(), Error> {
         let snap_index = self.node.store().latest_snapshot().get_metadata().index;
-        if self.applied >= snap_index + self.cfg.snapshot_entries {
+        let wanted = self.node.store().take_snapshot_wanted();
+        if self.applied >= snap_index + self.cfg.snapshot_entries
+            || (wanted && self.applied > snap_index)
+        {
             let cs: ConfState = self.node.store().conf_state().clone();
             let data = self.state.encode();
             let start = Instant::now();

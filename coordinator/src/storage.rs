@@ -296,6 +296,10 @@ pub struct RaftStore {
     snapshot: Snapshot,
     /// entries[i].index == snapshot index + 1 + i
     entries: Vec<Entry>,
+    /// Set when raft asked for a snapshot the stored one cannot serve (the peer is not in
+    /// its configuration, e.g. a member added after it was taken); the loop then takes a
+    /// fresh snapshot and raft retries.
+    snapshot_wanted: std::cell::Cell<bool>,
 }
 
 impl RaftStore {
@@ -308,6 +312,7 @@ impl RaftStore {
             conf_state: l.conf_state,
             snapshot: l.snapshot,
             entries: l.entries,
+            snapshot_wanted: std::cell::Cell::new(false),
         })
     }
 
@@ -451,6 +456,11 @@ impl RaftStore {
         self.hard_state.commit = commit;
     }
 
+    /// True (once) when raft needed a newer snapshot than the stored one.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+
     pub fn set_applied(&mut self, applied: u64) -> Result<()> {
         self.backend.set_applied(applied)
     }
@@ -505,8 +515,14 @@ impl raft::Storage for RaftStore {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.snap_index() < request_index {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let cs = self.snapshot.get_metadata().get_conf_state();
+        let knows_peer = cs.voters.contains(&to)
+            || cs.learners.contains(&to)
+            || cs.voters_outgoing.contains(&to)
+            || cs.learners_next.contains(&to);
+        if self.snap_index() < request_index || !knows_peer {
+            self.snapshot_wanted.set(true);
             return Err(raft::Error::Store(
                 RaftStorageError::SnapshotTemporarilyUnavailable,
             ));
