@@ -1,0 +1,245 @@
+//! The agent's link to the coordinator cluster: register, then one bidirectional session
+//! with the leader (reports up every interval, assignments down). Any failure (member
+//! down, redirect, leader change, stream refused) ends the session; the agent then tries
+//! the next member after a jittered exponential backoff from a seeded RNG, and keeps
+//! serving its last assignment meanwhile. Reports carry totals since start, so nothing
+//! done while cut off is lost: the first report after reconnecting carries it.
+
+use crate::persist::AssignmentStore;
+use crate::runtime::Shared;
+use edgeplane_proto::agent::agent_client::AgentClient;
+use edgeplane_proto::agent::{
+    agent_message, coordinator_message, AgentMessage, Assignment, Hello, RegisterRequest,
+};
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::StreamExt;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("{addr} refused the join token: {message}")]
+    Refused { addr: String, message: String },
+    #[error("{addr}: {status}")]
+    Rpc { addr: String, status: tonic::Status },
+    #[error("redirected to the leader at {0}")]
+    Redirect(String),
+    #[error("{addr} closed the session")]
+    Closed { addr: String },
+    #[error("shutting down")]
+    Shutdown,
+}
+
+pub struct Link {
+    pub shared: Arc<Shared>,
+    pub store: Arc<AssignmentStore>,
+    pub coordinators: Vec<String>,
+    pub join_token: String,
+    pub agent_addr: String,
+    pub report_interval: Duration,
+    pub max_backoff: Duration,
+    pub seed: u64,
+}
+
+fn url(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Apply an assignment pushed by the coordinator: newer epochs replace (and are persisted
+/// before they are served), older ones are ignored — a deposed leader's late push must not
+/// roll the node back.
+pub fn apply_assignment(shared: &Shared, store: &AssignmentStore, a: Assignment) -> bool {
+    let held = shared.epoch();
+    let fresh = shared.assignment.read().expect("assignment lock").is_none();
+    if a.epoch < held || (a.epoch == held && !fresh) {
+        if a.epoch < held {
+            tracing::warn!(
+                held,
+                got = a.epoch,
+                "ignoring an assignment older than the one held"
+            );
+        }
+        return false;
+    }
+    if let Err(e) = store.save(&a) {
+        tracing::error!(error = %e, "cannot persist the assignment; not applying it");
+        return false;
+    }
+    tracing::info!(
+        epoch = a.epoch,
+        partitions = a.partitions.len(),
+        "assignment applied"
+    );
+    *shared.assignment.write().expect("assignment lock") = Some(a);
+    true
+}
+
+impl Link {
+    pub async fn run(self, mut shutdown: broadcast::Receiver<()>) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(
+            self.seed
+                ^ self
+                    .shared
+                    .name
+                    .bytes()
+                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into())),
+        );
+        let base = Duration::from_millis(100);
+        let mut backoff = base;
+        let mut next = 0usize;
+        let mut redirect: Option<String> = None;
+        let mut refused_logged = false;
+        let mut seq = 0u64;
+        loop {
+            let addr = redirect.take().unwrap_or_else(|| {
+                let a = self.coordinators[next % self.coordinators.len()].clone();
+                next += 1;
+                a
+            });
+            let started = Instant::now();
+            let res = self.session(&addr, &mut seq, &mut shutdown).await;
+            *self.shared.connected.write().expect("connected lock") = None;
+            match res {
+                Err(LinkError::Shutdown) => return,
+                Err(LinkError::Redirect(leader)) => {
+                    tracing::info!(from = %addr, to = %leader, "following redirect to the leader");
+                    if !leader.is_empty() && leader != addr {
+                        redirect = Some(leader);
+                        continue;
+                    }
+                }
+                Err(e @ LinkError::Refused { .. }) => {
+                    if !refused_logged {
+                        tracing::error!(error = %e, "registration refused; check --join-token");
+                        refused_logged = true;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "coordinator session ended"),
+                Ok(()) => {}
+            }
+            // A session that lived a while resets the backoff.
+            if started.elapsed() > Duration::from_secs(5) {
+                backoff = base;
+            }
+            let jitter = rng.gen_range(0.5..1.0);
+            let wait = backoff.mul_f64(jitter);
+            backoff = (backoff * 2).min(self.max_backoff);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.recv() => return,
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        addr: &str,
+        seq: &mut u64,
+        shutdown: &mut broadcast::Receiver<()>,
+    ) -> Result<(), LinkError> {
+        let endpoint = tonic::transport::Endpoint::from_shared(url(addr))
+            .map_err(|e| LinkError::Connect {
+                addr: addr.into(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(5));
+        let channel = endpoint.connect().await.map_err(|e| LinkError::Connect {
+            addr: addr.into(),
+            reason: e.to_string(),
+        })?;
+        let mut client = AgentClient::new(channel);
+        let reg = client
+            .register(RegisterRequest {
+                name: self.shared.name.clone(),
+                join_token: self.join_token.clone(),
+                agent_addr: self.agent_addr.clone(),
+                accelerators: self
+                    .shared
+                    .accelerators
+                    .iter()
+                    .map(|a| a.to_proto())
+                    .collect(),
+                assignment_epoch: self.shared.epoch(),
+            })
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+                    LinkError::Refused {
+                        addr: addr.into(),
+                        message: status.message().to_string(),
+                    }
+                }
+                _ => LinkError::Rpc {
+                    addr: addr.into(),
+                    status,
+                },
+            })?
+            .into_inner();
+        tracing::info!(%addr, leader = %reg.leader_addr, epoch = reg.assignment_epoch, "registered");
+
+        let (tx, rx) = mpsc::channel::<AgentMessage>(16);
+        tx.send(AgentMessage {
+            body: Some(agent_message::Body::Hello(Hello {
+                name: self.shared.name.clone(),
+                join_token: self.join_token.clone(),
+                assignment_epoch: self.shared.epoch(),
+            })),
+        })
+        .await
+        .map_err(|_| LinkError::Closed { addr: addr.into() })?;
+        let mut inbound = client
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(|status| LinkError::Rpc {
+                addr: addr.into(),
+                status,
+            })?
+            .into_inner();
+        *self.shared.connected.write().expect("connected lock") = Some(addr.to_string());
+        let mut ticker = tokio::time::interval(self.report_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.recv() => return Err(LinkError::Shutdown),
+                _ = ticker.tick() => {
+                    *seq += 1;
+                    let report = {
+                        let uptime = self.shared.start.elapsed().as_secs_f64();
+                        let epoch = self.shared.epoch();
+                        self.shared.stats.lock().expect("stats").report(*seq, epoch, uptime)
+                    };
+                    if tx.send(AgentMessage { body: Some(agent_message::Body::Report(report)) }).await.is_err() {
+                        return Err(LinkError::Closed { addr: addr.into() });
+                    }
+                }
+                msg = inbound.next() => match msg {
+                    None => return Err(LinkError::Closed { addr: addr.into() }),
+                    Some(Err(status)) => return Err(LinkError::Rpc { addr: addr.into(), status }),
+                    Some(Ok(m)) => match m.body {
+                        Some(coordinator_message::Body::Assignment(a)) => {
+                            apply_assignment(&self.shared, &self.store, a);
+                        }
+                        Some(coordinator_message::Body::Redirect(r)) => {
+                            return Err(LinkError::Redirect(r.leader_addr));
+                        }
+                        Some(coordinator_message::Body::Ack(ack)) => {
+                            if !ack.accepted {
+                                tracing::warn!(seq = ack.seq, reason = %ack.reason, "report rejected");
+                            }
+                        }
+                        None => {}
+                    },
+                },
+            }
+        }
+    }
+}
