@@ -215,7 +215,7 @@ impl Conn {
                     self.timeout
                 );
             }
-            if i % self.endpoints.len() == 0 {
+            if i.is_multiple_of(self.endpoints.len()) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -286,7 +286,7 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
             let r = conn
                 .call("models deploy", |mut c| {
                     let req = api::DeployModelRequest {
-                        meta: meta.clone(),
+                        meta,
                         name: name.clone(),
                         slo_ms,
                         rate,
@@ -302,7 +302,7 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
             let r = conn
                 .call("models remove", |mut c| {
                     let req = api::RemoveModelRequest {
-                        meta: meta.clone(),
+                        meta,
                         name: name.clone(),
                     };
                     async move { c.remove_model(req).await }
@@ -363,7 +363,7 @@ pub async fn nodes(g: &GlobalArgs, c: NodesCommand) -> anyhow::Result<()> {
             .nodes
             .iter()
             .map(|n| {
-                let lr = n.last_report.clone().unwrap_or_default();
+                let lr = n.last_report.unwrap_or_default();
                 json!({"name": n.name, "status": n.status,
                    "accelerators": n.accelerators.iter().map(|a| json!({"id": a.id, "kind": a.kind,
                         "name": a.name, "memory_mb": a.memory_mb, "mig_capable": a.mig_capable,
@@ -380,7 +380,7 @@ pub async fn nodes(g: &GlobalArgs, c: NodesCommand) -> anyhow::Result<()> {
             "name", "status", "accel", "epoch", "met", "missed", "energy_j"
         );
         for n in &r.nodes {
-            let lr = n.last_report.clone().unwrap_or_default();
+            let lr = n.last_report.unwrap_or_default();
             println!(
                 "{:<16} {:<9} {:>5} {:>6} {:>9} {:>9} {:>10.2}  {}",
                 n.name,
@@ -410,7 +410,7 @@ pub async fn member(g: &GlobalArgs, c: MemberCommand) -> anyhow::Result<()> {
             let r = conn
                 .call("member add", |mut c| {
                     let req = api::AddMemberRequest {
-                        meta: meta.clone(),
+                        meta,
                         id,
                         peer_addr: peer_addr.clone(),
                         client_addr: client_addr.clone(),
@@ -428,10 +428,7 @@ pub async fn member(g: &GlobalArgs, c: MemberCommand) -> anyhow::Result<()> {
         MemberCommand::Remove { id } => {
             let r = conn
                 .call("member remove", |mut c| {
-                    let req = api::RemoveMemberRequest {
-                        meta: meta.clone(),
-                        id,
-                    };
+                    let req = api::RemoveMemberRequest { meta, id };
                     async move { c.remove_member(req).await }
                 })
                 .await?;
@@ -483,7 +480,7 @@ pub async fn placement(g: &GlobalArgs, c: PlacementCommand) -> anyhow::Result<()
             let r = conn
                 .call("placement set", |mut c| {
                     let req = api::SetPlacementRequest {
-                        meta: meta.clone(),
+                        meta,
                         node: node.clone(),
                         model: model.clone(),
                         accelerator: accelerator.clone().unwrap_or_default(),

@@ -856,8 +856,10 @@ impl RaftLoop {
 }
 
 fn conf_change(id: u64, ty: ConfChangeType) -> ConfChangeV2 {
-    let mut single = ConfChangeSingle::default();
-    single.node_id = id;
+    let mut single = ConfChangeSingle {
+        node_id: id,
+        ..Default::default()
+    };
     single.set_change_type(ty);
     let mut cc = ConfChangeV2::default();
     cc.set_changes(vec![single].into());

@@ -333,9 +333,11 @@ impl RaftStore {
         meta.term = 1;
         meta.mut_conf_state().voters = voters;
         snap.set_data(data.into());
-        let mut hs = HardState::default();
-        hs.term = 1;
-        hs.commit = 1;
+        let hs = HardState {
+            term: 1,
+            commit: 1,
+            ..Default::default()
+        };
         self.apply_snapshot(snap, hs)
     }
 
@@ -537,9 +539,11 @@ mod tests {
     use raft::Storage as _;
 
     fn ent(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
+        let mut e = Entry {
+            index,
+            term,
+            ..Default::default()
+        };
         e.set_data(format!("d{index}").into_bytes().into());
         e
     }
