@@ -606,7 +606,10 @@ mod tests {
         assert_eq!(s.first_index().unwrap(), 8);
         assert_eq!(s.last_index().unwrap(), 10);
         assert_eq!(s.term(7).unwrap(), 1);
-        assert_eq!(s.snapshot(0, 2).unwrap().get_data(), b"at7");
+        assert_eq!(s.snapshot(0, 1).unwrap().get_data(), b"at7");
+        // A peer outside the stored snapshot's configuration asks for a fresh one.
+        assert!(s.snapshot(0, 9).is_err());
+        assert!(s.take_snapshot_wanted());
     }
 
     #[test]

@@ -92,7 +92,7 @@ async fn leader_sigkill_failover_within_3s_and_nothing_acknowledged_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn all_replicas_killed_and_restarted_lose_nothing_acknowledged() {
     let _g = SERIAL.lock().await;
-    let mut c = Cluster::start(3, Opts::default());
+    let c = Cluster::start(3, Opts::default());
     c.leader(Duration::from_secs(10)).await;
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let c = Arc::new(c);
