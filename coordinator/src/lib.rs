@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod agents;
 pub mod config;
 pub mod forward;
 pub mod logging;

@@ -1,7 +1,7 @@
 //! `edgeplane-coordinator`: one replica of the coordinator cluster.
 
 use clap::Parser;
-use edgeplane_coordinator::{Config, Coordinator, Extensions, Flags};
+use edgeplane_coordinator::{agents, Config, Coordinator, Flags};
 
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
@@ -28,7 +28,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let coord = Coordinator::start(cfg, Extensions::default()).await?;
+        let coord = Coordinator::start(
+            cfg,
+            agents::AgentHub::new(agents::LeaseConfig::from_env()).extensions(),
+        )
+        .await?;
         wait_for_signal().await;
         tracing::info!("shutdown signal received");
         coord.shutdown().await;

@@ -1,0 +1,562 @@
+//! The leader side of the edge agents: the `Agent` gRPC service (register with the join
+//! token, one session per agent), leases and rate aggregation in leader memory.
+//!
+//! Only decisions go through Raft (node registered, node lost, assignments); heartbeats and
+//! reports stay in the leader's memory. Consequences, by design:
+//! - a follower answers a session with a `Redirect` to the leader and closes it;
+//! - a new leader knows no lease: it grants every node in the replicated state a fresh grace
+//!   period of one lease timeout when it takes over, so a failover never evicts everyone;
+//! - live figures (`nodes list` / `models list` rate, deadline-met %, energy) are served by
+//!   the leader; a follower answers zeros until it leads.
+//!
+//! Lease timings come from the environment (`EDGEPLANE_COORDINATOR_AGENT_LEASE_MS`, default
+//! 10000: a node not heard from for that long is marked lost) so that tests can shorten them
+//! without touching the replica's own configuration.
+
+use crate::admin::{LiveStats, ModelLiveStats, NodeLiveStats};
+use crate::node::Handle;
+use crate::server::Extensions;
+use crate::state::NodeStatus;
+use edgeplane_proto::agent as api;
+use edgeplane_proto::agent::agent_server::{Agent, AgentServer};
+use edgeplane_proto::raft as pb;
+use edgeplane_proto::raft::command::Kind;
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Lease settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseConfig {
+    /// Agents report (and so renew) this often.
+    pub renew: Duration,
+    /// A node not heard from for this long is marked lost.
+    pub timeout: Duration,
+}
+
+impl LeaseConfig {
+    /// Defaults (2 s / 10 s) overridden by `EDGEPLANE_COORDINATOR_AGENT_RENEW_MS` and
+    /// `EDGEPLANE_COORDINATOR_AGENT_LEASE_MS`; malformed values fall back to the default
+    /// with a warning.
+    pub fn from_env() -> Self {
+        let get = |k: &str, d: u64| match std::env::var(k) {
+            Ok(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    tracing::warn!(var = k, value = %v, default = d, "bad value, using default");
+                    d
+                }
+            },
+            Err(_) => d,
+        };
+        LeaseConfig {
+            renew: Duration::from_millis(get("EDGEPLANE_COORDINATOR_AGENT_RENEW_MS", 2000)),
+            timeout: Duration::from_millis(get("EDGEPLANE_COORDINATOR_AGENT_LEASE_MS", 10_000)),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct NodeLive {
+    met: u64,
+    missed: u64,
+    energy_j: f64,
+    /// model → (uptime_s, arrivals, met, missed, energy_j, rate) from the last report.
+    models: BTreeMap<String, (f64, u64, u64, u64, f64, f64)>,
+}
+
+#[derive(Default)]
+struct Inner {
+    leases: HashMap<String, Instant>,
+    live: HashMap<String, NodeLive>,
+}
+
+/// Leader memory for agents. Shared by the gRPC service, the lease task and the Admin
+/// service (as [`LiveStats`]).
+pub struct AgentHub {
+    inner: Mutex<Inner>,
+    pub lease: LeaseConfig,
+}
+
+impl AgentHub {
+    pub fn new(lease: LeaseConfig) -> Arc<Self> {
+        Arc::new(AgentHub {
+            inner: Mutex::new(Inner::default()),
+            lease,
+        })
+    }
+
+    fn renew(&self, node: &str) {
+        self.inner
+            .lock()
+            .expect("agent hub lock")
+            .leases
+            .insert(node.to_string(), Instant::now());
+    }
+
+    /// Observed request rate per model (requests/s), summed over nodes: the planner's input.
+    pub fn rates(&self) -> BTreeMap<String, f64> {
+        let g = self.inner.lock().expect("agent hub lock");
+        let mut out = BTreeMap::new();
+        for n in g.live.values() {
+            for (m, v) in &n.models {
+                *out.entry(m.clone()).or_insert(0.0) += v.5;
+            }
+        }
+        out
+    }
+
+    /// Record an accepted report.
+    fn record(&self, node: &str, r: &api::Report) {
+        let mut g = self.inner.lock().expect("agent hub lock");
+        g.leases.insert(node.to_string(), Instant::now());
+        let live = g.live.entry(node.to_string()).or_default();
+        let (mut met, mut missed, mut energy) = (0, 0, 0.0);
+        for m in &r.models {
+            met += m.deadlines_met;
+            missed += m.deadlines_missed;
+            energy += m.energy_j;
+            let rate = match live.models.get(&m.model) {
+                Some(&(t0, a0, ..)) if r.uptime_s > t0 && m.arrivals >= a0 => {
+                    (m.arrivals - a0) as f64 / (r.uptime_s - t0)
+                }
+                // Agent restarted (counters went back) or first report: keep what we had.
+                Some(&(.., old)) => old,
+                None => 0.0,
+            };
+            live.models.insert(
+                m.model.clone(),
+                (
+                    r.uptime_s,
+                    m.arrivals,
+                    m.deadlines_met,
+                    m.deadlines_missed,
+                    m.energy_j,
+                    rate,
+                ),
+            );
+        }
+        live.met = met;
+        live.missed = missed;
+        live.energy_j = energy;
+    }
+
+    /// Build the extensions a replica needs for the agent side: the `Agent` service and the
+    /// live stats for the Admin service.
+    pub fn extensions(self: &Arc<Self>) -> Extensions {
+        let hub = self.clone();
+        let mut ext = Extensions {
+            live_stats: Some(self.clone() as Arc<dyn LiveStats>),
+            ..Default::default()
+        };
+        ext.services.push(Box::new(move |handle: &Handle, routes| {
+            tokio::spawn(lease_loop(handle.clone(), hub.clone()));
+            routes.add_service(AgentServer::new(AgentService {
+                handle: handle.clone(),
+                hub,
+            }));
+        }));
+        ext
+    }
+}
+
+impl LiveStats for AgentHub {
+    fn node(&self, name: &str) -> Option<NodeLiveStats> {
+        let g = self.inner.lock().expect("agent hub lock");
+        g.live.get(name).map(|n| NodeLiveStats {
+            deadlines_met: n.met,
+            deadlines_missed: n.missed,
+            energy_j: n.energy_j,
+        })
+    }
+
+    fn model(&self, name: &str) -> Option<ModelLiveStats> {
+        let g = self.inner.lock().expect("agent hub lock");
+        let mut found = false;
+        let (mut rate, mut met, mut missed, mut energy) = (0.0, 0u64, 0u64, 0.0);
+        for n in g.live.values() {
+            if let Some(v) = n.models.get(name) {
+                found = true;
+                rate += v.5;
+                met += v.2;
+                missed += v.3;
+                energy += v.4;
+            }
+        }
+        found.then(|| ModelLiveStats {
+            rate,
+            deadline_met_pct: if met + missed == 0 {
+                0.0
+            } else {
+                100.0 * met as f64 / (met + missed) as f64
+            },
+            energy_j: energy,
+        })
+    }
+}
+
+/// Leader-only: fresh grace on taking over; mark nodes lost when their lease expires.
+async fn lease_loop(handle: Handle, hub: Arc<AgentHub>) {
+    let mut leadership = handle.leadership();
+    let mut was_leader = false;
+    let period = (hub.lease.timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        let is_leader = leadership.borrow_and_update().is_leader;
+        if is_leader && !was_leader {
+            // New leader: everyone known gets a full lease from now (no mass eviction).
+            let st = handle.stale_state();
+            let now = Instant::now();
+            let mut g = hub.inner.lock().expect("agent hub lock");
+            g.leases.clear();
+            for name in st.nodes.keys() {
+                g.leases.insert(name.clone(), now);
+            }
+            tracing::info!(
+                nodes = st.nodes.len(),
+                "leader: granted every agent a fresh lease"
+            );
+        } else if !is_leader && was_leader {
+            let mut g = hub.inner.lock().expect("agent hub lock");
+            g.leases.clear();
+            g.live.clear();
+        }
+        was_leader = is_leader;
+        if is_leader {
+            let st = handle.stale_state();
+            let expired: Vec<String> = {
+                let mut g = hub.inner.lock().expect("agent hub lock");
+                let now = Instant::now();
+                st.nodes
+                    .values()
+                    .filter(|n| n.status == NodeStatus::Ready)
+                    .filter(|n| {
+                        let seen = *g.leases.entry(n.name.clone()).or_insert(now);
+                        now.duration_since(seen) > hub.lease.timeout
+                    })
+                    .map(|n| n.name.clone())
+                    .collect()
+            };
+            for name in expired {
+                tracing::warn!(node = %name, timeout = ?hub.lease.timeout, "lease expired: marking node lost");
+                let cmd = pb::Command {
+                    client_id: 0,
+                    seq: 0,
+                    kind: Some(Kind::SetNodeStatus(pb::SetNodeStatus {
+                        name: name.clone(),
+                        status: pb::NodeStatus::Lost as i32,
+                    })),
+                };
+                if let Err(e) = handle.propose(cmd).await {
+                    tracing::warn!(node = %name, error = %e, "could not mark node lost");
+                }
+            }
+        }
+        tokio::select! {
+            r = leadership.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// The `Agent` gRPC service.
+pub struct AgentService {
+    handle: Handle,
+    hub: Arc<AgentHub>,
+}
+
+fn check_token(handle: &Handle, token: &str) -> Result<(), Status> {
+    match handle.join_token() {
+        None => Err(Status::unauthenticated(
+            "this cluster was started without --join-token; agents cannot join",
+        )),
+        Some(t) if t == token => Ok(()),
+        Some(_) => Err(Status::permission_denied(
+            "join_token: refused (wrong token)",
+        )),
+    }
+}
+
+fn assignment_of(node: &crate::state::Node) -> api::Assignment {
+    api::Assignment {
+        epoch: node.assignment_epoch,
+        partitions: node
+            .partitions
+            .iter()
+            .map(|p| api::Partition {
+                accelerator_id: p.accelerator_id.clone(),
+                share_pct: p.share_pct,
+                models: p.models.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// A report's values must be finite and non-negative; otherwise it is refused whole.
+pub fn check_report(r: &api::Report) -> Result<(), String> {
+    let bad = |f: &str, v: f64| -> Result<(), String> {
+        if v.is_finite() && v >= 0.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{f}: must be a finite non-negative number, got {v}"
+            ))
+        }
+    };
+    bad("uptime_s", r.uptime_s)?;
+    bad("decision_overhead_us", r.decision_overhead_us)?;
+    for m in &r.models {
+        if m.model.is_empty() {
+            return Err("models.model: must not be empty".into());
+        }
+        bad("models.p50_ms", m.p50_ms)?;
+        bad("models.p99_ms", m.p99_ms)?;
+        bad("models.energy_j", m.energy_j)?;
+    }
+    for a in &r.accelerators {
+        bad("accelerators.busy_s", a.busy_s)?;
+        bad("accelerators.energy_j", a.energy_j)?;
+    }
+    Ok(())
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<api::CoordinatorMessage, Status>> + Send>>;
+
+fn redirect(handle: &Handle) -> api::CoordinatorMessage {
+    let l = *handle.leadership().borrow();
+    api::CoordinatorMessage {
+        body: Some(api::coordinator_message::Body::Redirect(api::Redirect {
+            leader_id: l.leader_id,
+            leader_addr: handle.leader_client_addr().unwrap_or_default(),
+        })),
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn register(
+        &self,
+        request: Request<api::RegisterRequest>,
+    ) -> Result<Response<api::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        check_token(&self.handle, &r.join_token)?;
+        crate::state::check_addr("agent_addr", &r.agent_addr)
+            .map_err(|e| crate::node::Error::from(e).to_status())?;
+        let accelerators: Vec<pb::Accelerator> = r
+            .accelerators
+            .iter()
+            .map(|a| pb::Accelerator {
+                id: a.id.clone(),
+                kind: a.kind.clone(),
+                name: a.name.clone(),
+                memory_mb: a.memory_mb,
+                mig_capable: a.mig_capable,
+                sm_count: a.sm_count,
+                simulated: a.simulated,
+            })
+            .collect();
+        // Write only what changed: a reconnect of a ready, unchanged node costs no Raft entry.
+        let st = self.handle.read(true).await.map_err(|e| e.to_status())?;
+        let unchanged = st.nodes.get(&r.name).is_some_and(|n| {
+            n.status == NodeStatus::Ready
+                && n.agent_addr == r.agent_addr
+                && n.accelerators.len() == accelerators.len()
+                && n.accelerators
+                    .iter()
+                    .zip(&accelerators)
+                    .all(|(x, y)| *x == crate::state::Accelerator::from(y))
+        });
+        if !unchanged {
+            let cmd = pb::Command {
+                client_id: 0,
+                seq: 0,
+                kind: Some(Kind::RegisterNode(pb::RegisterNode {
+                    name: r.name.clone(),
+                    accelerators,
+                    agent_addr: r.agent_addr.clone(),
+                })),
+            };
+            self.handle.propose(cmd).await.map_err(|e| e.to_status())?;
+            tracing::info!(node = %r.name, addr = %r.agent_addr, "agent registered");
+        }
+        if self.handle.leadership().borrow().is_leader {
+            self.hub.renew(&r.name);
+        }
+        let st = self.handle.stale_state();
+        let l = *self.handle.leadership().borrow();
+        Ok(Response::new(api::RegisterResponse {
+            leader_id: l.leader_id,
+            leader_addr: self.handle.leader_client_addr().unwrap_or_default(),
+            members: self
+                .handle
+                .members()
+                .into_iter()
+                .map(|m| m.client_addr)
+                .filter(|a| !a.is_empty())
+                .collect(),
+            assignment_epoch: st.nodes.get(&r.name).map_or(0, |n| n.assignment_epoch),
+            lease_renew_s: self.hub.lease.renew.as_secs_f64(),
+        }))
+    }
+
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<api::AgentMessage>>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<api::CoordinatorMessage, Status>>(16);
+        if !self.handle.leadership().borrow().is_leader {
+            let _ = tx.send(Ok(redirect(&self.handle))).await;
+            return Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )));
+        }
+        let hello = match inbound.next().await {
+            Some(Ok(api::AgentMessage {
+                body: Some(api::agent_message::Body::Hello(h)),
+            })) => h,
+            Some(Err(s)) => return Err(s),
+            _ => return Err(Status::invalid_argument("first message: must be a Hello")),
+        };
+        check_token(&self.handle, &hello.join_token)?;
+        if !self.handle.stale_state().nodes.contains_key(&hello.name) {
+            return Err(Status::failed_precondition(format!(
+                "node {:?} is not registered: call Register first",
+                hello.name
+            )));
+        }
+        self.hub.renew(&hello.name);
+        tracing::info!(node = %hello.name, epoch = hello.assignment_epoch, "agent session open");
+        let handle = self.handle.clone();
+        let hub = self.hub.clone();
+        tokio::spawn(async move {
+            let name = hello.name;
+            let mut sent_epoch = hello.assignment_epoch;
+            let mut sent_any = false;
+            let mut leadership = handle.leadership();
+            let mut poll = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                // Push the node's assignment when it is newer than what the agent holds
+                // (and once at session start, so an agent that lost its file is told).
+                let st = handle.stale_state();
+                if let Some(node) = st.nodes.get(&name) {
+                    if node.assignment_epoch > sent_epoch
+                        || (!sent_any
+                            && node.assignment_epoch >= sent_epoch
+                            && node.assignment_epoch > 0)
+                    {
+                        let msg = api::CoordinatorMessage {
+                            body: Some(api::coordinator_message::Body::Assignment(assignment_of(
+                                node,
+                            ))),
+                        };
+                        if tx.send(Ok(msg)).await.is_err() {
+                            break;
+                        }
+                        sent_epoch = node.assignment_epoch;
+                        sent_any = true;
+                    }
+                }
+                tokio::select! {
+                    _ = poll.tick() => {}
+                    r = leadership.changed() => {
+                        if r.is_err() || !leadership.borrow_and_update().is_leader {
+                            let _ = tx.send(Ok(redirect(&handle))).await;
+                            break;
+                        }
+                    }
+                    msg = inbound.next() => match msg {
+                        None | Some(Err(_)) => break,
+                        Some(Ok(api::AgentMessage { body: Some(api::agent_message::Body::Report(r)) })) => {
+                            let current = handle.stale_state().nodes.get(&name).map_or(0, |n| n.assignment_epoch);
+                            let verdict = if r.assignment_epoch < current {
+                                Err(format!(
+                                    "stale epoch: report made under epoch {}, node is at {current}",
+                                    r.assignment_epoch
+                                ))
+                            } else {
+                                check_report(&r)
+                            };
+                            let ack = match verdict {
+                                Ok(()) => {
+                                    hub.record(&name, &r);
+                                    api::ReportAck { seq: r.seq, accepted: true, reason: String::new() }
+                                }
+                                Err(reason) => {
+                                    // Still alive: a rejected report renews the lease but
+                                    // changes no figure.
+                                    hub.renew(&name);
+                                    tracing::debug!(node = %name, %reason, "report rejected");
+                                    api::ReportAck { seq: r.seq, accepted: false, reason }
+                                }
+                            };
+                            let msg = api::CoordinatorMessage { body: Some(api::coordinator_message::Body::Ack(ack)) };
+                            if tx.send(Ok(msg)).await.is_err() { break; }
+                        }
+                        Some(Ok(_)) => {}
+                    },
+                }
+            }
+            tracing::info!(node = %name, "agent session closed");
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(uptime: f64, arrivals: u64) -> api::Report {
+        api::Report {
+            seq: 1,
+            assignment_epoch: 0,
+            uptime_s: uptime,
+            models: vec![api::ModelReport {
+                model: "m".into(),
+                arrivals,
+                completions: arrivals,
+                deadlines_met: arrivals,
+                deadlines_missed: 0,
+                drops: 0,
+                p50_ms: 1.0,
+                p99_ms: 2.0,
+                energy_j: 0.5,
+            }],
+            accelerators: vec![],
+            decision_overhead_us: 1.0,
+        }
+    }
+
+    #[test]
+    fn rates_from_consecutive_reports() {
+        let hub = AgentHub::new(LeaseConfig {
+            renew: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+        });
+        hub.record("a", &report(1.0, 10));
+        hub.record("a", &report(2.0, 60));
+        hub.record("b", &report(5.0, 0));
+        hub.record("b", &report(7.0, 20));
+        assert_eq!(hub.rates()["m"], 50.0 + 10.0);
+        let m = hub.model("m").unwrap();
+        assert_eq!(m.deadline_met_pct, 100.0);
+        assert_eq!(hub.node("a").unwrap().deadlines_met, 60);
+        assert!(hub.model("other").is_none());
+    }
+
+    #[test]
+    fn nan_in_a_report_is_refused_naming_the_field() {
+        let mut r = report(1.0, 1);
+        r.models[0].p99_ms = f64::NAN;
+        assert!(check_report(&r).unwrap_err().contains("models.p99_ms"));
+        assert!(check_report(&report(1.0, 1)).is_ok());
+    }
+}
