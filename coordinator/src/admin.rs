@@ -81,7 +81,20 @@ impl Admin for AdminService {
         &self,
         req: Request<api::ReadRequest>,
     ) -> Result<Response<api::ClusterStatusResponse>, Status> {
-        let st = self.state(req.into_inner().stale).await?;
+        let stale = req.into_inner().stale;
+        let st = self.state(stale).await?;
+        if !stale {
+            // Only the leader sees every member's progress; a follower asks it (after its own
+            // ReadIndex above), and falls back to its local view if that fails.
+            let l = *self.handle.leadership().borrow();
+            if !l.is_leader && l.leader_id != 0 {
+                if let Some(addr) = self.handle.leader_client_addr() {
+                    if let Some(r) = ask_leader_status(&addr).await {
+                        return Ok(Response::new(r));
+                    }
+                }
+            }
+        }
         let rs = self.handle.raft_status();
         let mut members = Vec::new();
         let mut ids: Vec<u64> = rs
@@ -431,4 +444,17 @@ impl Admin for AdminService {
         self.transport.set_fault(r.peer, fault);
         Ok(Response::new(api::InjectFaultResponse {}))
     }
+}
+
+async fn ask_leader_status(addr: &str) -> Option<api::ClusterStatusResponse> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(2));
+    let ch = ep.connect().await.ok()?;
+    let mut c = api::admin_client::AdminClient::new(ch);
+    c.cluster_status(api::ReadRequest { stale: true })
+        .await
+        .ok()
+        .map(|r| r.into_inner())
 }

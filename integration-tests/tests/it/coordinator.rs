@@ -256,6 +256,7 @@ async fn add_and_remove_member_under_write_load() {
         })
     };
     let mut admin = c.client(1).await.unwrap();
+    // First as a learner (catches up without voting), then promoted to voter.
     admin
         .add_member(api::AddMemberRequest {
             meta: Some(api::WriteMeta {
@@ -263,12 +264,36 @@ async fn add_and_remove_member_under_write_load() {
                 seq: 1,
             }),
             id: 4,
+            peer_addr: peer4.clone(),
+            client_addr: client4.clone(),
+            learner: true,
+        })
+        .await
+        .expect("member add --learner");
+    eventually(
+        Duration::from_secs(15),
+        "replica 4 is a learner with the data",
+        || async {
+            let s = c.status(1).await?;
+            let m = s.members.iter().find(|m| m.id == 4)?;
+            let n = c.models_on(4).await?.len();
+            (m.role == "learner" && n > 0).then_some(())
+        },
+    )
+    .await;
+    admin
+        .add_member(api::AddMemberRequest {
+            meta: Some(api::WriteMeta {
+                client_id: 5,
+                seq: 3,
+            }),
+            id: 4,
             peer_addr: peer4,
             client_addr: client4,
             learner: false,
         })
         .await
-        .expect("member add");
+        .expect("member add (promote)");
     eventually(
         Duration::from_secs(15),
         "replica 4 is a voter with the data",
@@ -288,7 +313,7 @@ async fn add_and_remove_member_under_write_load() {
         .remove_member(api::RemoveMemberRequest {
             meta: Some(api::WriteMeta {
                 client_id: 5,
-                seq: 2,
+                seq: 4,
             }),
             id: victim,
         })
