@@ -32,6 +32,21 @@
 //!   [`server::Coordinator::start`], the one place services are mounted).
 //! - Live stats for `nodes list` / `models list`: set [`server::Extensions::live_stats`] to an
 //!   `Arc<dyn admin::LiveStats>`; the Admin service calls it per node/model (zeros if unset).
+//!
+//! Wiring sketch for the binary (`main.rs` builds `Extensions::default()` today):
+//! ```ignore
+//! let stats = Arc::new(agents::Stats::default());          // leader-memory figures
+//! let s2 = stats.clone();
+//! let ext = Extensions {
+//!     live_stats: Some(stats),                              // merged into nodes/models list
+//!     services: vec![Box::new(move |handle: &Handle, routes: &mut RoutesBuilder| {
+//!         // runs inside the runtime: may tokio::spawn leader-only loops that watch
+//!         // handle.leadership() and propose SetNodeStatus on lease expiry
+//!         routes.add_service(AgentServer::new(agents::Service::new(handle.clone(), s2)));
+//!     })],
+//! };
+//! let coord = Coordinator::start(cfg, ext).await?;
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod admin;

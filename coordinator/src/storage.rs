@@ -79,6 +79,8 @@ const K_SNAP_META: &[u8] = b"m/snap_meta";
 const K_SNAP_DATA: &[u8] = b"m/snap_data";
 const K_APPLIED: &[u8] = b"m/applied";
 const ENTRY_PREFIX: u8 = b'e';
+/// Values above this may land in sled blob files (sled's own threshold is larger).
+const LARGE_VALUE: usize = 4096;
 
 fn entry_key(index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -137,10 +139,25 @@ impl SledBackend {
         Ok(())
     }
 
-    /// Flush sled, then fsync its files. This is the durability point.
-    fn durable(&mut self) -> Result<()> {
+    /// Flush sled, then fsync its files. This is the durability point. `large`: the batch
+    /// held a value big enough that sled may have put it in a separate blob file (sled does
+    /// not fsync those either), so the blob files are synced too.
+    fn durable(&mut self, large: bool) -> Result<()> {
         self.db.flush()?;
         let start = Instant::now();
+        if large {
+            let blobs = self.dir.join("blobs");
+            if let Ok(rd) = std::fs::read_dir(&blobs) {
+                for e in rd.flatten() {
+                    if let Ok(f) = File::open(e.path()) {
+                        let _ = f.sync_all();
+                    }
+                }
+                if let Ok(d) = File::open(&blobs) {
+                    let _ = d.sync_all();
+                }
+            }
+        }
         for f in &self.sync_files {
             f.sync_all().map_err(|source| StorageError::Io {
                 path: self.dir.clone(),
@@ -246,7 +263,10 @@ impl LogBackend for SledBackend {
             batch.insert(K_HARD, encode(hs));
         }
         self.db.apply_batch(batch)?;
-        self.durable()
+        let large = entries
+            .iter()
+            .any(|e| e.compute_size() as usize > LARGE_VALUE);
+        self.durable(large)
     }
 
     fn install_snapshot(&mut self, snapshot: &Snapshot, hard_state: &HardState) -> Result<()> {
@@ -259,7 +279,7 @@ impl LogBackend for SledBackend {
         batch.insert(K_HARD, encode(hard_state));
         batch.insert(K_APPLIED, &meta.index.to_be_bytes());
         self.db.apply_batch(batch)?;
-        self.durable()
+        self.durable(snapshot.get_data().len() > LARGE_VALUE)
     }
 
     fn save_snapshot_and_compact(&mut self, snapshot: &Snapshot) -> Result<()> {
@@ -269,12 +289,12 @@ impl LogBackend for SledBackend {
         batch.insert(K_SNAP_DATA, snapshot.get_data());
         self.remove_entries_upto(&mut batch, meta.index)?;
         self.db.apply_batch(batch)?;
-        self.durable()
+        self.durable(snapshot.get_data().len() > LARGE_VALUE)
     }
 
     fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<()> {
         self.db.insert(K_CONF, encode(conf_state))?;
-        self.durable()
+        self.durable(false)
     }
 
     fn set_applied(&mut self, applied: u64) -> Result<()> {

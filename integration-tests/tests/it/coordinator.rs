@@ -61,7 +61,7 @@ async fn leader_sigkill_failover_within_3s_and_nothing_acknowledged_lost() {
     let mut acked = BTreeSet::new();
     let mut seq = 0;
     let mut failovers = Vec::new();
-    for round in 0..3 {
+    for round in 0..5 {
         for k in 0..5 {
             seq += 1;
             let name = format!("r{round}-m{k}");
