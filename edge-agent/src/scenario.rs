@@ -64,10 +64,10 @@ pub async fn run(
     while Instant::now() < drain_until {
         let pending = {
             let st = rt.shared.stats.lock().expect("stats");
-            st.models
-                .values()
-                .map(|m| m.arrivals.saturating_sub(m.completions + m.drops))
-                .sum::<u64>()
+            // Every frame this source released must have arrived, and every arrival ended.
+            let ended: u64 = st.models.values().map(|m| m.completions + m.drops).sum();
+            let arrived: u64 = st.models.values().map(|m| m.arrivals).sum();
+            arrived.saturating_sub(ended) + released.saturating_sub(arrived)
         };
         if pending == 0 {
             break;
