@@ -197,8 +197,12 @@ impl Conn {
             match ep.connect().await {
                 Ok(ch) => {
                     let client = AdminClient::new(ch);
-                    match tokio::time::timeout(left.max(Duration::from_millis(50)), f(client)).await
-                    {
+                    // Cap one attempt so a member that accepts but cannot answer (partitioned,
+                    // no leader) does not use up the whole budget.
+                    let attempt = left
+                        .min(Duration::from_secs(4))
+                        .max(Duration::from_millis(50));
+                    match tokio::time::timeout(attempt, f(client)).await {
                         Ok(Ok(r)) => return Ok(r.into_inner()),
                         Ok(Err(s)) if !retryable(&s) => {
                             bail!("{what}: {} ({:?})", s.message(), s.code())
