@@ -19,7 +19,7 @@ pub struct InferenceService {
 }
 
 fn check_ms(field: &str, v: f64) -> Result<(), Status> {
-    if !v.is_finite() || v < 0.0 || v > MAX_DEADLINE_MS {
+    if !v.is_finite() || !(0.0..=MAX_DEADLINE_MS).contains(&v) {
         return Err(Status::invalid_argument(format!(
             "{field}: must be a finite number of ms in 0..={MAX_DEADLINE_MS}, got {v}"
         )));

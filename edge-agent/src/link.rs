@@ -231,12 +231,10 @@ impl Link {
                         Some(coordinator_message::Body::Redirect(r)) => {
                             return Err(LinkError::Redirect(r.leader_addr));
                         }
-                        Some(coordinator_message::Body::Ack(ack)) => {
-                            if !ack.accepted {
-                                tracing::warn!(seq = ack.seq, reason = %ack.reason, "report rejected");
-                            }
+                        Some(coordinator_message::Body::Ack(ack)) if !ack.accepted => {
+                            tracing::warn!(seq = ack.seq, reason = %ack.reason, "report rejected");
                         }
-                        None => {}
+                        Some(coordinator_message::Body::Ack(_)) | None => {}
                     },
                 },
             }
