@@ -437,6 +437,28 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_writes_nothing() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = cl
+        .set_placement(api::SetPlacementRequest {
+            meta: None,
+            node: "edge-unknown".into(),
+            model: "nope".into(),
+            accelerator: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("model"), "{}", e.message());
+    let e = cl
+        .set_placement(api::SetPlacementRequest {
+            meta: None,
+            node: String::new(),
+            model: "m".into(),
+            accelerator: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("node"), "{}", e.message());
     let s = cl
         .list_models(api::ReadRequest { stale: false })
         .await
