@@ -1,2 +1,20 @@
 //! The Edgeplane scheduling core: pure, synchronous, no I/O beyond parsing the data it is given.
+//!
+//! - [`catalog`]: XRBench scenarios, hardware and per-layer costs (embedded).
+//! - [`xrbench`]: the artifact's exact simulator semantics (parity mode).
+//! - [`engine`]: the online engine that both the native simulator and the agent's real-time
+//!   runtime drive; policies see only `now` and the state.
+//! - [`policy`]: `sdrm3` and the baselines behind one trait.
+//! - [`sim`]: the native discrete-event simulator (virtual time, seeded).
+//! - [`score`]: XRBench score and UXCost.
 #![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod error;
+pub mod glibc_rand;
+pub mod score;
+pub mod xrbench;
+
+pub use catalog::{AccSpec, Catalog, Hardware, ModelCost, Scenario, ScenarioModel};
+pub use error::Error;
+pub use score::{FrameRecord, ModelReport, Report};

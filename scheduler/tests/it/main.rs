@@ -1,0 +1,3 @@
+//! Scheduler integration tests (one binary).
+
+mod parity;

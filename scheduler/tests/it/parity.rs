@@ -1,0 +1,35 @@
+use edgeplane_scheduler::{score, xrbench, Catalog};
+
+fn parity(scenario: &str, hw: &str, seed: u32) -> edgeplane_scheduler::Report {
+    let cat = Catalog::embedded();
+    let run = xrbench::run(
+        cat,
+        cat.scenario(scenario).unwrap(),
+        cat.hardware(hw).unwrap(),
+        seed,
+    )
+    .unwrap();
+    score::score(&run.model_names, &run.e_star, &run.frames)
+}
+
+#[test]
+fn vr_gaming_single_4k_ws_matches_the_artifact() {
+    let r = parity("VR_gaming", "Single_4K_WS", 1);
+    eprintln!("{r:#?}");
+    assert!(
+        (r.overall_score - 86.466141).abs() < 1e-3,
+        "overall {}",
+        r.overall_score
+    );
+    let m = &r.models;
+    assert!((m[0].rt_score - 1.0).abs() < 1e-3);
+    assert!((m[1].rt_score - 1.0).abs() < 1e-3);
+    assert!(
+        (m[2].rt_score - 0.744).abs() < 1e-3,
+        "HT RT {}",
+        m[2].rt_score
+    );
+    assert!((m[0].energy_score - 0.976).abs() < 1e-3);
+    assert!((m[1].energy_score - 0.977).abs() < 1e-3);
+    assert!((m[2].energy_score - 0.862).abs() < 1e-3);
+}
