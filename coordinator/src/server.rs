@@ -271,6 +271,25 @@ impl Coordinator {
 
     /// Stop servers, then the raft loop; waits for both.
     pub async fn shutdown(mut self) {
+        // A planned stop of the leader hands leadership over first, so clients see a
+        // short transfer instead of a full election timeout.
+        if self.handle.leadership().borrow().is_leader {
+            let rs = self.handle.raft_status();
+            if let Some(&to) = rs.voters.iter().find(|v| **v != rs.id) {
+                if self.handle.transfer_leader(to).await.is_ok() {
+                    let mut w = self.handle.leadership();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        while w.borrow_and_update().is_leader {
+                            if w.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    tracing::info!(to, "handed leadership over before stopping");
+                }
+            }
+        }
         let _ = self.shutdown.send(());
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
