@@ -69,6 +69,10 @@ pub struct Flags {
     /// Exit after the scenario finished (prints its summary as JSON on stdout).
     #[arg(long)]
     pub exit_after_scenario: bool,
+    /// Run the scenario through the same scheduling core in virtual time (no server, no
+    /// wall clock), print its summary and exit: the reference a real-time run is held to.
+    #[arg(long)]
+    pub virtual_time: bool,
     /// Scheduling policy.
     #[arg(long, env = "EDGEPLANE_AGENT_POLICY")]
     pub policy: Option<String>,
@@ -155,6 +159,8 @@ pub struct AgentConfig {
     pub scenario_duration_ms: u64,
     #[serde(skip)]
     pub exit_after_scenario: bool,
+    #[serde(skip)]
+    pub virtual_time: bool,
     pub policy: String,
     pub seed: u64,
     pub report_interval_ms: u64,
@@ -241,6 +247,9 @@ impl AgentConfig {
         if scenario_duration_ms == 0 || scenario_duration_ms > 86_400_000 {
             return Err(invalid("scenario_duration_ms", "must be in 1..=86400000"));
         }
+        if flags.virtual_time && scenario.is_none() {
+            return Err(invalid("scenario", "required with --virtual-time"));
+        }
         let policy = flags
             .policy
             .or(file.policy)
@@ -267,6 +276,7 @@ impl AgentConfig {
             scenario,
             scenario_duration_ms,
             exit_after_scenario: flags.exit_after_scenario,
+            virtual_time: flags.virtual_time,
             policy,
             seed: flags.seed.or(file.seed).unwrap_or(1),
             report_interval_ms,

@@ -49,6 +49,21 @@ pub enum AgentError {
     Serve(#[from] tonic::transport::Error),
 }
 
+/// Run the configured scenario in virtual time through the same core; returns its summary.
+pub fn run_virtual(cfg: &AgentConfig) -> Result<serde_json::Value, AgentError> {
+    let accelerators = discovery::discover(&cfg.accelerators)?;
+    let ids: Vec<String> = accelerators.iter().map(|a| a.id.clone()).collect();
+    let core = core::build(&cfg.policy, &accelerators).map_err(AgentError::Policy)?;
+    let name = cfg.scenario.clone().unwrap_or_default();
+    let mut st = scenario::simulate(core, &ids, &name, cfg.scenario_duration_ms, cfg.seed)?;
+    let mut s = st.summary_json();
+    s["scenario"] = serde_json::json!(name);
+    s["policy"] = serde_json::json!(cfg.policy);
+    s["clock"] = serde_json::json!("virtual");
+    s["accelerators"] = serde_json::json!(String::from(cfg.accelerators.clone()));
+    Ok(s)
+}
+
 /// Run the agent until `shutdown` fires (or the scenario ends with `exit_after_scenario`).
 /// Returns the scenario summary when a scenario ran.
 pub async fn run(
@@ -141,6 +156,7 @@ pub async fn run(
         s["scenario"] = serde_json::json!(name);
         s["released"] = serde_json::json!(released);
         s["policy"] = serde_json::json!(cfg.policy);
+        s["clock"] = serde_json::json!("wall");
         s["accelerators"] = serde_json::json!(String::from(cfg.accelerators.clone()));
         tracing::info!(summary = %s, "scenario finished");
         summary = Some(s);

@@ -11,6 +11,10 @@ fn main() -> anyhow::Result<()> {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
+    if cfg.virtual_time {
+        println!("{}", edgeplane_agent::run_virtual(&cfg)?);
+        return Ok(());
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEPLANE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
