@@ -527,3 +527,59 @@ async fn cli_admin_commands_against_a_cluster() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(c.leader(Duration::from_secs(5)).await, to);
 }
+
+#[test]
+fn config_layers_file_env_flags_and_names_bad_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "tick_ms = 50\nelection_ticks = 20\nsnapshot_entries = 7\nmetrics_addr = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let base = |extra: &[&str]| {
+        let mut c = std::process::Command::new(bin("edgeplane-coordinator"));
+        c.args(["--id", "1", "--client-addr", "127.0.0.1:7101"])
+            .args(["--peer-addr", "127.0.0.1:7201"])
+            .args(["--initial-cluster", "1=127.0.0.1:7201,2=127.0.0.1:7202"])
+            .args(["--data-dir", dir.path().to_str().unwrap()])
+            .arg("--config")
+            .arg(&file)
+            .args(extra);
+        c
+    };
+    // file < env < flags
+    let out = base(&["--tick-ms", "20", "--print-config"])
+        .env("EDGEPLANE_COORDINATOR_TICK_MS", "30")
+        .env("EDGEPLANE_COORDINATOR_SNAPSHOT_ENTRIES", "9")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tick_ms = 20"), "{text}");
+    assert!(text.contains("snapshot_entries = 9"), "{text}");
+    assert!(text.contains("election_ticks = 20"), "{text}");
+    assert!(text.contains("metrics_addr = \"127.0.0.1:9\""), "{text}");
+    // Bad values fail at start naming the field.
+    for (args, env, field) in [
+        (vec!["--heartbeat-ticks", "0"], None, "heartbeat_ticks"),
+        (
+            vec!["--print-config"],
+            Some(("EDGEPLANE_COORDINATOR_METRICS_ADDR", "nope")),
+            "metrics_addr",
+        ),
+    ] {
+        let mut c = base(&args);
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(field), "{err}");
+    }
+}
