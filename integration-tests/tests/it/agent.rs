@@ -318,8 +318,44 @@ async fn three_agents_join_report_and_a_killed_one_is_lost() {
     assert!(ready.iter().all(|n| n.name.starts_with("edge-")));
     assert!(ready.iter().all(|n| !n.agent_addr.is_empty()));
 
-    // Models list shows the aggregated live rate of what the agents run.
-    // (VR_gaming: ES at 60 FPS on each of three agents.)
+    // The operator's view: `edgeplane nodes list --format json` (leader first: live figures
+    // are leader memory) and `models list` with the observed rate.
+    let first = c.replicas[&leader].client_addr.clone();
+    let mut endpoints = vec![first.clone()];
+    endpoints.extend(eps.iter().filter(|e| **e != first).cloned());
+    let out = Command::new(support::bin("edgeplane"))
+        .args([
+            "--endpoints",
+            &endpoints.join(","),
+            "nodes",
+            "list",
+            "--format",
+            "json",
+        ])
+        .output()
+        .expect("run edgeplane nodes list");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nodes list json");
+    let list = v.as_array().expect("a list");
+    assert_eq!(list.len(), 3, "{v}");
+    for n in list {
+        assert_eq!(n["status"], "ready", "{n}");
+        assert_eq!(n["accelerators"].as_array().unwrap().len(), 2, "{n}");
+        assert!(
+            n["last_report"]["deadlines_met"].as_u64().unwrap() > 0,
+            "{n}"
+        );
+        assert!(n["last_report"]["energy_j"].as_f64().unwrap() > 0.0, "{n}");
+        assert!(
+            n["assignment_epoch"].is_u64() && n["models"].is_array(),
+            "{n}"
+        );
+    }
+
     let t0 = Instant::now();
     agents[2].kill();
     let lost = eventually(Duration::from_secs(25), "edge-3 marked lost", || async {
