@@ -224,6 +224,21 @@ async fn standalone_agent_serves_and_refuses_malformed_requests() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
+
+    // Graceful shutdown: SIGTERM → the agent stops serving and exits 0.
+    let mut a = a;
+    let mut child = a.child.take().unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let code = eventually(Duration::from_secs(10), "agent exits on SIGTERM", || {
+        let r = child.try_wait().unwrap();
+        async move { r }
+    })
+    .await;
+    assert!(code.success(), "exit status {code:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
