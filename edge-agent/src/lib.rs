@@ -84,7 +84,7 @@ pub async fn run(
     let core = core::build(&cfg.policy, &accelerators).map_err(AgentError::Policy)?;
     let executors: Vec<Arc<dyn runtime::Executor>> = accelerators
         .iter()
-        .map(|_| Arc::new(runtime::SimExecutor) as Arc<dyn runtime::Executor>)
+        .map(|_| Arc::new(runtime::SimExecutor::default()) as Arc<dyn runtime::Executor>)
         .collect();
     let ids: Vec<String> = accelerators.iter().map(|a| a.id.clone()).collect();
     let shared = Arc::new(runtime::Shared {
