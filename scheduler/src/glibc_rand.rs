@@ -39,7 +39,7 @@ impl GlibcRand {
     }
 
     /// `rand()`.
-    pub fn next(&mut self) -> i32 {
+    pub fn next_i32(&mut self) -> i32 {
         let i = self.i;
         let v = self.r[i - 31].wrapping_add(self.r[i - 3]);
         self.r.push(v);
@@ -61,7 +61,7 @@ mod tests {
     fn matches_glibc_unseeded_stream() {
         // First outputs of glibc rand() with no srand (= srand(1)).
         let mut g = GlibcRand::new(1);
-        let got: Vec<i32> = (0..5).map(|_| g.next()).collect();
+        let got: Vec<i32> = (0..5).map(|_| g.next_i32()).collect();
         assert_eq!(
             got,
             vec![1804289383, 846930886, 1681692777, 1714636915, 1957747793]

@@ -10,11 +10,18 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod engine;
 pub mod error;
 pub mod glibc_rand;
+pub mod policy;
 pub mod score;
+pub mod sim;
+pub mod tuner;
 pub mod xrbench;
 
 pub use catalog::{AccSpec, Catalog, Hardware, ModelCost, Scenario, ScenarioModel};
+pub use engine::{Action, DropReason, Engine, EngineModel, Job, JobId};
 pub use error::Error;
+pub use policy::{by_name as policy_by_name, Pick, Policy, Weights, POLICIES};
 pub use score::{FrameRecord, ModelReport, Report};
+pub use sim::{SimConfig, SimResult};

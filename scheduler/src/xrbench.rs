@@ -87,10 +87,10 @@ pub fn run(cat: &Catalog, sc: &Scenario, hw: &Hardware, seed: u32) -> Result<Par
     loop {
         // 1. release
         for m in 0..nm {
-            let _jitter = rng.next();
+            let _jitter = rng.next_i32();
             let i = next[m];
             if i < total[m] && (i as f32) * (sc.models[m].period_ms as f32) <= now {
-                let u = rng.next() as f32 / RAND_MAX as f32;
+                let u = rng.next_i32() as f32 / RAND_MAX as f32;
                 if (sc.models[m].probability as f32) > u {
                     queues[m].push_back(Req {
                         frame: i,

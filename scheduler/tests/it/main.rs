@@ -1,3 +1,4 @@
 //! Scheduler integration tests (one binary).
 
+mod native;
 mod parity;

@@ -1,0 +1,498 @@
+//! The online scheduling engine: the state that both the native simulator (virtual time) and
+//! the edge agent's real-time runtime (wall time) drive, so the two agree by construction.
+//!
+//! A driver calls [`Engine::release`] when a frame or request arrives, [`Engine::step`] at
+//! every event to get drops and dispatches, and [`Engine::block_done`] when an accelerator
+//! finished the block of layers it was given. Time is always passed in (milliseconds since
+//! the driver's epoch): policies never read a clock.
+
+use crate::catalog::{AccSpec, Catalog, ModelCost};
+use crate::error::Error;
+use crate::policy::{Pick, Policy};
+use std::collections::{HashMap, VecDeque};
+
+/// Identifies a job (one frame of one model, or one request) within an engine.
+pub type JobId = u64;
+
+/// Off-chip traffic cost of moving a boundary activation between accelerators.
+/// XRBench models no DRAM energy; we charge a write plus a read of the activation at the
+/// sub-accelerator's off-chip bandwidth (bytes per cycle at 1 GHz) and 160 pJ per byte
+/// (≈ 20 pJ/bit LPDDR access), in the artifact's "mJ" (nJ / 1e6).
+pub const DRAM_NJ_PER_BYTE: f64 = 0.16;
+
+/// A model the engine serves.
+#[derive(Debug, Clone)]
+pub struct EngineModel {
+    pub name: String,
+    pub cost_model: String,
+    /// Period (or SLO) in ms: the deadline a frame gets relative to its release, and the
+    /// urgency/fairness normaliser.
+    pub period_ms: f64,
+    /// Upstream model index (cascade: frame i waits for upstream frame i).
+    pub upstream: Option<usize>,
+}
+
+/// Why a job was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum DropReason {
+    /// It cannot make its deadline even on the fastest accelerator (proactive drop).
+    Infeasible,
+    /// Its deadline passed while it waited.
+    Expired,
+    /// The same frame of its upstream model was dropped.
+    Cascade,
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DropReason::Infeasible => "infeasible: cannot meet its deadline on any accelerator",
+            DropReason::Expired => "expired: deadline passed while queued",
+            DropReason::Cascade => "cascade: the upstream frame was dropped",
+        })
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Run layers `from..to` of `job` on `acc`; it takes `latency_ms` and costs `energy_mj`
+    /// (migration included when `migrated`).
+    Dispatch {
+        job: JobId,
+        acc: usize,
+        from: usize,
+        to: usize,
+        latency_ms: f64,
+        energy_mj: f64,
+        migrated: bool,
+    },
+    /// The job is dropped (its executed energy is wasted).
+    Drop {
+        job: JobId,
+        reason: DropReason,
+        energy_mj: f64,
+    },
+    /// The job completed at `done_ms`.
+    Complete {
+        job: JobId,
+        done_ms: f64,
+        late: bool,
+        energy_mj: f64,
+    },
+}
+
+/// One job's state, visible to policies.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: JobId,
+    pub model: usize,
+    pub frame: u64,
+    pub release_ms: f64,
+    pub deadline_ms: f64,
+    pub next_layer: usize,
+    pub end_layer: usize,
+    pub last_acc: Option<usize>,
+    pub energy_mj: f64,
+    pub running: bool,
+    /// Sub-network width (1.0 = full); cost scales with width².
+    pub width: f64,
+}
+
+/// Accelerator state.
+#[derive(Debug, Clone)]
+pub struct AccState {
+    pub spec: AccSpec,
+    pub busy: Option<JobId>,
+    pub busy_ms: f64,
+    pub energy_mj: f64,
+}
+
+/// The online engine.
+pub struct Engine {
+    models: Vec<EngineModel>,
+    costs: Vec<Vec<ModelCost>>, // [model][acc]
+    accs: Vec<AccState>,
+    jobs: HashMap<JobId, Job>,
+    order: Vec<JobId>, // jobs in release order (ready or waiting), for deterministic iteration
+    next_id: JobId,
+    policy: Box<dyn Policy>,
+    /// Last W outcomes per model (true = missed/dropped), for fairness.
+    history: Vec<VecDeque<bool>>,
+    /// Newest frame released per model (staleness).
+    newest: Vec<Option<u64>>,
+    /// Completed / dropped frames of models that have downstreams.
+    upstream_done: HashMap<(usize, u64), bool>,
+    downstreams: Vec<Vec<usize>>,
+    /// Drop queued jobs whose deadline passed (the XRBench runtime rule all baselines share).
+    pub drop_expired: bool,
+    shortest_period: f64,
+    widths: Vec<f64>,
+    step_seq: u64,
+}
+
+/// Fairness window (frames).
+pub const FAIR_W: usize = 10;
+
+impl Engine {
+    /// An engine for `models` on `accs`, scheduling with `policy`.
+    pub fn new(
+        cat: &Catalog,
+        accs: &[AccSpec],
+        models: Vec<EngineModel>,
+        policy: Box<dyn Policy>,
+    ) -> Result<Engine, Error> {
+        if accs.is_empty() {
+            return Err(Error::Invalid {
+                field: "accelerators",
+                why: "at least one accelerator is needed".into(),
+            });
+        }
+        let mut costs = Vec::new();
+        for m in &models {
+            if !(m.period_ms.is_finite() && m.period_ms > 0.0) {
+                return Err(Error::Invalid {
+                    field: "period_ms",
+                    why: format!(
+                        "model {} has period {}; it must be > 0",
+                        m.name, m.period_ms
+                    ),
+                });
+            }
+            let mut row = Vec::new();
+            for a in accs {
+                row.push(cat.cost(&m.cost_model, a)?.clone());
+            }
+            costs.push(row);
+        }
+        let mut downstreams = vec![Vec::new(); models.len()];
+        for (i, m) in models.iter().enumerate() {
+            if let Some(u) = m.upstream {
+                downstreams[u].push(i);
+            }
+        }
+        let shortest_period = models
+            .iter()
+            .map(|m| m.period_ms)
+            .fold(f64::INFINITY, f64::min);
+        Ok(Engine {
+            widths: vec![1.0; models.len()],
+            history: vec![VecDeque::new(); models.len()],
+            newest: vec![None; models.len()],
+            costs,
+            accs: accs
+                .iter()
+                .map(|s| AccState {
+                    spec: s.clone(),
+                    busy: None,
+                    busy_ms: 0.0,
+                    energy_mj: 0.0,
+                })
+                .collect(),
+            jobs: HashMap::new(),
+            order: Vec::new(),
+            next_id: 1,
+            drop_expired: policy.drops_expired(),
+            policy,
+            upstream_done: HashMap::new(),
+            downstreams,
+            models,
+            shortest_period,
+            step_seq: 0,
+        })
+    }
+
+    pub fn models(&self) -> &[EngineModel] {
+        &self.models
+    }
+    pub fn model_index(&self, name: &str) -> Option<usize> {
+        self.models.iter().position(|m| m.name == name)
+    }
+    pub fn accelerators(&self) -> &[AccState] {
+        &self.accs
+    }
+    pub fn policy_mut(&mut self) -> &mut dyn Policy {
+        self.policy.as_mut()
+    }
+    pub fn policy_name(&self) -> &'static str {
+        self.policy.name()
+    }
+    /// Jobs not yet finished (queued or running).
+    pub fn pending(&self) -> usize {
+        self.jobs.len()
+    }
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+    /// Set a model's Supernet width (applies to jobs released afterwards).
+    pub fn set_width(&mut self, model: usize, width: f64) {
+        self.widths[model] = width;
+    }
+    pub fn width(&self, model: usize) -> f64 {
+        self.widths[model]
+    }
+    pub fn layers(&self, model: usize) -> usize {
+        self.costs[model][0].layers()
+    }
+
+    /// A new job: frame `frame` of `model`, due at `deadline_ms`. `end_layer` < layers models
+    /// an early exit (layer-level dynamicity).
+    pub fn release(
+        &mut self,
+        now: f64,
+        model: usize,
+        frame: u64,
+        deadline_ms: f64,
+        end_layer: Option<usize>,
+    ) -> JobId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let layers = self.layers(model);
+        self.jobs.insert(
+            id,
+            Job {
+                id,
+                model,
+                frame,
+                release_ms: now,
+                deadline_ms,
+                next_layer: 0,
+                end_layer: end_layer.unwrap_or(layers).clamp(1, layers),
+                last_acc: None,
+                energy_mj: 0.0,
+                running: false,
+                width: self.widths[model],
+            },
+        );
+        self.order.push(id);
+        if self.newest[model].is_none_or(|f| f < frame) {
+            self.newest[model] = Some(frame);
+        }
+        id
+    }
+
+    /// Latency and energy of layers `from..to` of `job` on `acc`, with migration cost.
+    pub fn block_cost(&self, job: &Job, acc: usize, from: usize, to: usize) -> (f64, f64, bool) {
+        let c = &self.costs[job.model][acc];
+        let s = job.width * job.width;
+        let mut lat = c.lat_ms(from, to) * s;
+        let mut en = c.energy_mj(from, to) * s;
+        let migrated = from > 0 && job.last_acc.is_some_and(|a| a != acc);
+        if migrated {
+            let bytes = c.layer_out_bytes[from - 1] * job.width;
+            lat += 2.0 * bytes / self.accs[acc].spec.offchip_bw as f64 / 1e6;
+            en += 2.0 * bytes * DRAM_NJ_PER_BYTE / 1e6;
+        }
+        (lat, en, migrated)
+    }
+    /// Remaining latency/energy of `job` on `acc` (migration included).
+    pub fn remaining(&self, job: &Job, acc: usize) -> (f64, f64) {
+        let (l, e, _) = self.block_cost(job, acc, job.next_layer, job.end_layer);
+        (l, e)
+    }
+    /// L*(j), E*(j): minimum remaining latency / energy over accelerators.
+    pub fn best_remaining(&self, job: &Job) -> (f64, f64) {
+        let mut best = (f64::INFINITY, f64::INFINITY);
+        for a in 0..self.accs.len() {
+            let (l, e) = self.remaining(job, a);
+            best.0 = best.0.min(l);
+            best.1 = best.1.min(e);
+        }
+        best
+    }
+    /// E* of a whole frame of `model` (full width): its most energy-efficient accelerator.
+    pub fn whole_energy_star(&self, model: usize) -> f64 {
+        self.costs[model]
+            .iter()
+            .map(|c| c.energy_mj(0, c.layers()))
+            .fold(f64::INFINITY, f64::min)
+    }
+    /// Share of the model's last W frames that missed.
+    pub fn fairness(&self, model: usize) -> f64 {
+        let h = &self.history[model];
+        if h.is_empty() {
+            0.0
+        } else {
+            h.iter().filter(|&&x| x).count() as f64 / h.len() as f64
+        }
+    }
+    /// Whether a newer frame of the same model is already released.
+    pub fn stale(&self, job: &Job) -> bool {
+        self.newest[job.model].is_some_and(|f| f > job.frame)
+    }
+    pub fn period(&self, model: usize) -> f64 {
+        self.models[model].period_ms
+    }
+    pub fn shortest_period(&self) -> f64 {
+        self.shortest_period
+    }
+    /// Ready jobs: not running, cascade satisfied.
+    pub fn ready_jobs(&self) -> impl Iterator<Item = &Job> {
+        self.order.iter().filter_map(move |id| {
+            let j = self.jobs.get(id)?;
+            if j.running {
+                return None;
+            }
+            if let Some(u) = self.models[j.model].upstream {
+                if self.upstream_done.get(&(u, j.frame)) != Some(&true) {
+                    return None;
+                }
+            }
+            Some(j)
+        })
+    }
+    pub fn idle_accs(&self) -> impl Iterator<Item = usize> + '_ {
+        self.accs
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.busy.is_none())
+            .map(|(i, _)| i)
+    }
+    /// Load ρ = Σ_ready L*(j) / (|A| · shortest period), capped at 1.
+    pub fn load(&self) -> f64 {
+        let s: f64 = self.ready_jobs().map(|j| self.best_remaining(j).0).sum();
+        (s / (self.accs.len() as f64 * self.shortest_period)).min(1.0)
+    }
+    /// A counter that changes at every `step` (policies keep per-step state with it).
+    pub fn step_seq(&self) -> u64 {
+        self.step_seq
+    }
+
+    fn finish(&mut self, id: JobId, missed: bool) -> Option<Job> {
+        let j = self.jobs.remove(&id)?;
+        self.order.retain(|x| *x != id);
+        let h = &mut self.history[j.model];
+        h.push_back(missed);
+        if h.len() > FAIR_W {
+            h.pop_front();
+        }
+        Some(j)
+    }
+
+    /// Drop a job and, recursively, the same frame of its downstream models.
+    pub fn drop_job(&mut self, id: JobId, reason: DropReason, out: &mut Vec<Action>) {
+        let Some(j) = self.finish(id, true) else {
+            return;
+        };
+        out.push(Action::Drop {
+            job: id,
+            reason,
+            energy_mj: j.energy_mj,
+        });
+        if !self.downstreams[j.model].is_empty() {
+            self.upstream_done.insert((j.model, j.frame), false);
+            self.cascade_drop(j.model, j.frame, out);
+        }
+    }
+
+    fn cascade_drop(&mut self, model: usize, frame: u64, out: &mut Vec<Action>) {
+        let downs = self.downstreams[model].clone();
+        let victims: Vec<JobId> = self
+            .order
+            .iter()
+            .filter(|id| {
+                let j = &self.jobs[id];
+                downs.contains(&j.model) && j.frame == frame && !j.running
+            })
+            .copied()
+            .collect();
+        for v in victims {
+            self.drop_job(v, DropReason::Cascade, out);
+        }
+    }
+
+    /// Tell the engine that the upstream frame was never generated (so waiting downstream
+    /// frames are dropped).
+    pub fn upstream_missing(&mut self, model: usize, frame: u64, out: &mut Vec<Action>) {
+        self.upstream_done.insert((model, frame), false);
+        self.cascade_drop(model, frame, out);
+    }
+    /// Is frame `frame` of `model` known dropped/missing (for downstream releases)?
+    pub fn upstream_failed(&self, model: usize, frame: u64) -> bool {
+        self.upstream_done.get(&(model, frame)) == Some(&false)
+    }
+
+    /// The accelerator finished its block. Returns the completion if the job is done.
+    pub fn block_done(&mut self, now: f64, acc: usize) -> Option<Action> {
+        let id = self.accs[acc].busy.take()?;
+        let j = self.jobs.get_mut(&id)?;
+        j.running = false;
+        if j.next_layer < j.end_layer {
+            return None;
+        }
+        let late = now > j.deadline_ms + 1e-9;
+        let (model, frame) = (j.model, j.frame);
+        let j = self.finish(id, late)?;
+        if !self.downstreams[model].is_empty() {
+            self.upstream_done.insert((model, frame), true);
+            // keep the map small: forget frames far behind
+            if frame > 64 {
+                self.upstream_done
+                    .retain(|(m, f), _| *m != model || *f + 64 > frame);
+            }
+        }
+        Some(Action::Complete {
+            job: id,
+            done_ms: now,
+            late,
+            energy_mj: j.energy_mj,
+        })
+    }
+
+    /// Make decisions at `now`: drops, then dispatches while an idle accelerator and a ready
+    /// job exist and the policy picks one.
+    pub fn step(&mut self, now: f64) -> Vec<Action> {
+        self.step_seq += 1;
+        let mut out = Vec::new();
+        if self.drop_expired {
+            let expired: Vec<JobId> = self
+                .order
+                .iter()
+                .filter(|id| {
+                    let j = &self.jobs[id];
+                    !j.running && j.next_layer == 0 && now > j.deadline_ms
+                })
+                .copied()
+                .collect();
+            for id in expired {
+                self.drop_job(id, DropReason::Expired, &mut out);
+            }
+        }
+        let mut policy = std::mem::replace(&mut self.policy, Box::new(crate::policy::Noop));
+        for (id, reason) in policy.drops(now, self) {
+            self.drop_job(id, reason, &mut out);
+        }
+        while self.idle_accs().next().is_some() {
+            let Some(Pick { job, acc, layers }) = policy.pick(now, self) else {
+                break;
+            };
+            let Some(j) = self.jobs.get(&job) else { break };
+            if j.running || self.accs[acc].busy.is_some() {
+                break; // a policy bug must not corrupt state
+            }
+            let from = j.next_layer;
+            let to = (from + layers.max(1)).min(j.end_layer);
+            let (lat, en, migrated) = self.block_cost(j, acc, from, to);
+            let j = self.jobs.get_mut(&job).unwrap();
+            j.next_layer = to;
+            j.last_acc = Some(acc);
+            j.energy_mj += en;
+            j.running = true;
+            let a = &mut self.accs[acc];
+            a.busy = Some(job);
+            a.busy_ms += lat;
+            a.energy_mj += en;
+            out.push(Action::Dispatch {
+                job,
+                acc,
+                from,
+                to,
+                latency_ms: lat,
+                energy_mj: en,
+                migrated,
+            });
+        }
+        self.policy = policy;
+        out
+    }
+}
