@@ -31,9 +31,10 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    /// `scenario` may list several comma-separated scenarios, run as phases.
     pub fn new(scenario: &str, hardware: &str, policy: &str) -> Self {
         SimConfig {
-            phases: vec![scenario.to_string()],
+            phases: scenario.split(',').map(|s| s.trim().to_string()).collect(),
             hardware: hardware.to_string(),
             policy: policy.to_string(),
             duration_ms: 2000.0,
