@@ -439,6 +439,15 @@ impl Engine {
         })
     }
 
+    /// Ask the policy for its next pick at `now` without applying it (one scheduling
+    /// decision; used by benchmarks and for introspection).
+    pub fn next_pick(&mut self, now: f64) -> Option<Pick> {
+        let mut policy = std::mem::replace(&mut self.policy, Box::new(crate::policy::Noop));
+        let p = policy.pick(now, self);
+        self.policy = policy;
+        p
+    }
+
     /// Make decisions at `now`: drops, then dispatches while an idle accelerator and a ready
     /// job exist and the policy picks one.
     pub fn step(&mut self, now: f64) -> Vec<Action> {
