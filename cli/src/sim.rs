@@ -184,6 +184,7 @@ pub fn sim(a: SimArgs) -> anyhow::Result<()> {
                 early_exit_prob: a.early_exit,
                 tune: a.tune,
                 supernet: a.supernet,
+                weights: None,
             };
             let r = sim::run(cat, &cfg)?;
             let extra = json!({

@@ -28,6 +28,8 @@ pub struct SimConfig {
     pub tune: bool,
     /// Switch Supernet sub-networks with load.
     pub supernet: bool,
+    /// Initial SDRM3 weights (None: DESIGN §3.4 defaults).
+    pub weights: Option<crate::policy::Weights>,
 }
 
 impl SimConfig {
@@ -42,6 +44,7 @@ impl SimConfig {
             early_exit_prob: 0.0,
             tune: false,
             supernet: false,
+            weights: None,
         }
     }
 }
@@ -117,7 +120,10 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
             .as_ref()
             .and_then(|u| models.iter().position(|m| &m.name == u));
     }
-    let pol = policy::by_name(&cfg.policy)?;
+    let mut pol = policy::by_name(&cfg.policy)?;
+    if let (Some(w), Some(pw)) = (cfg.weights, pol.weights_mut()) {
+        *pw = w;
+    }
     let mut engine = Engine::new(cat, &hw.accelerators, models, pol)?;
     let nm = engine.models().len();
     let names: Vec<String> = engine.models().iter().map(|m| m.name.clone()).collect();
