@@ -11,6 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
-    tonic_prost_build::configure().compile_with_config(config, &files, &[std::path::PathBuf::from("proto")])?;
+    tonic_prost_build::configure().compile_with_config(
+        config,
+        &files,
+        &[std::path::PathBuf::from("proto")],
+    )?;
     Ok(())
 }
