@@ -27,6 +27,7 @@ pub struct HwAccelerator {
     pub name: String,
     pub dataflow: String,
     pub pes: u32,
+    pub offchip_bw: u32,
     pub cost_tag: String,
 }
 
@@ -185,6 +186,11 @@ impl Catalog {
     /// Every model name the agent can serve, sorted.
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
         self.models.keys().map(String::as_str)
+    }
+
+    /// The cost-table name of a servable model (differs for aliases like `D2go_FastRCNN`).
+    pub fn cost_model(&self, model: &str) -> Option<&str> {
+        self.models.get(model).map(|(c, _)| c.as_str())
     }
 
     /// Default relative deadline of a model (its period in the first scenario that uses it).

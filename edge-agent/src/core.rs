@@ -2,11 +2,12 @@
 //! online engine (`release` / `step` / `block_done`, all with an explicit `now_ms`: the core
 //! never reads a clock, so the same code runs in virtual and wall time).
 //!
-//! `edgeplane_scheduler` did not yet export its online `Engine` when this was written, so
-//! the agent ships [`DeadlineCore`]: whole-model, non-preemptive earliest-deadline-first over
-//! the XRBench cost tables, with proactive drop of frames that can no longer make their
-//! deadline on the fastest accelerator. It is an honest EDF, not SDRM3; wiring the real
-//! engine means one more `impl SchedulingCore` and a name in [`POLICIES`].
+//! Two implementations:
+//! - [`crate::engine_core::EngineCore`]: the scheduler crate's `Engine` with any of its
+//!   policies (`sdrm3` by default, and every baseline) — the code `edgeplane sim` runs.
+//! - [`DeadlineCore`] (`edf-whole`): whole-model, non-preemptive earliest-deadline-first with
+//!   proactive drop. The agent's own, small fallback: it also serves nodes without cost tables
+//!   (a CPU-only node), where it refuses every model clearly.
 
 use crate::catalog::{Catalog, Cost};
 use crate::discovery::Accelerator;
@@ -47,31 +48,52 @@ pub trait SchedulingCore: Send {
     fn step(&mut self, now_ms: f64) -> Vec<Action>;
     /// Accelerator `acc` finished the block it was given.
     fn block_done(&mut self, now_ms: f64, acc: usize);
-    /// Best-case whole-model latency of `model` here (None = cannot run here).
-    fn best_latency_ms(&self, model: &str) -> Option<f64>;
 }
 
-pub const DEFAULT_POLICY: &str = "edf";
-/// Policies this agent build can run.
-pub const POLICIES: &[&str] = &["edf"];
+pub const DEFAULT_POLICY: &str = "sdrm3";
+/// The agent's own whole-model EDF (see [`DeadlineCore`]).
+pub const WHOLE_EDF: &str = "edf-whole";
+
+/// Policies this agent can run: the scheduler crate's, plus [`WHOLE_EDF`].
+pub fn policies() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = edgeplane_scheduler::policy::POLICIES.to_vec();
+    v.push(WHOLE_EDF);
+    v
+}
 
 pub fn check_policy(name: &str) -> Result<(), String> {
-    if POLICIES.contains(&name) {
+    let all = policies();
+    if all.contains(&name) {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not available in this agent build; valid: {}",
-            POLICIES.join(", ")
+            "{name:?} is not a policy; valid: {}",
+            all.join(", ")
         ))
     }
 }
 
-/// Build the core for `policy` over `accelerators`.
+/// Build the core for `policy` over `accelerators` (and the scenario's cascades, if any).
 pub fn build(
     policy: &str,
     accelerators: &[Accelerator],
+    scenario: Option<&str>,
 ) -> Result<Box<dyn SchedulingCore>, String> {
     check_policy(policy)?;
+    let simulated = accelerators.iter().any(|a| a.sim.is_some());
+    if policy != WHOLE_EDF && simulated {
+        return Ok(Box::new(crate::engine_core::EngineCore::new(
+            policy,
+            accelerators,
+            scenario,
+        )?));
+    }
+    if policy != WHOLE_EDF {
+        tracing::warn!(
+            policy,
+            "no accelerator with cost tables on this node: using the whole-model EDF core, which refuses every model"
+        );
+    }
     let cat = Catalog::get().map_err(|e| e.to_string())?;
     let mut costs: BTreeMap<String, Vec<Option<Cost>>> = BTreeMap::new();
     for m in cat.model_names() {
@@ -194,15 +216,6 @@ impl SchedulingCore for DeadlineCore {
         if let Some(b) = self.busy.get_mut(acc) {
             *b = false;
         }
-    }
-
-    fn best_latency_ms(&self, model: &str) -> Option<f64> {
-        self.costs
-            .get(model)?
-            .iter()
-            .flatten()
-            .map(|c| c.latency_ms)
-            .reduce(f64::min)
     }
 }
 

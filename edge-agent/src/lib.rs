@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod config;
 pub mod core;
 pub mod discovery;
+pub mod engine_core;
 pub mod infer;
 pub mod link;
 pub mod persist;
@@ -53,7 +54,8 @@ pub enum AgentError {
 pub fn run_virtual(cfg: &AgentConfig) -> Result<serde_json::Value, AgentError> {
     let accelerators = discovery::discover(&cfg.accelerators)?;
     let ids: Vec<String> = accelerators.iter().map(|a| a.id.clone()).collect();
-    let core = core::build(&cfg.policy, &accelerators).map_err(AgentError::Policy)?;
+    let core = core::build(&cfg.policy, &accelerators, cfg.scenario.as_deref())
+        .map_err(AgentError::Policy)?;
     let name = cfg.scenario.clone().unwrap_or_default();
     let mut st = scenario::simulate(core, &ids, &name, cfg.scenario_duration_ms, cfg.seed)?;
     let mut s = st.summary_json();
@@ -81,7 +83,8 @@ pub async fn run(
     if let Some(a) = &persisted {
         tracing::info!(epoch = a.epoch, "serving the persisted assignment");
     }
-    let core = core::build(&cfg.policy, &accelerators).map_err(AgentError::Policy)?;
+    let core = core::build(&cfg.policy, &accelerators, cfg.scenario.as_deref())
+        .map_err(AgentError::Policy)?;
     let executors: Vec<Arc<dyn runtime::Executor>> = accelerators
         .iter()
         .map(|_| Arc::new(runtime::SimExecutor::default()) as Arc<dyn runtime::Executor>)

@@ -9,7 +9,6 @@ use crate::core::{Action, CoreError, JobId, SchedulingCore};
 use crate::discovery::Accelerator;
 use crate::stats::Stats;
 use edgeplane_proto::agent::Assignment;
-use futures::future::BoxFuture;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -47,33 +46,56 @@ pub struct Block {
 /// executor (a worker process under an MPS share) will implement the same trait, returning
 /// the energy it measured.
 pub trait Executor: Send + Sync {
-    /// Run the block; resolves to the energy actually spent (mJ).
-    fn run(&self, block: Block) -> BoxFuture<'static, f64>;
+    /// Start the block; `done` is called (from any thread) with the energy actually spent
+    /// (mJ) when it finished. A callback rather than a future: the completion goes straight
+    /// into the runtime's channel, without a task hop per block.
+    fn run(&self, block: Block, done: Completion);
 }
+
+/// Called once when a block finished, with its energy in mJ.
+pub type Completion = Box<dyn FnOnce(f64) + Send>;
 
 /// Waits the modelled latency and accounts the modelled energy.
 ///
-/// The wait is a `std::thread::sleep` on the blocking pool, not a tokio timer: tokio's timer
+/// The wait is a `std::thread::sleep` on the accelerator's own thread, not a tokio timer: tokio's timer
 /// wheel has 1 ms resolution and rounds up, which on 3 ms XRBench layers blocks made every
 /// job ~30 % slower than modelled and cost the real-time run >10 deadline-met points against
 /// the same core in virtual time. `nanosleep` is accurate to tens of µs; at most one thread
-/// per busy accelerator is used.
+/// per accelerator is used.
 ///
 /// Back-to-back blocks are timed on one timeline: when a block is dispatched less than
 /// [`CONTIGUOUS`] after the previous one was due to finish, it starts at that due time, not
 /// at "now". A real accelerator's queue runs layers back to back while the host decides; the
 /// runtime's wake-up and decision latency (tens of µs per block) would otherwise add up over
 /// a 40-layer model run one layer block at a time.
-#[derive(Default)]
 pub struct SimExecutor {
     due: Mutex<Option<Instant>>,
+    /// The accelerator's own OS thread: waits out each block with `nanosleep`.
+    tx: std::sync::mpsc::Sender<(Instant, f64, Completion)>,
+}
+
+impl Default for SimExecutor {
+    fn default() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, f64, Completion)>();
+        // The thread ends when the executor (its sender) is dropped.
+        std::thread::spawn(move || {
+            while let Ok((until, energy_mj, done)) = rx.recv() {
+                sleep_until_precise(until);
+                done(energy_mj);
+            }
+        });
+        SimExecutor {
+            due: Mutex::new(None),
+            tx,
+        }
+    }
 }
 
 /// Gap under which a block continues the previous block's timeline (see [`SimExecutor`]).
 pub const CONTIGUOUS: Duration = Duration::from_micros(500);
 
 impl Executor for SimExecutor {
-    fn run(&self, block: Block) -> BoxFuture<'static, f64> {
+    fn run(&self, block: Block, done: Completion) {
         let now = Instant::now();
         let mut due = self.due.lock().expect("executor lock");
         let start = match *due {
@@ -83,10 +105,11 @@ impl Executor for SimExecutor {
         let until = start + Duration::from_secs_f64(block.latency_ms.max(0.0) / 1000.0);
         *due = Some(until);
         drop(due);
-        Box::pin(async move {
-            let _ = tokio::task::spawn_blocking(move || sleep_until_precise(until)).await;
-            block.energy_mj
-        })
+        if let Err(std::sync::mpsc::SendError((_, e, done))) =
+            self.tx.send((until, block.energy_mj, done))
+        {
+            done(e); // executor thread gone: finish at once rather than hang the job
+        }
     }
 }
 
@@ -198,6 +221,12 @@ struct Running {
     reply: Option<oneshot::Sender<Result<JobOutcome, CoreError>>>,
 }
 
+enum Ev {
+    Req(Request),
+    Done(Done),
+    Tick,
+}
+
 struct Done {
     job: JobId,
     acc: usize,
@@ -225,52 +254,86 @@ pub fn start(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let ms = |t: Instant| t.saturating_duration_since(shared.start).as_secs_f64() * 1000.0;
         loop {
-            tokio::select! {
+            // Wait for one event, then take every other event already there, so a burst of
+            // completions and arrivals costs one scheduling step, not one each.
+            let first = tokio::select! {
                 _ = shutdown.recv() => break,
-                Some(req) = rx.recv() => {
-                    let now = ms(Instant::now());
-                    let deadline = ms(req.deadline);
-                    shared.stats.lock().expect("stats").model(&req.model).arrivals += 1;
-                    match core.release(now, &req.model, deadline) {
-                        Ok(id) => {
-                            jobs.insert(id, Running {
-                                model: req.model, arrival: req.arrival, deadline: req.deadline,
-                                energy_mj: 0.0, acc: None, reply: req.reply,
-                            });
+                Some(req) = rx.recv() => Ev::Req(req),
+                Some(d) = done_rx.recv() => Ev::Done(d),
+                _ = tick.tick() => Ev::Tick,
+            };
+            let mut events = vec![first];
+            while let Ok(d) = done_rx.try_recv() {
+                events.push(Ev::Done(d));
+            }
+            while let Ok(r) = rx.try_recv() {
+                events.push(Ev::Req(r));
+            }
+            for ev in events {
+                match ev {
+                    Ev::Tick => {}
+                    Ev::Req(req) => {
+                        let now = ms(Instant::now());
+                        let deadline = ms(req.deadline);
+                        shared
+                            .stats
+                            .lock()
+                            .expect("stats")
+                            .model(&req.model)
+                            .arrivals += 1;
+                        match core.release(now, &req.model, deadline) {
+                            Ok(id) => {
+                                jobs.insert(
+                                    id,
+                                    Running {
+                                        model: req.model,
+                                        arrival: req.arrival,
+                                        deadline: req.deadline,
+                                        energy_mj: 0.0,
+                                        acc: None,
+                                        reply: req.reply,
+                                    },
+                                );
+                            }
+                            Err(e) => {
+                                shared.stats.lock().expect("stats").model(&req.model).drops += 1;
+                                if let Some(r) = req.reply {
+                                    let _ = r.send(Err(e));
+                                }
+                            }
                         }
-                        Err(e) => {
-                            shared.stats.lock().expect("stats").model(&req.model).drops += 1;
-                            if let Some(r) = req.reply { let _ = r.send(Err(e)); }
+                    }
+                    Ev::Done(d) => {
+                        let now_i = Instant::now();
+                        core.block_done(ms(now_i), d.acc);
+                        let mut st = shared.stats.lock().expect("stats");
+                        if let Some((_, a)) = st.accelerators.get_mut(d.acc) {
+                            a.busy_ms += now_i.duration_since(d.started).as_secs_f64() * 1000.0;
+                            a.energy_mj += d.energy_mj;
                         }
-                    }
-                }
-                Some(d) = done_rx.recv() => {
-                    let now_i = Instant::now();
-                    core.block_done(ms(now_i), d.acc);
-                    let mut st = shared.stats.lock().expect("stats");
-                    if let Some((_, a)) = st.accelerators.get_mut(d.acc) {
-                        a.busy_ms += now_i.duration_since(d.started).as_secs_f64() * 1000.0;
-                        a.energy_mj += d.energy_mj;
-                    }
-                    if let Some(j) = jobs.get_mut(&d.job) {
-                        j.energy_mj += d.energy_mj;
-                    }
-                    if d.last {
-                        if let Some(j) = jobs.remove(&d.job) {
-                            let latency_ms = now_i.duration_since(j.arrival).as_secs_f64() * 1000.0;
-                            let met = now_i <= j.deadline;
-                            st.complete(&j.model, latency_ms, met, j.energy_mj);
-                            if let Some(r) = j.reply {
-                                let _ = r.send(Ok(JobOutcome {
-                                    completed: true, deadline_met: met, latency_ms,
-                                    accelerator_id: shared.accelerators[d.acc].id.clone(),
-                                    energy_mj: j.energy_mj, reason: String::new(),
-                                }));
+                        if let Some(j) = jobs.get_mut(&d.job) {
+                            j.energy_mj += d.energy_mj;
+                        }
+                        if d.last {
+                            if let Some(j) = jobs.remove(&d.job) {
+                                let latency_ms =
+                                    now_i.duration_since(j.arrival).as_secs_f64() * 1000.0;
+                                let met = now_i <= j.deadline;
+                                st.complete(&j.model, latency_ms, met, j.energy_mj);
+                                if let Some(r) = j.reply {
+                                    let _ = r.send(Ok(JobOutcome {
+                                        completed: true,
+                                        deadline_met: met,
+                                        latency_ms,
+                                        accelerator_id: shared.accelerators[d.acc].id.clone(),
+                                        energy_mj: j.energy_mj,
+                                        reason: String::new(),
+                                    }));
+                                }
                             }
                         }
                     }
                 }
-                _ = tick.tick() => {}
             }
             let t0 = Instant::now();
             let actions = core.step(ms(t0));
@@ -303,19 +366,20 @@ pub fn start(
                             latency_ms,
                             energy_mj,
                         };
-                        let fut = executors[acc].run(block);
                         let done_tx = done_tx.clone();
                         let started = Instant::now();
-                        tokio::spawn(async move {
-                            let energy_mj = fut.await;
-                            let _ = done_tx.send(Done {
-                                job,
-                                acc,
-                                last,
-                                energy_mj,
-                                started,
-                            });
-                        });
+                        executors[acc].run(
+                            block,
+                            Box::new(move |energy_mj| {
+                                let _ = done_tx.send(Done {
+                                    job,
+                                    acc,
+                                    last,
+                                    energy_mj,
+                                    started,
+                                });
+                            }),
+                        );
                     }
                     Action::Drop { job, reason } => {
                         if let Some(j) = jobs.remove(&job) {
