@@ -709,3 +709,56 @@ async fn next(
         .body
         .expect("body")
 }
+
+/// The agent's scheduling core is the simulator's: the same scenario through
+/// `edgeplane-agent --virtual-time` and `edgeplane sim` (native) gives the same deadline-met
+/// rate. (The wall-clock run is measured, not asserted: on a shared CI machine it depends
+/// on CPU contention; see edge-agent/README.md for the numbers.)
+#[test]
+fn agent_core_in_virtual_time_agrees_with_the_native_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    for policy in ["sdrm3", "edf"] {
+        let out = Command::new(support::bin("edgeplane-agent"))
+            .args(["--scenario", "VR_gaming", "--scenario-duration-ms", "3000"])
+            .args(["--accelerators", "sim:Dual_4K_WS_OS", "--policy", policy])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--virtual-time")
+            .output()
+            .expect("run edgeplane-agent --virtual-time");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let agent: serde_json::Value = serde_json::from_slice(&out.stdout).expect("agent json");
+        let out = Command::new(support::bin("edgeplane"))
+            .args([
+                "sim",
+                "--scenario",
+                "VR_gaming",
+                "--hardware",
+                "Dual_4K_WS_OS",
+            ])
+            .args(["--policy", policy, "--duration-ms", "3000", "--seed", "1"])
+            .args(["--format", "json"])
+            .output()
+            .expect("run edgeplane sim");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sim: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sim json");
+        let agent_rate = agent["deadline_met_rate"].as_f64().unwrap();
+        let sim_rate = 1.0 - sim["miss_rate"].as_f64().unwrap();
+        assert_eq!(
+            agent["frames"], sim["frames"],
+            "{policy}: same frames released"
+        );
+        assert!(
+            (agent_rate - sim_rate).abs() < 0.005,
+            "{policy}: agent {agent_rate} vs sim {sim_rate}"
+        );
+    }
+}
