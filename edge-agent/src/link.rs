@@ -241,3 +241,53 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Shared;
+    use edgeplane_proto::agent::Partition;
+    use std::sync::{Mutex, RwLock};
+
+    fn shared() -> Shared {
+        Shared {
+            name: "t".into(),
+            accelerators: vec![],
+            stats: Mutex::new(crate::stats::Stats::default()),
+            start: Instant::now(),
+            assignment: RwLock::new(None),
+            connected: RwLock::new(None),
+        }
+    }
+
+    fn assignment(epoch: u64, model: &str) -> Assignment {
+        Assignment {
+            epoch,
+            partitions: vec![Partition {
+                accelerator_id: "npu0".into(),
+                share_pct: 100,
+                models: vec![model.into()],
+            }],
+        }
+    }
+
+    #[test]
+    fn newer_assignments_apply_and_persist_older_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AssignmentStore::open(dir.path()).unwrap();
+        let sh = shared();
+        assert!(apply_assignment(&sh, &store, assignment(2, "a")));
+        assert_eq!(sh.epoch(), 2);
+        assert!(sh.serves("a") && !sh.serves("b"));
+        // A deposed leader's late push with an older epoch must not roll the node back.
+        assert!(!apply_assignment(&sh, &store, assignment(1, "b")));
+        assert!(!apply_assignment(&sh, &store, assignment(2, "b")));
+        assert!(sh.serves("a"));
+        assert!(apply_assignment(&sh, &store, assignment(3, "b")));
+        assert_eq!(
+            store.load().unwrap().unwrap().epoch,
+            3,
+            "persisted before served"
+        );
+    }
+}

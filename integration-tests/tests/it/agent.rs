@@ -170,6 +170,22 @@ async fn standalone_agent_serves_and_refuses_malformed_requests() {
     assert!(ok.energy_mj > 20.0, "{ok:?}");
 
     let mut c = a.client().await.unwrap();
+    // A deadline no accelerator can make: answered as dropped, with the reason.
+    let d = c
+        .infer(api::InferRequest {
+            model: "HT_hand_graph_cnn_half".into(),
+            deadline_ms: 1.0,
+            slo_ms: 0.0,
+            payload: vec![],
+        })
+        .await
+        .expect("infer with an impossible deadline")
+        .into_inner();
+    assert_eq!(d.outcome, api::Outcome::Dropped as i32, "{d:?}");
+    assert!(
+        d.reason.contains("infeasible") || d.reason.contains("expired"),
+        "{d:?}"
+    );
     let bad = |m: &str, deadline: f64, slo: f64, payload: usize| {
         let req = api::InferRequest {
             model: m.into(),
