@@ -65,6 +65,11 @@ struct NodeLive {
     met: u64,
     missed: u64,
     energy_j: f64,
+    /// Totals of earlier agent processes (an agent's counters restart with it; `nodes list`
+    /// shows totals since the node joined), and the last report's raw totals and uptime.
+    base: (u64, u64, f64),
+    raw: (u64, u64, f64),
+    uptime_s: f64,
     /// model → (uptime_s, arrivals, met, missed, energy_j, rate) from the last report.
     models: BTreeMap<String, (f64, u64, u64, u64, f64, f64)>,
 }
@@ -140,9 +145,17 @@ impl AgentHub {
                 ),
             );
         }
-        live.met = met;
-        live.missed = missed;
-        live.energy_j = energy;
+        if r.uptime_s < live.uptime_s {
+            // The agent restarted: carry what its previous process had reported.
+            live.base.0 += live.raw.0;
+            live.base.1 += live.raw.1;
+            live.base.2 += live.raw.2;
+        }
+        live.raw = (met, missed, energy);
+        live.uptime_s = r.uptime_s;
+        live.met = live.base.0 + met;
+        live.missed = live.base.1 + missed;
+        live.energy_j = live.base.2 + energy;
     }
 
     /// Build the extensions a replica needs for the agent side: the `Agent` service and the
@@ -549,6 +562,9 @@ mod tests {
         let m = hub.model("m").unwrap();
         assert_eq!(m.deadline_met_pct, 100.0);
         assert_eq!(hub.node("a").unwrap().deadlines_met, 60);
+        // Agent "a" restarts: its counters start over, the node's totals do not.
+        hub.record("a", &report(0.5, 4));
+        assert_eq!(hub.node("a").unwrap().deadlines_met, 64);
         assert!(hub.model("other").is_none());
     }
 
