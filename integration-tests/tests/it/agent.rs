@@ -502,16 +502,36 @@ async fn cut_off_agent_serves_its_persisted_assignment_and_reconciles() {
         })
         .await
         .expect("deploy");
-    let w = admin
-        .set_placement(adm::SetPlacementRequest {
-            meta: None,
-            node: "island".into(),
-            model: "ES_RITNet".into(),
-            accelerator: "npu0".into(),
-        })
-        .await
-        .expect("pin")
-        .into_inner();
+    // The operator pins the model with the CLI (`edgeplane placement set`).
+    let out = Command::new(support::bin("edgeplane"))
+        .args(["--endpoints", &eps.join(","), "placement", "set"])
+        .args([
+            "--node",
+            "island",
+            "--model",
+            "ES_RITNet",
+            "--accelerator",
+            "npu0",
+        ])
+        .output()
+        .expect("run edgeplane placement set");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    struct Pinned {
+        epoch: u64,
+    }
+    let w = Pinned {
+        epoch: nodes_on(&c, leader)
+            .await
+            .expect("nodes list")
+            .iter()
+            .find(|n| n.name == "island")
+            .expect("island registered")
+            .assignment_epoch,
+    };
     assert!(w.epoch >= 1);
     eventually(
         Duration::from_secs(15),
