@@ -65,7 +65,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
     /// Simulated milliseconds per run.
-    #[arg(long, default_value_t = 2000.0)]
+    #[arg(long, default_value_t = 3000.0)]
     pub duration_ms: f64,
 }
 
