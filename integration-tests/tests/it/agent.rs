@@ -94,9 +94,11 @@ impl AgentProc {
             .client()
             .await
             .ok_or_else(|| tonic::Status::unavailable("agent not answering"))?;
+        // A generous deadline: these calls check serving and autonomy, not timeliness, which
+        // a debug build among a dozen test processes on two cores cannot promise.
         c.infer(api::InferRequest {
             model: model.into(),
-            deadline_ms: 0.0,
+            deadline_ms: 2000.0,
             slo_ms: 0.0,
             payload: vec![1, 2, 3],
         })
