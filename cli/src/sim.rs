@@ -50,6 +50,9 @@ pub struct SimArgs {
     /// Switch Supernet sub-networks with load.
     #[arg(long)]
     pub supernet: bool,
+    /// SDRM3 with block-aware costs (each remaining layer at its best accelerator).
+    #[arg(long)]
+    pub layerwise: bool,
     /// Probability that a frame exits early (layer skip).
     #[arg(long, default_value_t = 0.0)]
     pub early_exit: f64,
@@ -185,6 +188,7 @@ pub fn sim(a: SimArgs) -> anyhow::Result<()> {
                 tune: a.tune,
                 supernet: a.supernet,
                 weights: None,
+                sdrm3_layerwise: a.layerwise,
             };
             let r = sim::run(cat, &cfg)?;
             let extra = json!({

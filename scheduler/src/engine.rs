@@ -112,6 +112,10 @@ pub struct AccState {
 pub struct Engine {
     models: Vec<EngineModel>,
     costs: Vec<Vec<ModelCost>>, // [model][acc]
+    /// Per-layer best latency / energy over accelerators, as suffix sums: [model][layer].
+    /// A layer-block scheduler can run each block where it is cheapest, so this is the
+    /// best case of a job's remaining work (migration ignored: a lower bound).
+    best_suffix: Vec<(Vec<f64>, Vec<f64>)>,
     accs: Vec<AccState>,
     jobs: HashMap<JobId, Job>,
     order: Vec<JobId>, // jobs in release order (ready or waiting), for deterministic iteration
@@ -165,6 +169,26 @@ impl Engine {
             }
             costs.push(row);
         }
+        let best_suffix = costs
+            .iter()
+            .map(|row: &Vec<ModelCost>| {
+                let n = row[0].layers();
+                let (mut lat, mut en) = (vec![0.0; n + 1], vec![0.0; n + 1]);
+                for l in (0..n).rev() {
+                    let bl = row
+                        .iter()
+                        .map(|c| c.lat_ms(l, l + 1))
+                        .fold(f64::INFINITY, f64::min);
+                    let be = row
+                        .iter()
+                        .map(|c| c.energy_mj(l, l + 1))
+                        .fold(f64::INFINITY, f64::min);
+                    lat[l] = lat[l + 1] + bl;
+                    en[l] = en[l + 1] + be;
+                }
+                (lat, en)
+            })
+            .collect();
         let mut downstreams = vec![Vec::new(); models.len()];
         for (i, m) in models.iter().enumerate() {
             if let Some(u) = m.upstream {
@@ -180,6 +204,7 @@ impl Engine {
             history: vec![VecDeque::new(); models.len()],
             newest: vec![None; models.len()],
             costs,
+            best_suffix,
             accs: accs
                 .iter()
                 .map(|s| AccState {
@@ -300,6 +325,18 @@ impl Engine {
         }
         best
     }
+    /// Best-case remaining latency / energy of layers `from..end` of `job` when every layer
+    /// may run on its best accelerator (no migration cost): what a layer-block scheduler can
+    /// at best achieve.
+    pub fn layerwise_best(&self, job: &Job, from: usize) -> (f64, f64) {
+        let (l, e) = &self.best_suffix[job.model];
+        let s = job.width * job.width;
+        (
+            (l[from] - l[job.end_layer]) * s,
+            (e[from] - e[job.end_layer]) * s,
+        )
+    }
+
     /// E* of a whole frame of `model` (full width): its most energy-efficient accelerator.
     pub fn whole_energy_star(&self, model: usize) -> f64 {
         self.costs[model]

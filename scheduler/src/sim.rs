@@ -30,6 +30,8 @@ pub struct SimConfig {
     pub supernet: bool,
     /// Initial SDRM3 weights (None: DESIGN §3.4 defaults).
     pub weights: Option<crate::policy::Weights>,
+    /// SDRM3 with block-aware costs (see `Sdrm3::layerwise`).
+    pub sdrm3_layerwise: bool,
 }
 
 impl SimConfig {
@@ -45,6 +47,7 @@ impl SimConfig {
             tune: false,
             supernet: false,
             weights: None,
+            sdrm3_layerwise: false,
         }
     }
 }
@@ -120,7 +123,14 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
             .as_ref()
             .and_then(|u| models.iter().position(|m| &m.name == u));
     }
-    let mut pol = policy::by_name(&cfg.policy)?;
+    let mut pol: Box<dyn policy::Policy> = if cfg.policy == "sdrm3" {
+        Box::new(policy::Sdrm3 {
+            layerwise: cfg.sdrm3_layerwise,
+            ..Default::default()
+        })
+    } else {
+        policy::by_name(&cfg.policy)?
+    };
     if let (Some(w), Some(pw)) = (cfg.weights, pol.weights_mut()) {
         *pw = w;
     }

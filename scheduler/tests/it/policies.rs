@@ -243,3 +243,18 @@ fn unknown_policy_lists_the_valid_ones() {
     let err = by_name("round-robin").err().unwrap().to_string();
     assert!(err.contains("sdrm3") && err.contains("planaria"), "{err}");
 }
+
+#[test]
+fn layerwise_sdrm3_meets_a_cascade_that_no_single_accelerator_can() {
+    // social_interactionB on Quad_4K: ES then GE within 16.7 ms; neither model's whole-model
+    // latency on one accelerator fits behind ES, but running each GE layer where it is fastest does.
+    let cat = Catalog::embedded();
+    let mut c =
+        edgeplane_scheduler::SimConfig::new("social_interactionB", "Quad_4K_WS_OS_WS_OS", "sdrm3");
+    c.duration_ms = 1000.0;
+    let literal = edgeplane_scheduler::sim::run(cat, &c).unwrap().report;
+    c.sdrm3_layerwise = true;
+    let layerwise = edgeplane_scheduler::sim::run(cat, &c).unwrap().report;
+    assert!(layerwise.miss_rate < 0.05, "{}", layerwise.miss_rate);
+    assert!(literal.miss_rate > 0.2, "{}", literal.miss_rate);
+}
