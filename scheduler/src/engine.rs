@@ -337,6 +337,31 @@ impl Engine {
         )
     }
 
+    /// A full-width job of `model` covering layers `from..to`, for cost queries that are not
+    /// about a released job (planning, demand estimates).
+    pub fn probe(&self, model: usize, from: usize, to: usize) -> Job {
+        Job {
+            id: 0,
+            model,
+            frame: 0,
+            release_ms: 0.0,
+            deadline_ms: 0.0,
+            next_layer: from,
+            end_layer: to,
+            last_acc: None,
+            energy_mj: 0.0,
+            running: false,
+            width: 1.0,
+        }
+    }
+
+    /// A model's share of the machine: best whole-model latency per period.
+    pub fn demand(&self, model: usize) -> f64 {
+        self.best_remaining(&self.probe(model, 0, self.layers(model)))
+            .0
+            / self.period(model)
+    }
+
     /// E* of a whole frame of `model` (full width): its most energy-efficient accelerator.
     pub fn whole_energy_star(&self, model: usize) -> f64 {
         self.costs[model]

@@ -205,22 +205,7 @@ impl Supernet {
     pub fn on_window(&mut self, e: &mut Engine, rho: f64, miss: f64) {
         let n = e.models().len();
         // whole-model best latency at full width, per period (its share of the machine)
-        let demand = |e: &Engine, m: usize| {
-            let probe = crate::engine::Job {
-                id: 0,
-                model: m,
-                frame: 0,
-                release_ms: 0.0,
-                deadline_ms: 0.0,
-                next_layer: 0,
-                end_layer: e.layers(m),
-                last_acc: None,
-                energy_mj: 0.0,
-                running: false,
-                width: 1.0,
-            };
-            e.best_remaining(&probe).0 / e.period(m)
-        };
+        let demand = |e: &Engine, m: usize| e.demand(m);
         if rho > 0.9 || miss > 0.05 {
             let best = (0..n)
                 .filter(|&m| Self::level(e.width(m)) > 0)

@@ -25,41 +25,14 @@ impl Herald {
         let mut load = vec![0.0f64; na];
         let mut models: Vec<usize> = (0..e.models().len()).collect();
         // heavier demand first (rate × best whole latency)
-        let demand = |m: usize| {
-            let probe = crate::engine::Job {
-                id: 0,
-                model: m,
-                frame: 0,
-                release_ms: 0.0,
-                deadline_ms: 0.0,
-                next_layer: 0,
-                end_layer: e.layers(m),
-                last_acc: None,
-                energy_mj: 0.0,
-                running: false,
-                width: 1.0,
-            };
-            e.best_remaining(&probe).0 / e.period(m)
-        };
+        let demand = |m: usize| e.demand(m);
         models.sort_by(|&a, &b| demand(b).partial_cmp(&demand(a)).unwrap());
         self.map = vec![Vec::new(); e.models().len()];
         for m in models {
             let n = e.layers(m);
             let mut row = Vec::with_capacity(n);
             for l in 0..n {
-                let probe = crate::engine::Job {
-                    id: 0,
-                    model: m,
-                    frame: 0,
-                    release_ms: 0.0,
-                    deadline_ms: 0.0,
-                    next_layer: l,
-                    end_layer: l + 1,
-                    last_acc: None,
-                    energy_mj: 0.0,
-                    running: false,
-                    width: 1.0,
-                };
+                let probe = e.probe(m, l, l + 1);
                 let total: f64 = load.iter().sum::<f64>().max(1e-9);
                 let best = (0..na)
                     .min_by(|&a, &b| {
