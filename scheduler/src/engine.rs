@@ -132,6 +132,10 @@ pub struct Engine {
     pub drop_expired: bool,
     shortest_period: f64,
     widths: Vec<f64>,
+    /// Accelerators each model may run on (bit a = accelerator a): an assignment of models
+    /// to accelerators or GPU partitions restricts every policy through it.
+    allowed: Vec<u64>,
+    allowed_epoch: u64,
     step_seq: u64,
 }
 
@@ -146,10 +150,10 @@ impl Engine {
         models: Vec<EngineModel>,
         policy: Box<dyn Policy>,
     ) -> Result<Engine, Error> {
-        if accs.is_empty() {
+        if accs.is_empty() || accs.len() > 64 {
             return Err(Error::Invalid {
                 field: "accelerators",
-                why: "at least one accelerator is needed".into(),
+                why: format!("1 to 64 accelerators are supported, got {}", accs.len()),
             });
         }
         let mut costs = Vec::new();
@@ -201,6 +205,8 @@ impl Engine {
             .fold(f64::INFINITY, f64::min);
         Ok(Engine {
             widths: vec![1.0; models.len()],
+            allowed: vec![u64::MAX >> (64 - accs.len()); models.len()],
+            allowed_epoch: 0,
             history: vec![VecDeque::new(); models.len()],
             newest: vec![None; models.len()],
             costs,
@@ -249,6 +255,50 @@ impl Engine {
     pub fn job(&self, id: JobId) -> Option<&Job> {
         self.jobs.get(&id)
     }
+    /// Restrict `model` to the accelerators `accs` (an assignment). Applies to every policy
+    /// from the next decision; work already dispatched finishes where it is.
+    pub fn set_allowed(&mut self, model: usize, accs: &[usize]) -> Result<(), Error> {
+        if model >= self.models.len() {
+            return Err(Error::Invalid {
+                field: "model",
+                why: format!("index {model} out of range (have {})", self.models.len()),
+            });
+        }
+        if accs.is_empty() {
+            return Err(Error::Invalid {
+                field: "accelerators",
+                why: format!(
+                    "model {} needs at least one accelerator",
+                    self.models[model].name
+                ),
+            });
+        }
+        let mut mask = 0u64;
+        for &a in accs {
+            if a >= self.accs.len() {
+                return Err(Error::Invalid {
+                    field: "accelerators",
+                    why: format!(
+                        "accelerator {a} does not exist (have 0..{})",
+                        self.accs.len()
+                    ),
+                });
+            }
+            mask |= 1 << a;
+        }
+        self.allowed[model] = mask;
+        self.allowed_epoch += 1;
+        Ok(())
+    }
+    /// May `model` run on `acc`?
+    pub fn allowed(&self, model: usize, acc: usize) -> bool {
+        self.allowed[model] & (1 << acc) != 0
+    }
+    /// Changes whenever an allowed set changes (policies with precomputed maps rebuild).
+    pub fn allowed_epoch(&self) -> u64 {
+        self.allowed_epoch
+    }
+
     /// Set a model's Supernet width (applies to jobs released afterwards).
     pub fn set_width(&mut self, model: usize, width: f64) {
         self.widths[model] = width;
@@ -318,7 +368,7 @@ impl Engine {
     /// L*(j), E*(j): minimum remaining latency / energy over accelerators.
     pub fn best_remaining(&self, job: &Job) -> (f64, f64) {
         let mut best = (f64::INFINITY, f64::INFINITY);
-        for a in 0..self.accs.len() {
+        for a in (0..self.accs.len()).filter(|&a| self.allowed(job.model, a)) {
             let (l, e) = self.remaining(job, a);
             best.0 = best.0.min(l);
             best.1 = best.1.min(e);
@@ -409,6 +459,11 @@ impl Engine {
             .enumerate()
             .filter(|(_, a)| a.busy.is_none())
             .map(|(i, _)| i)
+    }
+    /// Idle accelerators `job` may run on.
+    pub fn idle_accs_for<'a>(&'a self, job: &'a Job) -> impl Iterator<Item = usize> + 'a {
+        self.idle_accs()
+            .filter(move |&a| self.allowed(job.model, a))
     }
     /// Load ρ = Σ_ready L*(j) / (|A| · shortest period), capped at 1.
     pub fn load(&self) -> f64 {
@@ -538,7 +593,7 @@ impl Engine {
                 break;
             };
             let Some(j) = self.jobs.get(&job) else { break };
-            if j.running || self.accs[acc].busy.is_some() {
+            if j.running || self.accs[acc].busy.is_some() || !self.allowed(j.model, acc) {
                 break; // a policy bug must not corrupt state
             }
             let from = j.next_layer;

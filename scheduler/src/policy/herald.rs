@@ -14,13 +14,15 @@ use crate::engine::Engine;
 #[derive(Default)]
 pub struct Herald {
     map: Vec<Vec<usize>>, // [model][layer] -> acc
+    epoch: u64,
 }
 
 impl Herald {
     fn ensure_map(&mut self, e: &Engine) {
-        if self.map.len() == e.models().len() {
+        if self.map.len() == e.models().len() && self.epoch == e.allowed_epoch() {
             return;
         }
+        self.epoch = e.allowed_epoch();
         let na = e.accelerators().len();
         let mut load = vec![0.0f64; na];
         let mut models: Vec<usize> = (0..e.models().len()).collect();
@@ -35,6 +37,7 @@ impl Herald {
                 let probe = e.probe(m, l, l + 1);
                 let total: f64 = load.iter().sum::<f64>().max(1e-9);
                 let best = (0..na)
+                    .filter(|&a| e.allowed(m, a))
                     .min_by(|&a, &b| {
                         let ca = e.block_cost(&probe, a, l, l + 1);
                         let cb = e.block_cost(&probe, b, l, l + 1);

@@ -80,7 +80,7 @@ pub fn by_name(name: &str) -> Result<Box<dyn Policy>, Error> {
 
 /// The idle accelerator with the lowest remaining latency for `job` (ties: lowest id).
 pub(crate) fn fastest_idle(e: &Engine, job: &crate::engine::Job) -> Option<usize> {
-    e.idle_accs().min_by(|&a, &b| {
+    e.idle_accs_for(job).min_by(|&a, &b| {
         e.remaining(job, a)
             .0
             .partial_cmp(&e.remaining(job, b).0)

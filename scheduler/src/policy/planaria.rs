@@ -34,7 +34,7 @@ impl Policy for Planaria {
                 .then(a.id.cmp(&b.id))
         })?;
         let fits = e
-            .idle_accs()
+            .idle_accs_for(j)
             .filter(|&a| now + e.remaining(j, a).0 <= j.deadline_ms)
             .min_by_key(|&a| (e.accelerators()[a].spec.pes, a));
         let acc = fits.or_else(|| fastest_idle(e, j))?;

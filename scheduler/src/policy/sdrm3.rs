@@ -142,7 +142,7 @@ impl Policy for Sdrm3 {
             let n = if e.stale(j) { 1.0 } else { 0.0 };
             let base = w.urgency * u * (0.5 + 0.5 * rho) + w.fairness * f + w.progress * g
                 - w.staleness * n;
-            for &a in &idle {
+            for &a in idle.iter().filter(|&&a| e.allowed(j.model, a)) {
                 let (l, en) = self.pair(e, j, a);
                 let on_time = now + l <= j.deadline_ms;
                 let s = base

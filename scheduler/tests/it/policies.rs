@@ -258,3 +258,45 @@ fn layerwise_sdrm3_meets_a_cascade_that_no_single_accelerator_can() {
     assert!(layerwise.miss_rate < 0.05, "{}", layerwise.miss_rate);
     assert!(literal.miss_rate > 0.2, "{}", literal.miss_rate);
 }
+
+#[test]
+fn every_policy_obeys_the_accelerators_a_model_is_assigned_to() {
+    for p in edgeplane_scheduler::POLICIES {
+        let mut e = engine(p, models(&[("ES_RITNet", 16.0, None)]), "Dual_4K_WS_OS");
+        let id = e.release(0.0, 0, 0, 16.0, None);
+        let fastest = {
+            let j = e.job(id).unwrap();
+            (0..2)
+                .min_by(|&a, &b| {
+                    e.remaining(j, a)
+                        .0
+                        .partial_cmp(&e.remaining(j, b).0)
+                        .unwrap()
+                })
+                .unwrap()
+        };
+        let other = 1 - fastest;
+        e.set_allowed(0, &[other]).unwrap();
+        let d = dispatches(&e.step(0.0));
+        assert_eq!(d.len(), 1, "{p}");
+        assert_eq!(
+            d[0].1, other,
+            "{p} ran on an accelerator the model is not assigned to"
+        );
+    }
+    let mut e = engine(
+        "sdrm3",
+        models(&[("ES_RITNet", 16.0, None)]),
+        "Dual_4K_WS_OS",
+    );
+    assert!(e
+        .set_allowed(0, &[])
+        .unwrap_err()
+        .to_string()
+        .contains("accelerators"));
+    assert!(e
+        .set_allowed(0, &[7])
+        .unwrap_err()
+        .to_string()
+        .contains("does not exist"));
+}
