@@ -1,14 +1,12 @@
 //! The XRBench data the agent needs at run time: whole-model cost per simulated accelerator,
-//! the hardware set-ups and the scenarios. The files are embedded at build time from
-//! `configs/xrbench/` so a deployed agent needs no data directory for them.
+//! the hardware set-ups and the scenarios. A view over the scheduling core's embedded
+//! [`edgeplane_scheduler::Catalog`] (compiled in from `configs/xrbench/`), so the data is
+//! parsed once per process and a deployed agent needs no data directory for it.
 
+use edgeplane_scheduler::{AccSpec, Catalog as CoreCatalog};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
-
-const HARDWARE_TOML: &str = include_str!("../../configs/xrbench/hardware.toml");
-const SCENARIOS_TOML: &str = include_str!("../../configs/xrbench/scenarios.toml");
-const LAYER_COSTS_CSV: &str = include_str!("../../configs/xrbench/layer_costs.csv");
 
 /// Errors reading the embedded data or looking names up in it.
 #[derive(Debug, thiserror::Error)]
@@ -31,40 +29,20 @@ pub struct HwAccelerator {
     pub cost_tag: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-struct HwSystem {
-    accelerators: Vec<HwAccelerator>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HardwareFile {
-    systems: BTreeMap<String, HwSystem>,
-}
-
 /// One model of a scenario.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ScenarioModel {
     pub name: String,
     pub cost_model: String,
     pub fps: u32,
     pub period_ms: u64,
-    #[serde(default)]
     pub depends_on: Vec<String>,
-    #[serde(default = "one")]
     pub probability: f64,
 }
-fn one() -> f64 {
-    1.0
-}
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Scenario {
     pub models: Vec<ScenarioModel>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ScenariosFile {
-    scenarios: BTreeMap<String, Scenario>,
 }
 
 /// Whole-model cost of one model on one (cost tag, dataflow) accelerator type.
@@ -76,14 +54,12 @@ pub struct Cost {
     pub layers: u32,
 }
 
-/// The parsed, embedded XRBench data. Built once per process (parsing the 4.8 MB cost table
-/// takes a moment), shared read-only afterwards.
+/// The agent's view of the embedded XRBench data. Built once per process, shared read-only.
 #[derive(Debug)]
 pub struct Catalog {
-    systems: BTreeMap<String, HwSystem>,
+    core: &'static CoreCatalog,
+    systems: BTreeMap<String, Vec<HwAccelerator>>,
     scenarios: BTreeMap<String, Scenario>,
-    /// (cost model, cost tag, dataflow) → whole-model cost.
-    costs: HashMap<(String, String, String), Cost>,
     /// Servable model name → (cost model, default relative deadline in ms).
     models: BTreeMap<String, (String, u64)>,
 }
@@ -92,7 +68,7 @@ impl Catalog {
     /// The process-wide catalogue.
     pub fn get() -> Result<&'static Catalog, CatalogError> {
         static CELL: OnceLock<Result<Catalog, String>> = OnceLock::new();
-        CELL.get_or_init(|| Catalog::parse().map_err(|e| e.to_string()))
+        CELL.get_or_init(|| Catalog::build().map_err(|e| e.to_string()))
             .as_ref()
             .map_err(|reason| CatalogError::Malformed {
                 file: "configs/xrbench",
@@ -100,60 +76,58 @@ impl Catalog {
             })
     }
 
-    fn parse() -> Result<Catalog, CatalogError> {
-        let hw: HardwareFile =
-            toml::from_str(HARDWARE_TOML).map_err(|e| CatalogError::Malformed {
+    fn build() -> Result<Catalog, CatalogError> {
+        let core = CoreCatalog::embedded();
+        let mut systems = BTreeMap::new();
+        for name in core.hardware_names() {
+            let hw = core.hardware(&name).map_err(|e| CatalogError::Malformed {
                 file: "hardware.toml",
                 reason: e.to_string(),
             })?;
-        let sc: ScenariosFile =
-            toml::from_str(SCENARIOS_TOML).map_err(|e| CatalogError::Malformed {
+            let accs = hw
+                .accelerators
+                .iter()
+                .map(|a| HwAccelerator {
+                    id: a.id as u32,
+                    name: a.name.clone(),
+                    dataflow: a.dataflow.clone(),
+                    pes: a.pes,
+                    offchip_bw: a.offchip_bw,
+                    cost_tag: a.cost_tag.clone(),
+                })
+                .collect();
+            systems.insert(name, accs);
+        }
+        let mut scenarios = BTreeMap::new();
+        let mut models: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        for name in core.scenario_names() {
+            let sc = core.scenario(&name).map_err(|e| CatalogError::Malformed {
                 file: "scenarios.toml",
                 reason: e.to_string(),
             })?;
-        let bad = |reason: String| CatalogError::Malformed {
-            file: "layer_costs.csv",
-            reason,
-        };
-        let mut costs: HashMap<(String, String, String), Cost> = HashMap::new();
-        let mut cycles: HashMap<(String, String, String), f64> = HashMap::new();
-        for (i, line) in LAYER_COSTS_CSV.lines().enumerate().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            if f.len() < 21 {
-                return Err(bad(format!("line {} has {} fields", i + 1, f.len())));
-            }
-            let lat: f64 = f[19]
-                .parse()
-                .map_err(|e| bad(format!("line {}: latency_cycles: {e}", i + 1)))?;
-            let en: f64 = f[20]
-                .parse()
-                .map_err(|e| bad(format!("line {}: energy_nj: {e}", i + 1)))?;
-            let key = (f[0].to_string(), f[13].to_string(), f[12].to_string());
-            *cycles.entry(key.clone()).or_default() += lat;
-            let c = costs.entry(key).or_insert(Cost {
-                latency_ms: 0.0,
-                energy_mj: 0.0,
-                layers: 0,
-            });
-            c.energy_mj += en / 1e6;
-            c.layers += 1;
-        }
-        // XRBench's whole-model latency is float32(Σ cycles) / 1e6.
-        for (k, c) in costs.iter_mut() {
-            c.latency_ms = f64::from(cycles[k] as f32) / 1e6;
-        }
-        let mut models: BTreeMap<String, (String, u64)> = BTreeMap::new();
-        for s in sc.scenarios.values() {
-            for m in &s.models {
+            let ms: Vec<ScenarioModel> = sc
+                .models
+                .iter()
+                .map(|m| ScenarioModel {
+                    name: m.name.clone(),
+                    cost_model: m.cost_model.clone(),
+                    fps: m.fps,
+                    period_ms: u64::from(m.period_ms),
+                    depends_on: m.depends_on.clone(),
+                    probability: m.probability,
+                })
+                .collect();
+            for m in &ms {
                 models
                     .entry(m.name.clone())
                     .or_insert((m.cost_model.clone(), m.period_ms.max(1)));
             }
+            scenarios.insert(name, Scenario { models: ms });
         }
         Ok(Catalog {
-            systems: hw.systems,
-            scenarios: sc.scenarios,
-            costs,
+            core,
+            systems,
+            scenarios,
             models,
         })
     }
@@ -162,7 +136,7 @@ impl Catalog {
     pub fn hardware(&self, name: &str) -> Result<&[HwAccelerator], CatalogError> {
         self.systems
             .get(name)
-            .map(|s| s.accelerators.as_slice())
+            .map(Vec::as_slice)
             .ok_or_else(|| CatalogError::UnknownHardware {
                 name: name.into(),
                 valid: self.systems.keys().cloned().collect::<Vec<_>>().join(", "),
@@ -198,16 +172,24 @@ impl Catalog {
         self.models.get(model).map(|(_, p)| *p)
     }
 
-    /// Whole-model cost of `model` on a simulated accelerator.
+    /// Whole-model cost of `model` on a simulated accelerator, as XRBench computes it
+    /// (latency = float32(Σ cycles) / 1e6).
     pub fn cost(&self, model: &str, acc: &HwAccelerator) -> Option<Cost> {
         let (cost_model, _) = self.models.get(model)?;
-        self.costs
-            .get(&(
-                cost_model.clone(),
-                acc.cost_tag.clone(),
-                acc.dataflow.clone(),
-            ))
-            .copied()
+        let spec = AccSpec {
+            id: acc.id as usize,
+            name: acc.name.clone(),
+            dataflow: acc.dataflow.clone(),
+            pes: acc.pes,
+            offchip_bw: acc.offchip_bw,
+            cost_tag: acc.cost_tag.clone(),
+        };
+        let c = self.core.cost(cost_model, &spec).ok()?;
+        Some(Cost {
+            latency_ms: f64::from(c.xrbench_latency_ms()),
+            energy_mj: c.energy_mj(0, c.layers()),
+            layers: c.layers() as u32,
+        })
     }
 }
 
