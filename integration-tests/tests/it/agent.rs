@@ -121,6 +121,25 @@ impl Drop for AgentProc {
     }
 }
 
+/// Deploy ES_RITNet (16 ms SLO) through the leader; returns the admin client.
+async fn deploy_es_ritnet(
+    c: &Cluster,
+    leader: u64,
+) -> edgeplane_proto::admin::admin_client::AdminClient<Channel> {
+    let mut admin = c.client(leader).await.unwrap();
+    admin
+        .deploy_model(adm::DeployModelRequest {
+            meta: None,
+            name: "ES_RITNet".into(),
+            slo_ms: 16.0,
+            rate: 60.0,
+            memory_mb: 10,
+        })
+        .await
+        .expect("deploy ES_RITNet");
+    admin
+}
+
 fn opts() -> Opts {
     Opts {
         join_token: Some(TOKEN.into()),
@@ -493,17 +512,7 @@ async fn cut_off_agent_serves_its_persisted_assignment_and_reconciles() {
             .then_some(())
     })
     .await;
-    let mut admin = c.client(leader).await.unwrap();
-    admin
-        .deploy_model(adm::DeployModelRequest {
-            meta: None,
-            name: "ES_RITNet".into(),
-            slo_ms: 16.0,
-            rate: 60.0,
-            memory_mb: 10,
-        })
-        .await
-        .expect("deploy");
+    deploy_es_ritnet(&c, leader).await;
     // The operator pins the model with the CLI (`edgeplane placement set`).
     let out = Command::new(support::bin("edgeplane"))
         .args(["--endpoints", &eps.join(","), "placement", "set"])
@@ -622,17 +631,7 @@ async fn stale_epoch_and_malformed_reports_are_rejected() {
     })
     .await
     .expect("register");
-    let mut admin = c.client(leader).await.unwrap();
-    admin
-        .deploy_model(adm::DeployModelRequest {
-            meta: None,
-            name: "ES_RITNet".into(),
-            slo_ms: 16.0,
-            rate: 60.0,
-            memory_mb: 10,
-        })
-        .await
-        .unwrap();
+    let mut admin = deploy_es_ritnet(&c, leader).await;
     let epoch = admin
         .set_placement(adm::SetPlacementRequest {
             meta: None,
