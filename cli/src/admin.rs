@@ -130,6 +130,9 @@ pub struct BenchRaftArgs {
     /// Start a local 3-replica cluster (temp data dirs) and benchmark it, ignoring --endpoints.
     #[arg(long)]
     pub local: bool,
+    /// Measure linearizable reads (`models list`, ReadIndex) instead of writes.
+    #[arg(long)]
+    pub reads: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -665,6 +668,23 @@ pub async fn bench_raft(g: &GlobalArgs, a: BenchRaftArgs) -> anyhow::Result<()> 
     let addr = leader_addr(&conn).await?;
     let ep = endpoint(&addr)?;
     let duration = Duration::from_secs_f64(a.duration_s);
+    if a.reads {
+        // One model so every read returns a (small) non-empty answer.
+        let mut c = AdminClient::new(ep.connect().await?);
+        c.deploy_model(api::DeployModelRequest {
+            meta: Some(api::WriteMeta {
+                client_id: rand::random::<u64>() | 1,
+                seq: 1,
+            }),
+            name: "bench-read".into(),
+            slo_ms: 50.0,
+            rate: 1.0,
+            memory_mb: 1,
+        })
+        .await
+        .context("deploying the model the read benchmark reads")?;
+    }
+    let reads = a.reads;
     let start = Instant::now();
     let end = start + duration;
     let mut tasks = Vec::new();
@@ -683,6 +703,13 @@ pub async fn bench_raft(g: &GlobalArgs, a: BenchRaftArgs) -> anyhow::Result<()> 
             while Instant::now() < end {
                 seq += 1;
                 let t = Instant::now();
+                if reads {
+                    match c.list_models(api::ReadRequest { stale: false }).await {
+                        Ok(_) => lat.push(t.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                    continue;
+                }
                 let r = c
                     .deploy_model(api::DeployModelRequest {
                         meta: Some(api::WriteMeta { client_id, seq }),
@@ -710,11 +737,18 @@ pub async fn bench_raft(g: &GlobalArgs, a: BenchRaftArgs) -> anyhow::Result<()> 
     let elapsed = start.elapsed().as_secs_f64();
     all.sort();
     let wps = all.len() as f64 / elapsed;
+    let what = if a.reads {
+        "linearizable reads"
+    } else {
+        "writes"
+    };
     let (p50, p99) = (pct(&all, 0.50), pct(&all, 0.99));
     if a.format == Format::Json {
         print_json(
             &json!({"clients": a.clients, "duration_s": elapsed, "acknowledged": all.len(),
-            "errors": errors, "writes_per_s": wps, "p50_ms": p50.as_secs_f64()*1e3,
+            "mode": if a.reads { "reads" } else { "writes" }, "ops_per_s": wps,
+            "errors": errors, "writes_per_s": if a.reads { 0.0 } else { wps },
+            "p50_ms": p50.as_secs_f64()*1e3,
             "p99_ms": p99.as_secs_f64()*1e3, "leader": addr, "local_cluster": a.local}),
         );
     } else {
@@ -729,12 +763,12 @@ pub async fn bench_raft(g: &GlobalArgs, a: BenchRaftArgs) -> anyhow::Result<()> 
             }
         );
         println!(
-            "  acknowledged writes: {}  ({:.0} writes/s), errors: {errors}",
+            "  acknowledged {what}: {}  ({:.0}/s), errors: {errors}",
             all.len(),
             wps
         );
         println!(
-            "  latency of acknowledged writes: p50 {:.2} ms, p99 {:.2} ms",
+            "  latency of acknowledged {what}: p50 {:.2} ms, p99 {:.2} ms",
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3
         );

@@ -78,7 +78,8 @@ pub enum Command {
 pub enum BenchCommand {
     /// Every policy on every scenario and hardware set-up (simulated).
     Sdrm3(sim::BenchArgs),
-    /// Acknowledged writes/s and latency against a coordinator cluster.
+    /// Acknowledged writes/s (or linearizable reads/s with --reads) and latency against a
+    /// coordinator cluster.
     Raft(admin::BenchRaftArgs),
 }
 

@@ -73,6 +73,45 @@ impl AdminService {
     async fn state(&self, stale: bool) -> Result<Arc<State>, Status> {
         self.handle.read(!stale).await.map_err(status)
     }
+
+    /// Live figures live in the leader's memory: a follower asks the leader, so every member
+    /// gives the same answer. `None` when this replica should answer itself (it leads, the
+    /// request was already forwarded once, or no leader is known).
+    async fn leader_for_live_figures<T>(&self, req: &Request<T>) -> Option<String> {
+        if req.metadata().get(FORWARDED).is_some() || self.live.is_none() {
+            return None;
+        }
+        if self.handle.leadership().borrow().is_leader {
+            return None;
+        }
+        self.handle
+            .wait_leader_client_addr(self.handle.request_timeout())
+            .await
+    }
+
+    async fn leader_client(
+        &self,
+        addr: &str,
+    ) -> Option<api::admin_client::AdminClient<tonic::transport::Channel>> {
+        let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect_timeout(Duration::from_millis(300))
+            .timeout(self.handle.request_timeout())
+            .tcp_nodelay(true);
+        Some(api::admin_client::AdminClient::new(
+            ep.connect().await.ok()?,
+        ))
+    }
+}
+
+/// Metadata key marking a read a follower forwarded to the leader (never forwarded again).
+const FORWARDED: &str = "x-edgeplane-forwarded";
+
+fn forwarded(r: api::ReadRequest) -> Request<api::ReadRequest> {
+    let mut req = Request::new(r);
+    req.metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    req
 }
 
 #[tonic::async_trait]
@@ -172,6 +211,17 @@ impl Admin for AdminService {
         &self,
         req: Request<api::ReadRequest>,
     ) -> Result<Response<api::ListModelsResponse>, Status> {
+        let mut live_unknown = false;
+        if let Some(addr) = self.leader_for_live_figures(&req).await {
+            if let Some(mut c) = self.leader_client(&addr).await {
+                if let Ok(r) = c.list_models(forwarded(*req.get_ref())).await {
+                    return Ok(r);
+                }
+            }
+            live_unknown = true;
+        } else if !self.handle.leadership().borrow().is_leader && self.live.is_some() {
+            live_unknown = true;
+        }
         let st = self.state(req.into_inner().stale).await?;
         let models = st
             .models
@@ -193,13 +243,27 @@ impl Admin for AdminService {
                 }
             })
             .collect();
-        Ok(Response::new(api::ListModelsResponse { models }))
+        Ok(Response::new(api::ListModelsResponse {
+            models,
+            live_figures_unknown: live_unknown,
+        }))
     }
 
     async fn list_nodes(
         &self,
         req: Request<api::ReadRequest>,
     ) -> Result<Response<api::ListNodesResponse>, Status> {
+        let mut live_unknown = false;
+        if let Some(addr) = self.leader_for_live_figures(&req).await {
+            if let Some(mut c) = self.leader_client(&addr).await {
+                if let Ok(r) = c.list_nodes(forwarded(*req.get_ref())).await {
+                    return Ok(r);
+                }
+            }
+            live_unknown = true;
+        } else if !self.handle.leadership().borrow().is_leader && self.live.is_some() {
+            live_unknown = true;
+        }
         let st = self.state(req.into_inner().stale).await?;
         let nodes = st
             .nodes
@@ -237,7 +301,10 @@ impl Admin for AdminService {
                 }
             })
             .collect();
-        Ok(Response::new(api::ListNodesResponse { nodes }))
+        Ok(Response::new(api::ListNodesResponse {
+            nodes,
+            live_figures_unknown: live_unknown,
+        }))
     }
 
     async fn add_member(
@@ -275,6 +342,38 @@ impl Admin for AdminService {
                 r.id
             )));
         }
+        // raft-rs 0.7 leaves a removed leader in charge: hand leadership to another voter
+        // first, then remove the (former) leader through the new one.
+        let leader = self.handle.leadership().borrow().leader_id;
+        if leader == r.id {
+            let to = rs
+                .voters
+                .iter()
+                .copied()
+                .find(|v| *v != r.id && self.transport.reachable(*v))
+                .or_else(|| rs.voters.iter().copied().find(|v| *v != r.id))
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "member {} is the only voter; add another member before removing it",
+                        r.id
+                    ))
+                })?;
+            tracing::info!(
+                leader = r.id,
+                to,
+                "removing the leader: transferring leadership first"
+            );
+            self.transfer_leader(Request::new(api::TransferLeaderRequest { to }))
+                .await
+                .map_err(|s| {
+                    Status::unavailable(format!(
+                        "not applied: could not move leadership off member {} before removing \
+                         it ({}); retry",
+                        r.id,
+                        s.message()
+                    ))
+                })?;
+        }
         self.write(cmd(
             r.meta,
             Kind::RemoveMember(pb::RemoveMember { id: r.id }),
@@ -299,7 +398,8 @@ impl Admin for AdminService {
                 // Forward to the leader's Admin API.
                 let addr = self
                     .handle
-                    .leader_client_addr()
+                    .wait_leader_client_addr(self.handle.request_timeout())
+                    .await
                     .ok_or_else(|| Status::unavailable("no leader known"))?;
                 let mut c = api::admin_client::AdminClient::connect(format!("http://{addr}"))
                     .await
@@ -401,7 +501,7 @@ impl Admin for AdminService {
         let c = pb::Command::decode(req.into_inner().command.as_slice())
             .map_err(|e| Status::invalid_argument(format!("invalid argument `command`: {e}")))?;
         crate::state::validate(&c).map_err(|e| status(e.into()))?;
-        let deadline = tokio::time::Instant::now() + self.handle.inner.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.handle.request_timeout();
         let r = self
             .handle
             .propose_local(c, deadline)

@@ -10,7 +10,8 @@ use edgeplane_proto::raft as pb;
 use prost::Message as _;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::node::Error;
+use crate::error::Error;
+use crate::inbox::LeaderClient;
 
 /// Caches one lazily connected channel per leader address.
 #[derive(Default)]
@@ -32,9 +33,14 @@ impl Forwarder {
         c.insert(addr.to_string(), client.clone());
         Ok(client)
     }
+}
 
-    /// Send `cmd` to the leader's client address and wait for its apply result.
-    pub async fn forward(
+#[tonic::async_trait]
+impl LeaderClient for Forwarder {
+    /// Send `cmd` to the leader's client address and wait for its apply result. A failure
+    /// is "not applied" only when the leader says so; a broken link is "outcome unknown"
+    /// (the caller retries under the command's (client id, seq)).
+    async fn forward(
         &self,
         addr: &str,
         cmd: &pb::Command,
@@ -55,17 +61,18 @@ impl Forwarder {
                     epoch: r.epoch,
                 })
             }
-            Err(s)
-                if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Cancelled =>
-            {
-                // The leader moved or is down; the caller waits for a new leader and retries.
-                self.clients.lock().expect("forward lock").remove(addr);
-                Err(Error::Dropped(format!(
-                    "forward to {addr}: {}",
-                    s.message()
-                )))
+            Err(s) => {
+                if !matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::NotFound
+                        | tonic::Code::FailedPrecondition
+                ) {
+                    // The leader moved, is down or the link broke: reconnect next time.
+                    self.clients.lock().expect("forward lock").remove(addr);
+                }
+                Err(Error::from_forward_status(s))
             }
-            Err(s) => Err(Error::Remote(s)),
         }
     }
 }

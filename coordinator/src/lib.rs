@@ -5,9 +5,15 @@
 //!   explicit fsync) and [`storage::RaftStore`], the `raft::Storage` over it.
 //! - [`state`]: the replicated state machine (nodes, models, placements, members, client
 //!   sessions for at-most-once writes), applied deterministically.
-//! - [`node`]: the Raft loop (one thread per replica) and [`Handle`], the way everything
-//!   else talks to the local replica.
-//! - [`transport`]: gRPC peer transport with reconnect/backoff and fault injection.
+//! - [`node`]: [`Handle`], the way everything else talks to the local replica (client API
+//!   and retry policy); [`raft_loop`]: the Raft loop (one thread per replica: Ready handling,
+//!   apply, conf changes, snapshots) with [`reads`] (ReadIndex bookkeeping); [`error`]: the
+//!   errors callers see ("not applied" vs "outcome unknown").
+//! - [`inbox`]: the seams between them (the loop's inbox, the [`inbox::Outbox`] the loop sends
+//!   through, the [`inbox::LeaderClient`] followers forward through), so that the loop, the
+//!   transport and forwarding never import each other.
+//! - [`transport`]: gRPC peer transport with reconnect/backoff and fault injection;
+//!   [`forward`]: follower → leader forwarding of writes.
 //! - [`admin`]: the operator `Admin` gRPC service; [`server`]: process assembly.
 //!
 //! # Seam for the agent side (`agents.rs`)
@@ -52,10 +58,14 @@
 pub mod admin;
 pub mod agents;
 pub mod config;
+pub mod error;
 pub mod forward;
+pub mod inbox;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod raft_loop;
+pub mod reads;
 pub mod server;
 pub mod state;
 pub mod storage;
@@ -63,5 +73,5 @@ pub mod transport;
 
 pub use admin::{LiveStats, ModelLiveStats, NodeLiveStats};
 pub use config::{Config, Flags};
-pub use node::{Error, Handle, Leadership};
+pub use node::{Error, ExitReason, Handle, Leadership};
 pub use server::{Coordinator, Extensions};

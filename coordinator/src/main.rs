@@ -1,7 +1,7 @@
 //! `edgeplane-coordinator`: one replica of the coordinator cluster.
 
 use clap::Parser;
-use edgeplane_coordinator::{agents, Config, Coordinator, Flags};
+use edgeplane_coordinator::{agents, Config, Coordinator, ExitReason, Flags};
 
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
@@ -33,10 +33,27 @@ fn main() -> anyhow::Result<()> {
             agents::AgentHub::new(agents::LeaseConfig::from_env()).extensions(),
         )
         .await?;
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received");
-        coord.shutdown().await;
-        Ok(())
+        tokio::select! {
+            _ = wait_for_signal() => {
+                tracing::info!("shutdown signal received");
+                coord.shutdown().await;
+                Ok(())
+            }
+            reason = coord.exit_reason() => match reason {
+                ExitReason::Removed => {
+                    tracing::warn!("this replica was removed from the cluster; shutting down");
+                    coord.shutdown().await;
+                    Ok(())
+                }
+                ExitReason::Fatal(e) => {
+                    // Crash-only: no graceful shutdown on a failed disk; the supervisor
+                    // restarts the replica, which recovers from what is durable.
+                    tracing::error!(error = %e, "storage failed (fsync or write); exiting");
+                    eprintln!("error: storage failed: {e}");
+                    std::process::exit(1);
+                }
+            },
+        }
     })
 }
 

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub applied_index: AtomicU64,
     pub is_leader: AtomicU64,
     pub snapshots: AtomicU64,
+    /// fsync-family calls of the Raft storage (data file, blob files, snapshot file, dirs).
+    pub fsyncs: AtomicU64,
     pub proposal_latency: Histogram,
     pub fsync_latency: Histogram,
 }
@@ -106,6 +108,11 @@ impl Metrics {
                 "edgeplane_raft_snapshots_total",
                 "Snapshots taken locally",
                 &self.snapshots,
+            ),
+            (
+                "edgeplane_storage_fsyncs_total",
+                "fsync calls made by the Raft storage",
+                &self.fsyncs,
             ),
         ] {
             o.push_str(&format!(

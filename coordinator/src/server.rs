@@ -2,23 +2,38 @@
 //! metrics, and graceful shutdown driven by one broadcast channel.
 
 use std::collections::HashMap;
-use std::sync::{mpsc as std_mpsc, Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use edgeplane_proto::admin::admin_server::AdminServer;
 use edgeplane_proto::raft::raft_transport_server::RaftTransportServer;
 use edgeplane_proto::raft::{self as pb, command::Kind};
-use tokio::sync::{broadcast, watch};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::sync::broadcast;
 use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
 
 use crate::admin::{AdminService, LiveStats};
 use crate::config::Config;
+use crate::inbox::Inbox;
 use crate::metrics::Metrics;
-use crate::node::{Handle, HandleInner, LoopConfig, RaftLoop, Shared};
+use crate::node::{ClientIds, ExitReason, Handle, HandleInner, LoopConfig, Shared};
+use crate::raft_loop::RaftLoop;
 use crate::state::{Member, State};
-use crate::storage::{RaftStore, SledBackend};
+use crate::storage::{RaftStore, SledBackend, SyncCounter};
 use crate::transport::{Transport, TransportService};
+
+/// Environment variable of the storage fault hook: every fsync after this many fails with
+/// EIO. Honoured only with `--enable-fault-injection` (tests of the crash-only exit).
+pub const FSYNC_FAULT_ENV: &str = "EDGEPLANE_FAULT_FSYNC_FAIL_AFTER";
+
+/// Accepted sockets with `TCP_NODELAY` set. Why: without it a small gRPC response waits for
+/// the client's delayed ACK (Nagle), about 40 ms per call. tonic's `Server::tcp_nodelay`
+/// only applies to listeners it binds itself, not to an incoming stream we hand it, so
+/// every server of this project (admin/agent, peer, and the agent's `Inference`) goes
+/// through this.
+pub fn nodelay_incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
 
 /// Errors while starting a replica.
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +79,26 @@ impl Coordinator {
     /// Open storage, start the raft thread and every server. Returns once listening.
     pub async fn start(cfg: Config, ext: Extensions) -> Result<Coordinator, StartError> {
         let dir = cfg.data_dir.join("raft");
-        let backend = SledBackend::open(&dir).map_err(|source| StartError::Storage {
-            dir: dir.display().to_string(),
-            source,
-        })?;
+        let fail_after = if cfg.enable_fault_injection {
+            std::env::var(FSYNC_FAULT_ENV)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+        } else {
+            None
+        };
+        if let Some(n) = fail_after {
+            tracing::warn!(
+                after = n,
+                "fault injection: fsync will fail after {n} calls"
+            );
+        }
+        let backend =
+            SledBackend::open_with(&dir, SyncCounter::new(fail_after)).map_err(|source| {
+                StartError::Storage {
+                    dir: dir.display().to_string(),
+                    source,
+                }
+            })?;
         let mut store =
             RaftStore::open(Box::new(backend)).map_err(|source| StartError::Storage {
                 dir: dir.display().to_string(),
@@ -105,30 +136,25 @@ impl Coordinator {
         }
 
         let (shutdown, _) = broadcast::channel(4);
-        let (tx, rx) = std_mpsc::channel();
+        let (inbox, rx) = Inbox::new();
         let initial: HashMap<u64, String> = cfg.initial_cluster.clone().into_iter().collect();
         let transport = Transport::new(
             cfg.id,
             cfg.peer_addr.clone(),
             tokio::runtime::Handle::current(),
-            tx.clone(),
+            inbox.clone(),
             &initial,
             cfg.enable_fault_injection,
         );
         let metrics = Arc::new(Metrics::default());
-        let (lw, _) = watch::channel(Default::default());
-        let shared = Arc::new(Shared {
-            state: RwLock::new(Arc::new(State::default())),
-            status: Mutex::new(Default::default()),
-            leadership: lw,
-            metrics: metrics.clone(),
-        });
+        let shared = Shared::new(metrics.clone());
         let loop_cfg = LoopConfig {
             id: cfg.id,
             tick: cfg.tick(),
             election_ticks: cfg.election_ticks,
             heartbeat_ticks: cfg.heartbeat_ticks,
             snapshot_entries: cfg.snapshot_entries,
+            catch_up_entries: cfg.snapshot_entries.min(5_000),
             request_timeout: cfg.request_timeout(),
         };
         let logger = crate::logging::raft_logger(cfg.id);
@@ -136,7 +162,8 @@ impl Coordinator {
             loop_cfg,
             store,
             shared.clone(),
-            transport.clone(),
+            Box::new(transport.clone()),
+            inbox.clone(),
             rx,
             &logger,
         )?;
@@ -148,12 +175,13 @@ impl Coordinator {
         let handle = Handle {
             inner: Arc::new(HandleInner {
                 id: cfg.id,
-                tx,
+                inbox,
+                ids: ClientIds::new(cfg.id, crate::reads::boot_nonce()),
                 shared,
                 request_timeout: cfg.request_timeout(),
                 join_token: cfg.join_token.clone(),
                 client_addr: cfg.client_addr.clone(),
-                forward: Default::default(),
+                forward: Box::new(crate::forward::Forwarder::default()),
             }),
         };
 
@@ -170,7 +198,7 @@ impl Coordinator {
             let r = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(svc)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(peer_l), async move {
+                .serve_with_incoming_shutdown(nodelay_incoming(peer_l), async move {
                     let _ = sd.recv().await;
                 })
                 .await;
@@ -197,7 +225,7 @@ impl Coordinator {
             let r = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(client_l), async move {
+                .serve_with_incoming_shutdown(nodelay_incoming(client_l), async move {
                     let _ = sd.recv().await;
                 })
                 .await;
@@ -264,6 +292,21 @@ impl Coordinator {
         self.handle.clone()
     }
 
+    /// Resolves when the replica must end: it was removed from the cluster, or its storage
+    /// failed (then the process should exit non-zero at once: crash-only).
+    pub async fn exit_reason(&self) -> ExitReason {
+        let mut w = self.handle.exit_reason();
+        loop {
+            if let Some(r) = w.borrow_and_update().clone() {
+                return r;
+            }
+            if w.changed().await.is_err() {
+                // The loop is gone without a reason: treat it as fatal.
+                return ExitReason::Fatal("the raft loop stopped".into());
+            }
+        }
+    }
+
     /// A receiver that fires when the replica shuts down (for extension tasks).
     pub fn shutdown_guard(&self) -> broadcast::Receiver<()> {
         self.shutdown.subscribe()
@@ -310,4 +353,23 @@ async fn bind(field: &'static str, addr: &str) -> Result<tokio::net::TcpListener
             addr: addr.to_string(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_stream::StreamExt as _;
+
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut incoming = nodelay_incoming(l);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(
+            accepted.nodelay().unwrap(),
+            "accepted socket without TCP_NODELAY"
+        );
+    }
 }

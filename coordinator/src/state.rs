@@ -6,8 +6,18 @@
 //! rejection with the field named) and again in `apply` (so a command validated against a
 //! stale view can never write bad data); a rejected command changes nothing except the
 //! client's cached result.
+//!
+//! Why persistent maps (`imbl`): the loop publishes a copy of the state after every applied
+//! batch and prechecks every proposal against a scratch copy; with persistent maps a copy
+//! is O(1) and a write costs O(log n), so neither grows with the number of nodes, models or
+//! client sessions. Sessions are evicted through an index ordered by last write, not by a
+//! scan.
+//!
+//! Placement epochs are the log index of the entry that changed the node's assignment:
+//! strictly increasing for the life of the cluster (a node removed and registered again
+//! never goes back to a lower epoch; restores of a snapshot keep them).
 
-use std::collections::BTreeMap;
+use imbl::{OrdMap, OrdSet, Vector};
 
 use edgeplane_proto::raft::{self as pb, command::Kind};
 use serde::{Deserialize, Serialize};
@@ -116,7 +126,8 @@ pub struct Node {
     pub accelerators: Vec<Accelerator>,
     pub agent_addr: String,
     pub status: NodeStatus,
-    /// Fencing token of the node's assignment: bumped on every change of `partitions`.
+    /// Fencing token of the node's assignment: the log index of the last change of
+    /// `partitions` (0 before the first), so strictly increasing for the cluster's life.
     pub assignment_epoch: u64,
     pub partitions: Vec<Partition>,
 }
@@ -202,14 +213,21 @@ impl From<&StoredResult> for pb::ApplyResult {
 /// Sessions kept at most; beyond it the least recently written client is forgotten.
 pub const MAX_SESSIONS: usize = 10_000;
 
-/// The whole replicated state. BTreeMaps keep iteration (and snapshots) deterministic.
+/// The whole replicated state. Ordered maps keep iteration (and snapshots) deterministic.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
-    pub nodes: BTreeMap<String, Node>,
-    pub models: BTreeMap<String, Model>,
-    pub pins: Vec<Pin>,
-    pub members: BTreeMap<u64, Member>,
-    pub sessions: BTreeMap<u64, Session>,
+    pub nodes: OrdMap<String, Node>,
+    pub models: OrdMap<String, Model>,
+    pub pins: Vector<Pin>,
+    pub members: OrdMap<u64, Member>,
+    pub sessions: OrdMap<u64, Session>,
+    /// Members removed from the cluster: their peer messages are refused (so a removed
+    /// replica learns it was removed and exits) until they are added again.
+    #[serde(default)]
+    pub removed_members: OrdSet<u64>,
+    /// (last write index, client id) of every session: the eviction order.
+    #[serde(skip)]
+    session_order: OrdSet<(u64, u64)>,
     /// Index of the last applied entry (set by the raft loop).
     pub applied_index: u64,
 }
@@ -379,7 +397,13 @@ impl State {
         if data.is_empty() {
             return Ok(State::default());
         }
-        serde_json::from_slice(data)
+        let mut s: State = serde_json::from_slice(data)?;
+        s.session_order = s
+            .sessions
+            .iter()
+            .map(|(id, x)| (x.last_index, *id))
+            .collect();
+        Ok(s)
     }
 
     /// Encode for a snapshot.
@@ -391,6 +415,7 @@ impl State {
     /// rules as in apply, so a proposal that passes is very likely to apply).
     pub fn precheck(&self, cmd: &pb::Command) -> Result<(), CommandError> {
         validate(cmd)?;
+        // O(1): the maps are shared until the scratch copy writes to them.
         let mut scratch = self.clone();
         scratch
             .apply_kind(cmd.kind.as_ref().expect("validated"), 0)
@@ -443,7 +468,7 @@ impl State {
             },
         };
         if cmd.client_id != 0 {
-            self.sessions.insert(
+            let old = self.sessions.insert(
                 cmd.client_id,
                 Session {
                     seq: cmd.seq,
@@ -451,14 +476,16 @@ impl State {
                     last_index: index,
                 },
             );
-            if self.sessions.len() > MAX_SESSIONS {
-                let oldest = self
-                    .sessions
-                    .iter()
-                    .min_by_key(|(id, s)| (s.last_index, **id))
-                    .map(|(id, _)| *id);
-                if let Some(id) = oldest {
-                    self.sessions.remove(&id);
+            if let Some(old) = old {
+                self.session_order.remove(&(old.last_index, cmd.client_id));
+            }
+            self.session_order.insert((index, cmd.client_id));
+            while self.sessions.len() > MAX_SESSIONS {
+                match self.session_order.remove_min() {
+                    Some((_, id)) => {
+                        self.sessions.remove(&id);
+                    }
+                    None => break,
                 }
             }
         }
@@ -470,19 +497,25 @@ impl State {
 
     /// Check, then mutate. Returns the affected node's assignment epoch (0 if none).
     /// Every check happens before the first mutation.
-    fn apply_kind(&mut self, kind: &Kind, _index: u64) -> Result<u64, CommandError> {
+    fn apply_kind(&mut self, kind: &Kind, index: u64) -> Result<u64, CommandError> {
         match kind {
             Kind::RegisterNode(r) => {
                 let accelerators: Vec<Accelerator> =
                     r.accelerators.iter().map(Into::into).collect();
-                let node = self.nodes.entry(r.name.clone()).or_insert_with(|| Node {
-                    name: r.name.clone(),
-                    accelerators: Vec::new(),
-                    agent_addr: String::new(),
-                    status: NodeStatus::Ready,
-                    assignment_epoch: 0,
-                    partitions: Vec::new(),
-                });
+                if !self.nodes.contains_key(&r.name) {
+                    self.nodes.insert(
+                        r.name.clone(),
+                        Node {
+                            name: r.name.clone(),
+                            accelerators: Vec::new(),
+                            agent_addr: String::new(),
+                            status: NodeStatus::Ready,
+                            assignment_epoch: 0,
+                            partitions: Vec::new(),
+                        },
+                    );
+                }
+                let node = self.nodes.get_mut(&r.name).expect("just inserted");
                 node.accelerators = accelerators;
                 node.agent_addr = r.agent_addr.clone();
                 node.status = NodeStatus::Ready;
@@ -526,14 +559,18 @@ impl State {
                     )));
                 }
                 self.pins.retain(|p| p.model != r.name);
-                for node in self.nodes.values_mut() {
-                    let before = node.partitions.clone();
+                let holding: Vec<String> = self
+                    .nodes
+                    .values()
+                    .filter(|n| n.partitions.iter().any(|p| p.models.contains(&r.name)))
+                    .map(|n| n.name.clone())
+                    .collect();
+                for name in holding {
+                    let node = self.nodes.get_mut(&name).expect("listed");
                     for p in &mut node.partitions {
                         p.models.retain(|m| m != &r.name);
                     }
-                    if node.partitions != before {
-                        node.assignment_epoch += 1;
-                    }
+                    node.assignment_epoch = index;
                 }
                 Ok(0)
             }
@@ -573,11 +610,11 @@ impl State {
                     }),
                 }
                 node.partitions.retain(|x| !x.models.is_empty());
-                node.assignment_epoch += 1;
+                node.assignment_epoch = index;
                 let epoch = node.assignment_epoch;
                 self.pins
                     .retain(|x| !(x.node == p.node && x.model == p.model));
-                self.pins.push(Pin {
+                self.pins.push_back(Pin {
                     node: p.node.clone(),
                     model: p.model.clone(),
                     accelerator: acc,
@@ -592,7 +629,7 @@ impl State {
                     part.models.retain(|m| m != &p.model);
                 }
                 node.partitions.retain(|x| !x.models.is_empty());
-                node.assignment_epoch += 1;
+                node.assignment_epoch = index;
                 let epoch = node.assignment_epoch;
                 self.pins
                     .retain(|x| !(x.node == p.node && x.model == p.model));
@@ -627,7 +664,7 @@ impl State {
                         models: p.models.clone(),
                     })
                     .collect();
-                node.assignment_epoch += 1;
+                node.assignment_epoch = index;
                 Ok(node.assignment_epoch)
             }
             Kind::AddMember(a) => {
@@ -641,6 +678,7 @@ impl State {
                     }
                 }
                 self.members.insert(m.id, m.into());
+                self.removed_members.remove(&m.id);
                 Ok(0)
             }
             Kind::RemoveMember(r) => {
@@ -650,6 +688,7 @@ impl State {
                         format!("unknown member {}", r.id),
                     ));
                 }
+                self.removed_members.insert(r.id);
                 Ok(0)
             }
             Kind::UpdateMember(u) => {
@@ -737,11 +776,92 @@ mod tests {
             accelerator: String::new(),
         }));
         let first = s.apply(&cmd, 4);
-        assert_eq!(first.result.epoch, 1);
+        assert_eq!(
+            first.result.epoch, 4,
+            "the epoch is the log index of the change"
+        );
         let again = s.apply(&cmd, 5);
         assert!(again.duplicate);
         assert_eq!(again.result, first.result);
-        assert_eq!(s.nodes["n"].assignment_epoch, 1);
+        assert_eq!(s.nodes["n"].assignment_epoch, 4);
+    }
+
+    fn register(name: &str, client_id: u64) -> pb::Command {
+        pb::Command {
+            client_id,
+            seq: 1,
+            kind: Some(Kind::RegisterNode(pb::RegisterNode {
+                name: name.into(),
+                accelerators: vec![pb::Accelerator {
+                    id: "gpu0".into(),
+                    ..Default::default()
+                }],
+                agent_addr: "127.0.0.1:1".into(),
+            })),
+        }
+    }
+
+    fn pin(node: &str, model: &str, client_id: u64) -> pb::Command {
+        pb::Command {
+            client_id,
+            seq: 1,
+            kind: Some(Kind::PinPlacement(pb::PinPlacement {
+                node: node.into(),
+                model: model.into(),
+                accelerator: String::new(),
+            })),
+        }
+    }
+
+    #[test]
+    fn epochs_keep_increasing_when_a_node_is_removed_and_registered_again() {
+        let mut s = State::default();
+        s.apply(&deploy("m", 10.0, 1.0), 2);
+        s.apply(&register("n", 20), 3);
+        let mut epochs = vec![s.apply(&pin("n", "m", 21), 4).result.epoch];
+        epochs.push(s.apply(&pin("n", "m", 22), 9).result.epoch);
+        let rm = pb::Command {
+            client_id: 23,
+            seq: 1,
+            kind: Some(Kind::RemoveNode(pb::RemoveNode { name: "n".into() })),
+        };
+        assert_eq!(s.apply(&rm, 10).result.code, 0);
+        s.apply(&register("n", 24), 11);
+        epochs.push(s.apply(&pin("n", "m", 25), 12).result.epoch);
+        // Hand-derived: the indexes of the three pins.
+        assert_eq!(epochs, vec![4, 9, 12]);
+        // A snapshot round trip (restore) keeps them.
+        let back = State::decode(&s.encode()).unwrap();
+        assert_eq!(back.nodes["n"].assignment_epoch, 12);
+    }
+
+    #[test]
+    fn sessions_are_evicted_oldest_write_first() {
+        let mut s = State::default();
+        for i in 0..(MAX_SESSIONS as u64 + 3) {
+            let mut c = deploy("m", 10.0, 1.0);
+            c.client_id = 1000 + i;
+            s.apply(&c, 10 + i);
+        }
+        // MAX + 3 clients evicted 1000, 1001, 1002. Client 1000 writes again (a new
+        // session, the newest), which evicts the next oldest, 1003.
+        let mut c = deploy("m", 10.0, 1.0);
+        c.client_id = 1000;
+        c.seq = 2;
+        s.apply(&c, 50_000);
+        assert_eq!(s.sessions.len(), MAX_SESSIONS);
+        assert!(s.sessions.contains_key(&1000));
+        for gone in 1001..=1003u64 {
+            assert!(!s.sessions.contains_key(&gone), "client {gone} kept");
+        }
+        assert!(s.sessions.contains_key(&1004));
+        // The eviction index is rebuilt from a snapshot.
+        let mut back = State::decode(&s.encode()).unwrap();
+        let mut c = deploy("m", 10.0, 1.0);
+        c.client_id = 99;
+        back.apply(&c, 50_001);
+        assert!(!back.sessions.contains_key(&1004));
+        assert!(back.sessions.contains_key(&1005));
     }
 
     #[test]

@@ -2,18 +2,32 @@
 //!
 //! Two layers:
 //! - [`LogBackend`]: the durable operations Raft needs (append entries + hard state in one
-//!   batch, install/create snapshots, compact, conf state, applied index). Every mutating call
-//!   returns only once the data is on disk. [`SledBackend`] implements it on sled 0.34.
+//!   batch, install a snapshot, compact, conf state, applied index). [`SledBackend`]
+//!   implements it on sled 0.34 plus one snapshot file.
 //! - [`RaftStore`]: implements [`raft::Storage`] over any backend, serving reads from an
 //!   in-memory mirror of the (compacted) log, like etcd's MemoryStorage in front of its WAL.
 //!   Reads therefore never touch disk, and the mirror is bounded by log compaction.
 //!
 //! Why fsync by hand: sled 0.34's `flush()` writes its buffers but on Linux ends with
 //! `sync_file_range`, which does not flush the drive cache nor file metadata. Raft's safety
-//! needs "persisted" to mean durable, so after every flush we `fsync` sled's files.
+//! needs "persisted" to mean durable, so after a flush we `fsync` the files sled wrote:
+//! its data file and every blob file it created since the last sync (sled moves large
+//! pages into blob files of their own). The directory is synced when a file appears.
+//!
+//! Why the snapshot is a file of its own: in the sled tree it shared pages with the hard
+//! state, so a small hard-state write rewrote (and re-synced) the whole snapshot. The file
+//! is written atomically (temp file, fsync, rename, fsync of the directory) by
+//! [`SnapshotWriter`], which the Raft loop runs on a builder thread.
+//!
+//! Why sync only when raft says so: a Ready whose only change is the commit index need not
+//! be durable (the commit index is re-learnt from the leader), so such writes are buffered.
 
+use std::collections::HashSet;
 use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
@@ -45,42 +59,57 @@ pub struct Loaded {
     pub conf_state: ConfState,
     /// Latest snapshot (metadata + state-machine data); empty metadata when none.
     pub snapshot: Snapshot,
-    /// Entries after the snapshot, in index order, contiguous.
+    /// (index, term) of the last entry dropped by compaction: the entry before `entries`.
+    pub compacted: (u64, u64),
+    /// Entries after `compacted`, in index order, contiguous (may start below the
+    /// snapshot index: the catch-up margin).
     pub entries: Vec<Entry>,
     pub applied: u64,
 }
 
-/// Durable operations Raft needs. Every mutating method is durable when it returns
-/// (written, flushed and fsynced), so the caller may then send persisted messages or
+/// Durable operations Raft needs. A mutating method with `sync` (or documented as durable)
+/// returns once the data is on disk, so the caller may then send persisted messages or
 /// acknowledge clients.
 pub trait LogBackend: Send + 'static {
     /// Everything stored, for start-up.
     fn load(&self) -> Result<Loaded>;
     /// Append `entries` (dropping any stored entries at or after `entries[0].index`, i.e. a
-    /// conflicting suffix) and set the hard state, in one atomic batch.
-    fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<()>;
-    /// Install a snapshot received from the leader: replaces the whole log, sets the
-    /// conf state and the hard state's commit/term from the snapshot metadata.
+    /// conflicting suffix) and set the hard state, in one atomic batch; durable when `sync`.
+    fn append(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+        sync: bool,
+    ) -> Result<()>;
+    /// Install a snapshot received from the leader (durable): replaces the whole log, sets
+    /// the conf state and the hard state.
     fn install_snapshot(&mut self, snapshot: &Snapshot, hard_state: &HardState) -> Result<()>;
-    /// Save a snapshot made locally and drop every entry at or below its index.
-    fn save_snapshot_and_compact(&mut self, snapshot: &Snapshot) -> Result<()>;
-    /// Record the conf state after a membership change was applied.
+    /// Drop every entry at or below `upto` (whose term is `term`). Not synced: entries that
+    /// reappear after a crash are harmless (they are below a durable snapshot).
+    fn compact(&mut self, upto: u64, term: u64) -> Result<()>;
+    /// Record the conf state after a membership change was applied (durable).
     fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<()>;
     /// Record the applied index (informational: the state machine is rebuilt from the
     /// snapshot plus the log on restart, so this is written without its own fsync).
     fn set_applied(&mut self, applied: u64) -> Result<()>;
+    /// Writer of snapshot files for this store (usable from another thread).
+    fn snapshot_writer(&self) -> SnapshotWriter;
     /// Latency of the last fsync, for metrics.
     fn last_fsync(&self) -> Duration;
+    /// fsync-family calls made so far (data file, blob files, directories).
+    fn fsync_count(&self) -> u64;
 }
 
 const K_HARD: &[u8] = b"m/hard_state";
 const K_CONF: &[u8] = b"m/conf_state";
-const K_SNAP_META: &[u8] = b"m/snap_meta";
-const K_SNAP_DATA: &[u8] = b"m/snap_data";
+const K_COMPACTED: &[u8] = b"m/compacted";
 const K_APPLIED: &[u8] = b"m/applied";
+/// Keys of the store before snapshots moved to a file; read once for an upgrade.
+const K_OLD_SNAP_META: &[u8] = b"m/snap_meta";
+const K_OLD_SNAP_DATA: &[u8] = b"m/snap_data";
 const ENTRY_PREFIX: u8 = b'e';
-/// Values above this may land in sled blob files (sled's own threshold is larger).
-const LARGE_VALUE: usize = 4096;
+const SNAP_FILE: &str = "snapshot";
+const SNAP_TMP: &str = "snapshot.tmp";
 
 fn entry_key(index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -89,81 +118,218 @@ fn entry_key(index: u64) -> [u8; 9] {
     k
 }
 
+/// Counts fsync-family calls and, for tests run with fault injection, fails them after a
+/// number of successes (to check that a replica whose disk fails exits).
+#[derive(Debug, Default)]
+pub struct SyncCounter {
+    count: AtomicU64,
+    fail_after: Option<u64>,
+}
+
+impl SyncCounter {
+    /// `fail_after`: every sync after this many succeeds fails with EIO (None: never).
+    pub fn new(fail_after: Option<u64>) -> Arc<Self> {
+        Arc::new(SyncCounter {
+            count: AtomicU64::new(0),
+            fail_after,
+        })
+    }
+
+    fn sync(&self, f: &File, path: &Path) -> Result<()> {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.fail_after.is_some_and(|k| n > k) {
+            return Err(StorageError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other("fsync failed (injected fault: EIO)"),
+            });
+        }
+        f.sync_all().map_err(|source| StorageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes snapshot files atomically; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct SnapshotWriter {
+    dir: PathBuf,
+    syncs: Arc<SyncCounter>,
+}
+
+impl SnapshotWriter {
+    /// Write the snapshot at (`index`, `term`) with `data` as the current snapshot file:
+    /// temp file, fsync, rename over the old one, fsync the directory. Returns it.
+    pub fn write(&self, index: u64, term: u64, cs: ConfState, data: Vec<u8>) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        snap.set_data(data.into());
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(cs);
+        self.save(&snap)?;
+        Ok(snap)
+    }
+
+    fn save(&self, snap: &Snapshot) -> Result<()> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StorageError::Io { path, source }
+        };
+        let tmp = self.dir.join(SNAP_TMP);
+        let dst = self.dir.join(SNAP_FILE);
+        {
+            let mut f = File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(&encode(snap)).map_err(io(&tmp))?;
+            self.syncs.sync(&f, &tmp)?;
+        }
+        std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
+        let d = File::open(&self.dir).map_err(io(&self.dir))?;
+        self.syncs.sync(&d, &self.dir)
+    }
+
+    fn load(&self) -> Result<Option<Snapshot>> {
+        let path = self.dir.join(SNAP_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => Snapshot::parse_from_bytes(&b)
+                .map(Some)
+                .map_err(|e| StorageError::Corrupt {
+                    key: path.display().to_string(),
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StorageError::Io { path, source }),
+        }
+    }
+}
+
 /// [`LogBackend`] on sled 0.34: one tree, entries under `e<index BE>`, metadata under `m/*`,
-/// so entries and hard state go into a single atomic `Batch`.
+/// so entries and hard state go into a single atomic `Batch`; the snapshot in a file.
 pub struct SledBackend {
     db: sled::Db,
     dir: PathBuf,
-    /// Files fsynced after every flush (sled's data file and config file).
-    sync_files: Vec<File>,
+    /// sled's data file, fsynced at every durable point.
+    data_file: File,
+    /// Blob files already fsynced (sled never rewrites a blob file in place).
+    synced_blobs: HashSet<std::ffi::OsString>,
+    snapshots: SnapshotWriter,
+    syncs: Arc<SyncCounter>,
     last_fsync: Duration,
 }
 
 impl SledBackend {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        Self::open_with(dir, SyncCounter::new(None))
+    }
+
+    /// Open with a given sync counter (its fault setting is used by the fault tests).
+    pub fn open_with(dir: &Path, syncs: Arc<SyncCounter>) -> Result<Self> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StorageError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            // Durability comes from our own flush + fsync; sled's background flusher would
+            // only add sync_file_range calls between them.
+            .flush_every_ms(None)
             .open()?;
+        db.flush()?;
+        let data_path = dir.join("db");
+        let data_file = File::open(&data_path).map_err(io(&data_path))?;
         let mut me = SledBackend {
             db,
             dir: dir.to_path_buf(),
-            sync_files: Vec::new(),
+            data_file,
+            synced_blobs: HashSet::new(),
+            snapshots: SnapshotWriter {
+                dir: dir.to_path_buf(),
+                syncs: syncs.clone(),
+            },
+            syncs,
             last_fsync: Duration::ZERO,
         };
-        me.reopen_sync_files()?;
+        // Everything sled created at open (config file, data file, directory entries) is
+        // made durable once here; afterwards only what changes is synced.
+        for name in ["conf", "db"] {
+            let p = dir.join(name);
+            if let Ok(f) = File::open(&p) {
+                me.syncs.sync(&f, &p)?;
+            }
+        }
+        me.sync_new_blobs()?;
+        let d = File::open(dir).map_err(io(dir))?;
+        me.syncs.sync(&d, dir)?;
+        me.upgrade_old_snapshot()?;
         Ok(me)
     }
 
-    fn reopen_sync_files(&mut self) -> Result<()> {
-        self.sync_files.clear();
-        for name in ["db", "conf"] {
-            let path = self.dir.join(name);
-            if path.exists() {
-                let f = File::open(&path).map_err(|source| StorageError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                self.sync_files.push(f);
+    /// Stores written before snapshots moved to a file keep them in the tree: move it out.
+    fn upgrade_old_snapshot(&mut self) -> Result<()> {
+        let Some(meta) = self.get_msg::<SnapshotMetadata>(K_OLD_SNAP_META)? else {
+            return Ok(());
+        };
+        let data = self.db.get(K_OLD_SNAP_DATA)?.unwrap_or_default();
+        let mut snap = Snapshot::default();
+        snap.set_data(data.to_vec().into());
+        snap.set_metadata(meta.clone());
+        self.snapshots.save(&snap)?;
+        let mut batch = sled::Batch::default();
+        batch.remove(K_OLD_SNAP_META);
+        batch.remove(K_OLD_SNAP_DATA);
+        batch.insert(
+            K_COMPACTED,
+            compacted_value(meta.index, meta.term).as_slice(),
+        );
+        self.db.apply_batch(batch)?;
+        self.durable()
+    }
+
+    /// fsync blob files sled created since the last call (and their directory).
+    fn sync_new_blobs(&mut self) -> Result<()> {
+        let blobs = self.dir.join("blobs");
+        let Ok(rd) = std::fs::read_dir(&blobs) else {
+            return Ok(());
+        };
+        let mut any = false;
+        let present: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
+        for name in &present {
+            if self.synced_blobs.contains(name) {
+                continue;
             }
+            let p = blobs.join(name);
+            // A blob sled removed meanwhile needs no sync.
+            if let Ok(f) = File::open(&p) {
+                self.syncs.sync(&f, &p)?;
+                any = true;
+            }
+            self.synced_blobs.insert(name.clone());
         }
-        // The directory itself, so a newly created file's entry is durable too.
-        if let Ok(d) = File::open(&self.dir) {
-            self.sync_files.push(d);
+        // Forget names sled deleted, so the set stays bounded.
+        let now: HashSet<_> = present.into_iter().collect();
+        self.synced_blobs.retain(|n| now.contains(n));
+        if any {
+            if let Ok(d) = File::open(&blobs) {
+                self.syncs.sync(&d, &blobs)?;
+            }
         }
         Ok(())
     }
 
-    /// Flush sled, then fsync its files. This is the durability point. `large`: the batch
-    /// held a value big enough that sled may have put it in a separate blob file (sled does
-    /// not fsync those either), so the blob files are synced too.
-    fn durable(&mut self, large: bool) -> Result<()> {
+    /// Flush sled, then fsync what it wrote. This is the durability point.
+    fn durable(&mut self) -> Result<()> {
         self.db.flush()?;
         let start = Instant::now();
-        if large {
-            let blobs = self.dir.join("blobs");
-            if let Ok(rd) = std::fs::read_dir(&blobs) {
-                for e in rd.flatten() {
-                    if let Ok(f) = File::open(e.path()) {
-                        let _ = f.sync_all();
-                    }
-                }
-                if let Ok(d) = File::open(&blobs) {
-                    let _ = d.sync_all();
-                }
-            }
-        }
-        for f in &self.sync_files {
-            f.sync_all().map_err(|source| StorageError::Io {
-                path: self.dir.clone(),
-                source,
-            })?;
-        }
+        let p = self.dir.join("db");
+        self.syncs.sync(&self.data_file, &p)?;
+        self.sync_new_blobs()?;
         self.last_fsync = start.elapsed();
         Ok(())
     }
@@ -197,6 +363,13 @@ impl SledBackend {
     }
 }
 
+fn compacted_value(index: u64, term: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&index.to_be_bytes());
+    v[8..].copy_from_slice(&term.to_be_bytes());
+    v
+}
+
 fn encode<M: protobuf::Message>(m: &M) -> Vec<u8> {
     m.write_to_bytes()
         .expect("encoding a raft protobuf message cannot fail")
@@ -206,17 +379,23 @@ impl LogBackend for SledBackend {
     fn load(&self) -> Result<Loaded> {
         let hard_state: HardState = self.get_msg(K_HARD)?.unwrap_or_default();
         let conf_state: ConfState = self.get_msg(K_CONF)?.unwrap_or_default();
-        let meta: SnapshotMetadata = self.get_msg(K_SNAP_META)?.unwrap_or_default();
-        let mut snapshot = Snapshot::default();
-        if meta.index > 0 {
-            let data = self.db.get(K_SNAP_DATA)?.unwrap_or_default();
-            snapshot.set_data(data.to_vec().into());
-            snapshot.set_metadata(meta.clone());
-        }
-        let mut entries = Vec::new();
+        let snapshot = self.snapshots.load()?.unwrap_or_default();
+        let (si, st) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
+        let compacted = self
+            .db
+            .get(K_COMPACTED)?
+            .and_then(|v| {
+                let b: [u8; 16] = v.as_ref().try_into().ok()?;
+                Some((
+                    u64::from_be_bytes(b[..8].try_into().ok()?),
+                    u64::from_be_bytes(b[8..].try_into().ok()?),
+                ))
+            })
+            .unwrap_or((si, st));
+        let mut entries: Vec<Entry> = Vec::new();
         for kv in self
             .db
-            .range(entry_key(meta.index + 1)..=entry_key(u64::MAX))
+            .range(entry_key(compacted.0 + 1)..=entry_key(u64::MAX))
         {
             let (k, v) = kv?;
             let e = Entry::parse_from_bytes(&v).map_err(|e| StorageError::Corrupt {
@@ -224,7 +403,6 @@ impl LogBackend for SledBackend {
                 reason: e.to_string(),
             })?;
             if let Some(last) = entries.last() {
-                let last: &Entry = last;
                 if e.index != last.index + 1 {
                     return Err(StorageError::Corrupt {
                         key: format!("entry {}", e.index),
@@ -234,6 +412,21 @@ impl LogBackend for SledBackend {
             }
             entries.push(e);
         }
+        // The log must connect to the snapshot: hold the snapshot's entry with its term, or
+        // start right after it. Otherwise (a crash while installing a leader's snapshot)
+        // the old log is not part of the snapshot's history: drop it.
+        let connects = match entries.first() {
+            None => true,
+            Some(f) if f.index > si => f.index == si + 1 && compacted.0 <= si,
+            Some(f) => entries
+                .get((si - f.index) as usize)
+                .is_some_and(|e| e.term == st),
+        };
+        let (compacted, entries) = if connects {
+            (compacted, entries)
+        } else {
+            ((si, st), Vec::new())
+        };
         let applied = self
             .db
             .get(K_APPLIED)?
@@ -243,12 +436,18 @@ impl LogBackend for SledBackend {
             hard_state,
             conf_state,
             snapshot,
+            compacted,
             entries,
             applied,
         })
     }
 
-    fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<()> {
+    fn append(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+        sync: bool,
+    ) -> Result<()> {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
@@ -263,38 +462,41 @@ impl LogBackend for SledBackend {
             batch.insert(K_HARD, encode(hs));
         }
         self.db.apply_batch(batch)?;
-        let large = entries
-            .iter()
-            .any(|e| e.compute_size() as usize > LARGE_VALUE);
-        self.durable(large)
+        if sync {
+            self.durable()?;
+        }
+        Ok(())
     }
 
     fn install_snapshot(&mut self, snapshot: &Snapshot, hard_state: &HardState) -> Result<()> {
+        // The file first: if we crash before the batch, load() finds a log that does not
+        // connect to the new snapshot and drops it.
+        self.snapshots.save(snapshot)?;
         let meta = snapshot.get_metadata();
         let mut batch = sled::Batch::default();
         self.remove_entries_from(&mut batch, 0)?;
-        batch.insert(K_SNAP_META, encode(meta));
-        batch.insert(K_SNAP_DATA, snapshot.get_data());
         batch.insert(K_CONF, encode(meta.get_conf_state()));
         batch.insert(K_HARD, encode(hard_state));
         batch.insert(K_APPLIED, &meta.index.to_be_bytes());
+        batch.insert(
+            K_COMPACTED,
+            compacted_value(meta.index, meta.term).as_slice(),
+        );
         self.db.apply_batch(batch)?;
-        self.durable(snapshot.get_data().len() > LARGE_VALUE)
+        self.durable()
     }
 
-    fn save_snapshot_and_compact(&mut self, snapshot: &Snapshot) -> Result<()> {
-        let meta = snapshot.get_metadata();
+    fn compact(&mut self, upto: u64, term: u64) -> Result<()> {
         let mut batch = sled::Batch::default();
-        batch.insert(K_SNAP_META, encode(meta));
-        batch.insert(K_SNAP_DATA, snapshot.get_data());
-        self.remove_entries_upto(&mut batch, meta.index)?;
+        self.remove_entries_upto(&mut batch, upto)?;
+        batch.insert(K_COMPACTED, compacted_value(upto, term).as_slice());
         self.db.apply_batch(batch)?;
-        self.durable(snapshot.get_data().len() > LARGE_VALUE)
+        Ok(())
     }
 
     fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<()> {
         self.db.insert(K_CONF, encode(conf_state))?;
-        self.durable(false)
+        self.durable()
     }
 
     fn set_applied(&mut self, applied: u64) -> Result<()> {
@@ -302,8 +504,16 @@ impl LogBackend for SledBackend {
         Ok(())
     }
 
+    fn snapshot_writer(&self) -> SnapshotWriter {
+        self.snapshots.clone()
+    }
+
     fn last_fsync(&self) -> Duration {
         self.last_fsync
+    }
+
+    fn fsync_count(&self) -> u64 {
+        self.syncs.count()
     }
 }
 
@@ -314,7 +524,8 @@ pub struct RaftStore {
     hard_state: HardState,
     conf_state: ConfState,
     snapshot: Snapshot,
-    /// entries[i].index == snapshot index + 1 + i
+    /// (index, term) of the last compacted entry; entries[i].index == compacted.0 + 1 + i.
+    compacted: (u64, u64),
     entries: Vec<Entry>,
     /// Set when raft asked for a snapshot the stored one cannot serve (the peer is not in
     /// its configuration, e.g. a member added after it was taken); the loop then takes a
@@ -326,11 +537,18 @@ impl RaftStore {
     /// Load the backend's content into the mirror.
     pub fn open(backend: Box<dyn LogBackend>) -> Result<Self> {
         let l = backend.load()?;
+        let mut hard_state = l.hard_state;
+        // The commit index is at least the snapshot's (it may have been written without a
+        // sync, or not at all when the snapshot file landed before the batch).
+        let si = l.snapshot.get_metadata().index;
+        hard_state.commit = hard_state.commit.max(si);
+        hard_state.term = hard_state.term.max(l.snapshot.get_metadata().term);
         Ok(RaftStore {
             backend,
-            hard_state: l.hard_state,
+            hard_state,
             conf_state: l.conf_state,
             snapshot: l.snapshot,
+            compacted: l.compacted,
             entries: l.entries,
             snapshot_wanted: std::cell::Cell::new(false),
         })
@@ -373,25 +591,32 @@ impl RaftStore {
     pub fn last_fsync(&self) -> Duration {
         self.backend.last_fsync()
     }
+    pub fn fsync_count(&self) -> u64 {
+        self.backend.fsync_count()
+    }
     pub fn log_len(&self) -> usize {
         self.entries.len()
+    }
+    pub fn snapshot_writer(&self) -> SnapshotWriter {
+        self.backend.snapshot_writer()
     }
 
     fn snap_index(&self) -> u64 {
         self.snapshot.get_metadata().index
     }
     fn first(&self) -> u64 {
-        self.snap_index() + 1
+        self.compacted.0 + 1
     }
     fn last(&self) -> u64 {
         self.entries
             .last()
             .map(|e| e.index)
-            .unwrap_or_else(|| self.snap_index())
+            .unwrap_or(self.compacted.0)
+            .max(self.snap_index())
     }
 
-    /// Durably append entries and/or the hard state (one batch + fsync).
-    pub fn append(&mut self, entries: &[Entry], hs: Option<&HardState>) -> Result<()> {
+    /// Append entries and/or the hard state (one batch); durable when `sync`.
+    pub fn append(&mut self, entries: &[Entry], hs: Option<&HardState>, sync: bool) -> Result<()> {
         if let Some(first) = entries.first() {
             if first.index < self.first() {
                 return Err(StorageError::Invalid(format!(
@@ -408,7 +633,7 @@ impl RaftStore {
                 )));
             }
         }
-        self.backend.append(entries, hs)?;
+        self.backend.append(entries, hs, sync)?;
         if let Some(first) = entries.first() {
             let keep = (first.index - self.first()) as usize;
             self.entries.truncate(keep);
@@ -435,13 +660,34 @@ impl RaftStore {
         self.backend.install_snapshot(&snap, &hs)?;
         self.hard_state = hs;
         self.conf_state = meta.get_conf_state().clone();
+        self.compacted = (meta.index, meta.term);
         self.entries.clear();
         self.snapshot = snap;
         Ok(())
     }
 
-    /// Make a snapshot at `index` (must be applied locally) with `data`, and compact the log
-    /// up to it.
+    /// Adopt a snapshot written by [`SnapshotWriter`] (its file is durable) and compact the
+    /// log up to `keep` entries below it (the catch-up margin).
+    pub fn adopt_snapshot(&mut self, snap: Snapshot, keep: u64) -> Result<()> {
+        let index = snap.get_metadata().index;
+        if index <= self.snap_index() {
+            return Ok(());
+        }
+        self.snapshot = snap;
+        let upto = index.saturating_sub(keep);
+        if upto > self.compacted.0 && upto <= self.last() {
+            let term = raft::Storage::term(self, upto)
+                .map_err(|e| StorageError::Invalid(format!("term of {upto}: {e}")))?;
+            self.backend.compact(upto, term)?;
+            let drop = (upto - self.compacted.0) as usize;
+            self.entries.drain(..drop.min(self.entries.len()));
+            self.compacted = (upto, term);
+        }
+        Ok(())
+    }
+
+    /// Make a snapshot at `index` (must be applied locally) with `data` on this thread, and
+    /// compact the log up to it (no margin). Used by tests and tools.
     pub fn create_snapshot(
         &mut self,
         index: u64,
@@ -453,17 +699,11 @@ impl RaftStore {
         }
         let term = raft::Storage::term(self, index)
             .map_err(|e| StorageError::Invalid(format!("term of {index}: {e}")))?;
-        let mut snap = Snapshot::default();
-        snap.set_data(data.into());
-        let meta = snap.mut_metadata();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(conf_state);
-        self.backend.save_snapshot_and_compact(&snap)?;
-        let drop = (index - self.snap_index()) as usize;
-        self.entries.drain(..drop.min(self.entries.len()));
-        self.snapshot = snap;
-        Ok(())
+        let snap = self
+            .backend
+            .snapshot_writer()
+            .write(index, term, conf_state, data)?;
+        self.adopt_snapshot(snap, 0)
     }
 
     pub fn set_conf_state(&mut self, cs: ConfState) -> Result<()> {
@@ -516,17 +756,20 @@ impl raft::Storage for RaftStore {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        let si = self.snap_index();
-        if idx == si {
+        if idx == self.snap_index() {
             return Ok(self.snapshot.get_metadata().term);
         }
-        if idx < si {
+        if idx == self.compacted.0 {
+            return Ok(self.compacted.1);
+        }
+        if idx < self.compacted.0 {
             return Err(raft::Error::Store(RaftStorageError::Compacted));
         }
-        if idx > self.last() {
-            return Err(raft::Error::Store(RaftStorageError::Unavailable));
+        match self.entries.get((idx - self.compacted.0 - 1) as usize) {
+            Some(e) => Ok(e.term),
+            None if idx < self.snap_index() => Err(raft::Error::Store(RaftStorageError::Compacted)),
+            None => Err(raft::Error::Store(RaftStorageError::Unavailable)),
         }
-        Ok(self.entries[(idx - si - 1) as usize].term)
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -582,10 +825,10 @@ mod tests {
             let mut hs = s.hard_state().clone();
             hs.vote = 2;
             hs.term = 2;
-            s.append(&[ent(2, 2), ent(3, 2), ent(4, 2)], Some(&hs))
+            s.append(&[ent(2, 2), ent(3, 2), ent(4, 2)], Some(&hs), true)
                 .unwrap();
             // a conflicting suffix replaces 4..
-            s.append(&[ent(4, 3), ent(5, 3)], None).unwrap();
+            s.append(&[ent(4, 3), ent(5, 3)], None, true).unwrap();
             assert!(s.last_fsync() > Duration::ZERO);
         }
         let s = open(dir.path());
@@ -613,7 +856,7 @@ mod tests {
             let mut s = open(dir.path());
             s.bootstrap(vec![1], vec![]).unwrap();
             let ents: Vec<_> = (2..=10).map(|i| ent(i, 1)).collect();
-            s.append(&ents, None).unwrap();
+            s.append(&ents, None, true).unwrap();
             s.create_snapshot(7, s.conf_state().clone(), b"at7".to_vec())
                 .unwrap();
             assert_eq!(s.first_index().unwrap(), 8);
@@ -638,7 +881,7 @@ mod tests {
         {
             let mut s = open(dir.path());
             s.bootstrap(vec![1, 2], vec![]).unwrap();
-            s.append(&[ent(2, 1), ent(3, 1)], None).unwrap();
+            s.append(&[ent(2, 1), ent(3, 1)], None, true).unwrap();
             let mut snap = Snapshot::default();
             snap.mut_metadata().index = 20;
             snap.mut_metadata().term = 4;
@@ -652,5 +895,92 @@ mod tests {
         assert_eq!(s.hard_state().commit, 20);
         assert_eq!(s.hard_state().term, 4);
         assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn only_must_sync_writes_are_fsynced_and_only_the_data_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        s.bootstrap(vec![1], vec![]).unwrap();
+        let base = s.fsync_count();
+        // New entries + term: must sync. One fsync: sled's data file (no new blob, no dir).
+        let mut hs = s.hard_state().clone();
+        hs.term = 2;
+        s.append(&[ent(2, 2)], Some(&hs), true).unwrap();
+        assert_eq!(s.fsync_count() - base, 1);
+        // Only the commit index moved: written, not synced.
+        hs.commit = 2;
+        s.append(&[], Some(&hs), false).unwrap();
+        assert_eq!(s.fsync_count() - base, 1);
+        // Ten single-entry appends: ten fsyncs (one per entry), not 3 per entry as before.
+        for i in 3..13 {
+            s.append(&[ent(i, 2)], None, true).unwrap();
+        }
+        assert_eq!(s.fsync_count() - base, 11);
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(s.last_index().unwrap(), 12);
+        assert_eq!(s.hard_state().commit, 2);
+    }
+
+    #[test]
+    fn snapshot_lives_in_its_own_file_and_a_margin_of_log_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = open(dir.path());
+            s.bootstrap(vec![1], vec![]).unwrap();
+            let ents: Vec<_> = (2..=30).map(|i| ent(i, 1)).collect();
+            s.append(&ents, None, true).unwrap();
+            let w = s.snapshot_writer();
+            let snap = w
+                .write(25, 1, s.conf_state().clone(), vec![7u8; 100_000])
+                .unwrap();
+            s.adopt_snapshot(snap, 10).unwrap();
+            // Compacted up to 15: 16..=30 still served from the log.
+            assert_eq!(s.first_index().unwrap(), 16);
+            assert_eq!(s.term(15).unwrap(), 1);
+            assert_eq!(s.term(25).unwrap(), 1);
+            assert!(s
+                .entries(16, 31, None, GetEntriesContext::empty(false))
+                .is_ok());
+        }
+        // The snapshot is a file; no temp file is left behind.
+        assert!(dir.path().join(SNAP_FILE).exists());
+        assert!(!dir.path().join(SNAP_TMP).exists());
+        let s = open(dir.path());
+        assert_eq!(s.latest_snapshot().get_metadata().index, 25);
+        assert_eq!(s.latest_snapshot().get_data().len(), 100_000);
+        assert_eq!(s.first_index().unwrap(), 16);
+        assert_eq!(s.last_index().unwrap(), 30);
+    }
+
+    #[test]
+    fn a_crash_while_installing_a_snapshot_drops_the_old_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = open(dir.path());
+            s.bootstrap(vec![1, 2], vec![]).unwrap();
+            s.append(&[ent(2, 1), ent(3, 1)], None, true).unwrap();
+            // The leader's snapshot file lands, then the replica dies before the batch.
+            let mut snap = Snapshot::default();
+            snap.mut_metadata().index = 20;
+            snap.mut_metadata().term = 4;
+            snap.mut_metadata().mut_conf_state().voters = vec![1, 2];
+            s.snapshot_writer().save(&snap).unwrap();
+        }
+        let s = open(dir.path());
+        assert_eq!(s.first_index().unwrap(), 21);
+        assert_eq!(s.last_index().unwrap(), 20);
+        assert_eq!(s.hard_state().commit, 20);
+    }
+
+    #[test]
+    fn a_failing_fsync_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SledBackend::open_with(dir.path(), SyncCounter::new(Some(3))).unwrap();
+        let mut s = RaftStore::open(Box::new(b)).unwrap();
+        // Opening used the 3 allowed syncs (conf, db, dir); the next durable write fails.
+        let e = s.bootstrap(vec![1], vec![]).unwrap_err();
+        assert!(e.to_string().contains("fsync failed"), "{e}");
     }
 }

@@ -3,21 +3,24 @@
 //! and a fault-injection table (drop / delay / cut a link) that tests can drive through the
 //! admin `InjectFault` RPC when the replica runs with `--enable-fault-injection`.
 
-use std::collections::HashMap;
-use std::sync::mpsc as std_mpsc;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use edgeplane_proto::raft::raft_transport_client::RaftTransportClient;
 use edgeplane_proto::raft::raft_transport_server::RaftTransport;
 use edgeplane_proto::raft::{RaftAck, RaftBatch};
+use imbl::{OrdMap, OrdSet};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::node::Request;
-use crate::state::State;
+use crate::inbox::{Inbox, Outbox, Request};
+use crate::state::Member;
+
+/// The gRPC message a replica answers to a peer it knows was removed; the peer then exits.
+const REMOVED: &str = "was removed from the cluster";
 
 /// What happens to traffic on the link with one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +47,9 @@ pub struct Transport {
     peers: Mutex<HashMap<u64, Peer>>,
     faults: RwLock<HashMap<u64, Fault>>,
     last_ok: Mutex<HashMap<u64, Instant>>,
-    raft_tx: std_mpsc::Sender<Request>,
+    /// Members removed from the cluster: their messages are refused.
+    removed: RwLock<HashSet<u64>>,
+    raft_tx: Inbox,
     pub fault_injection_enabled: bool,
 }
 
@@ -53,7 +58,7 @@ impl Transport {
         id: u64,
         self_peer_addr: String,
         rt: tokio::runtime::Handle,
-        raft_tx: std_mpsc::Sender<Request>,
+        raft_tx: Inbox,
         initial: &HashMap<u64, String>,
         fault_injection_enabled: bool,
     ) -> Arc<Self> {
@@ -64,6 +69,7 @@ impl Transport {
             peers: Mutex::new(HashMap::new()),
             faults: RwLock::new(HashMap::new()),
             last_ok: Mutex::new(HashMap::new()),
+            removed: RwLock::new(HashSet::new()),
             raft_tx,
             fault_injection_enabled,
         });
@@ -96,15 +102,8 @@ impl Transport {
             .spawn(async move { me.peer_task(id, addr, rx).await });
     }
 
-    /// Update peers from the replicated member list.
-    pub(crate) fn set_members(self: &Arc<Self>, state: &State) {
-        for m in state.members.values() {
-            self.ensure_peer(m.id, &m.peer_addr);
-        }
-    }
-
     /// Queue messages for their peers (called from the raft thread; never blocks).
-    pub(crate) fn send(&self, msgs: Vec<Message>) {
+    fn queue(&self, msgs: Vec<Message>) {
         if msgs.is_empty() {
             return;
         }
@@ -255,6 +254,14 @@ impl Transport {
                         let _ = self.raft_tx.send(Request::SnapshotDone { to, ok: true });
                     }
                 }
+                Err(e)
+                    if e.code() == tonic::Code::PermissionDenied
+                        && e.message().contains(REMOVED) =>
+                {
+                    tracing::warn!(to, reason = %e.message(), "peer refused our messages");
+                    let _ = self.raft_tx.send(Request::RemovedByPeer(to));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 Err(e) => {
                     tracing::debug!(to, error = %e, "peer send failed; reconnecting");
                     client = None;
@@ -267,6 +274,20 @@ impl Transport {
                 }
             }
         }
+    }
+}
+
+impl Outbox for Arc<Transport> {
+    fn send(&self, msgs: Vec<Message>) {
+        self.queue(msgs);
+    }
+
+    /// Update peers from the replicated member list.
+    fn set_members(&self, members: &OrdMap<u64, Member>, removed: &OrdSet<u64>) {
+        for m in members.values() {
+            self.ensure_peer(m.id, &m.peer_addr);
+        }
+        *self.removed.write().expect("removed lock") = removed.iter().copied().collect();
     }
 }
 
@@ -288,6 +309,18 @@ impl RaftTransport for TransportService {
             }
             Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
             None => {}
+        }
+        if self
+            .transport
+            .removed
+            .read()
+            .expect("removed lock")
+            .contains(&b.from)
+        {
+            return Err(tonic::Status::permission_denied(format!(
+                "replica {} {REMOVED}",
+                b.from
+            )));
         }
         if b.to != 0 && b.to != self.transport.id {
             return Err(tonic::Status::failed_precondition(format!(

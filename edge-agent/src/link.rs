@@ -82,6 +82,28 @@ pub fn apply_assignment(shared: &Shared, store: &AssignmentStore, a: Assignment)
     true
 }
 
+/// Adopt the epoch the coordinator holds for this node at registration. Why: if the node's
+/// record was removed and created again (or the cluster restored from an older backup),
+/// the coordinator's epoch is below the one held here, and every new assignment would be
+/// ignored as "older than the one held". The plan served stays until the coordinator
+/// pushes one; only its epoch label changes.
+pub fn adopt_epoch(shared: &Shared, store: &AssignmentStore, epoch: u64) {
+    let mut g = shared.assignment.write().expect("assignment lock");
+    if let Some(a) = g.as_mut() {
+        if a.epoch > epoch {
+            tracing::warn!(
+                held = a.epoch,
+                coordinator = epoch,
+                "the coordinator's epoch for this node is lower: adopting it"
+            );
+            a.epoch = epoch;
+            if let Err(e) = store.save(a) {
+                tracing::error!(error = %e, "cannot persist the adopted epoch");
+            }
+        }
+    }
+}
+
 impl Link {
     pub async fn run(self, mut shutdown: broadcast::Receiver<()>) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(
@@ -185,6 +207,7 @@ impl Link {
             })?
             .into_inner();
         tracing::info!(%addr, leader = %reg.leader_addr, epoch = reg.assignment_epoch, "registered");
+        adopt_epoch(&self.shared, &self.store, reg.assignment_epoch);
 
         let (tx, rx) = mpsc::channel::<AgentMessage>(16);
         tx.send(AgentMessage {
@@ -289,5 +312,24 @@ mod tests {
             3,
             "persisted before served"
         );
+    }
+
+    #[test]
+    fn epoch_returned_at_registration_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AssignmentStore::open(dir.path()).unwrap();
+        let sh = shared();
+        assert!(apply_assignment(&sh, &store, assignment(7, "a")));
+        // The node's record was removed and registered again: the coordinator holds 0 and
+        // its next assignment carries a (log-index) epoch below 7 in an old cluster.
+        adopt_epoch(&sh, &store, 0);
+        assert_eq!(sh.epoch(), 0);
+        assert!(sh.serves("a"), "the plan stays until a new one comes");
+        assert_eq!(store.load().unwrap().unwrap().epoch, 0);
+        assert!(apply_assignment(&sh, &store, assignment(3, "b")));
+        assert!(sh.serves("b"));
+        // A registration answer at or above the held epoch changes nothing.
+        adopt_epoch(&sh, &store, 9);
+        assert_eq!(sh.epoch(), 3);
     }
 }

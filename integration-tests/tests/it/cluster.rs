@@ -49,6 +49,10 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Coordinator tests measure timings on a 2-core machine: the modules that start clusters
+/// (`coordinator`, `coord_defects`) run their tests one at a time through this lock.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Timing and feature options for a test cluster.
 #[derive(Debug, Clone)]
 pub struct Opts {
@@ -57,6 +61,8 @@ pub struct Opts {
     pub snapshot_entries: u64,
     pub request_timeout_ms: u64,
     pub join_token: Option<String>,
+    /// Extra environment for every replica process (e.g. a storage fault hook).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Opts {
@@ -68,6 +74,7 @@ impl Default for Opts {
             snapshot_entries: 10_000,
             request_timeout_ms: 3000,
             join_token: None,
+            env: Vec::new(),
         }
     }
 }
@@ -214,6 +221,9 @@ impl Cluster {
         if let Some(t) = &o.join_token {
             cmd.args(["--join-token", t]);
         }
+        for (k, v) in &o.env {
+            cmd.env(k, v);
+        }
         r.child = Some(cmd.spawn().expect("start edgeplane-coordinator"));
     }
 
@@ -224,6 +234,15 @@ impl Cluster {
             c.kill().expect("SIGKILL");
             c.wait().expect("reap");
         }
+    }
+
+    /// The exit status of replica `id` if its process has ended (it is then no longer
+    /// counted as running).
+    pub fn exited(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let r = self.replicas.get_mut(&id).expect("replica");
+        let st = r.child.as_mut()?.try_wait().expect("try_wait")?;
+        r.child = None;
+        Some(st)
     }
 
     pub fn running(&self) -> Vec<u64> {
@@ -334,5 +353,24 @@ impl Cluster {
             .await
             .expect("inject fault");
         }
+    }
+
+    /// Delay (or heal, with 0) every batch on the link between `a` and `b`, on `a`'s end
+    /// (both directions as `a` sees them).
+    pub async fn set_delay(&self, a: u64, b: u64, delay_ms: u64) {
+        use api::inject_fault_request::Mode;
+        let mut c = self.client(a).await.expect("client for fault injection");
+        c.inject_fault(api::InjectFaultRequest {
+            peer: b,
+            mode: if delay_ms > 0 {
+                Mode::Delay
+            } else {
+                Mode::Heal
+            } as i32,
+            delay_ms,
+            heal_all: false,
+        })
+        .await
+        .expect("inject fault");
     }
 }

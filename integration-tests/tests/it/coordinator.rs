@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 
 use edgeplane_proto::admin as api;
 
-use crate::cluster::{bin, Cluster, Opts};
+use crate::cluster::{bin, Cluster, Opts, SERIAL};
 use crate::support::eventually;
-
-/// Coordinator tests measure timings on a 2-core machine: run them one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Write `name` through any running replica (same client id/seq on every try) until it is
 /// acknowledged or `timeout` passes. Returns whether it was acknowledged.

@@ -3,5 +3,6 @@
 
 mod agent;
 mod cluster;
+mod coord_defects;
 mod coordinator;
 mod support;
