@@ -742,14 +742,15 @@ pub async fn bench_raft(g: &GlobalArgs, a: BenchRaftArgs) -> anyhow::Result<()> 
     } else {
         "writes"
     };
-    let (p50, p99) = (pct(&all, 0.50), pct(&all, 0.99));
+    let (p50, p99, p999) = (pct(&all, 0.50), pct(&all, 0.99), pct(&all, 0.999));
     if a.format == Format::Json {
         print_json(
             &json!({"clients": a.clients, "duration_s": elapsed, "acknowledged": all.len(),
             "mode": if a.reads { "reads" } else { "writes" }, "ops_per_s": wps,
             "errors": errors, "writes_per_s": if a.reads { 0.0 } else { wps },
             "p50_ms": p50.as_secs_f64()*1e3,
-            "p99_ms": p99.as_secs_f64()*1e3, "leader": addr, "local_cluster": a.local}),
+            "p99_ms": p99.as_secs_f64()*1e3, "p999_ms": p999.as_secs_f64()*1e3,
+            "leader": addr, "local_cluster": a.local}),
         );
     } else {
         println!(
@@ -768,9 +769,10 @@ pub async fn bench_raft(g: &GlobalArgs, a: BenchRaftArgs) -> anyhow::Result<()> 
             wps
         );
         println!(
-            "  latency of acknowledged {what}: p50 {:.2} ms, p99 {:.2} ms",
+            "  latency of acknowledged {what}: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
             p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
+            p99.as_secs_f64() * 1e3,
+            p999.as_secs_f64() * 1e3
         );
     }
     Ok(())

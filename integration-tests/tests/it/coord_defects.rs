@@ -428,3 +428,75 @@ async fn live_figures_are_the_same_through_every_member() {
     }
     drop(tx);
 }
+
+/// Defect 7: a snapshot larger than one chunk (1 MiB) reaches a lagging follower as a stream
+/// of chunks, and the follower installs it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_snapshot_reaches_a_lagging_follower_in_chunks() {
+    let _g = SERIAL.lock().await;
+    let opts = Opts {
+        snapshot_entries: 5,
+        join_token: Some("tok".into()),
+        ..Default::default()
+    };
+    let mut c = Cluster::start(3, opts);
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let lagger = c.running().into_iter().find(|x| *x != leader).unwrap();
+    c.kill(lagger);
+    // 12 nodes with 400 accelerators of 220-byte names each: the state's JSON holds
+    // 12 × 400 × 220 B ≈ 1.06 MB of names alone, more than one 1 MiB chunk.
+    let ch = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        c.replicas[&leader].client_addr
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let mut ag = agent_api::agent_client::AgentClient::new(ch)
+        .max_encoding_message_size(16 << 20)
+        .max_decoding_message_size(16 << 20);
+    for n in 0..12 {
+        let accelerators = (0..400)
+            .map(|i| agent_api::Accelerator {
+                id: format!("acc{i}"),
+                kind: "npu".into(),
+                name: format!("{n:02}-{i:03}-{}", "n".repeat(213)),
+                ..Default::default()
+            })
+            .collect();
+        ag.register(agent_api::RegisterRequest {
+            name: format!("big-{n}"),
+            join_token: "tok".into(),
+            agent_addr: "127.0.0.1:9".into(),
+            accelerators,
+            assignment_epoch: 0,
+        })
+        .await
+        .expect("register a large node");
+    }
+    c.spawn(lagger);
+    eventually(
+        Duration::from_secs(20),
+        "follower holds every node",
+        || async {
+            let mut cl = c.client(lagger).await.ok()?;
+            // The follower's own state (list calls are answered by the leader).
+            let snap = cl
+                .save_snapshot(api::ReadRequest { stale: true })
+                .await
+                .ok()?
+                .into_inner();
+            let st: serde_json::Value = serde_json::from_slice(&snap.data).ok()?;
+            let nodes = st["nodes"].as_object()?;
+            (nodes.len() == 12
+                && nodes
+                    .values()
+                    .all(|n| n["accelerators"].as_array().map(Vec::len) == Some(400)))
+            .then_some(())
+        },
+    )
+    .await;
+    let log = c.log_of(lagger);
+    assert!(log.contains("received a chunked snapshot"), "{log}");
+}
