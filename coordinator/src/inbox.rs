@@ -37,8 +37,9 @@ pub(crate) enum Request {
         to: u64,
         ok: bool,
     },
-    /// The snapshot builder thread finished (the file is durable).
-    SnapshotBuilt(Result<Snapshot, StorageError>),
+    /// The snapshot builder thread finished: the file is durable and the stored log is
+    /// compacted up to the (index, term) given.
+    SnapshotBuilt(Result<(Snapshot, Option<(u64, u64)>), StorageError>),
     /// A peer refused our messages because this replica was removed from the cluster.
     RemovedByPeer(u64),
     Shutdown,

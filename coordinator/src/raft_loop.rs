@@ -224,18 +224,14 @@ impl RaftLoop {
             Request::SnapshotBuilt(r) => {
                 self.building = None;
                 match r {
-                    Ok(snap) => {
+                    Ok((snap, compacted)) => {
                         let index = snap.get_metadata().index;
-                        let keep = self.cfg.catch_up_entries;
-                        if let Err(e) = self.node.mut_store().adopt_snapshot(snap, keep) {
-                            tracing::error!(error = %e, "adopting the snapshot failed");
-                        } else {
-                            self.shared
-                                .metrics
-                                .snapshots
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::info!(index, "snapshot taken, log compacted");
-                        }
+                        self.node.mut_store().adopt_built_snapshot(snap, compacted);
+                        self.shared
+                            .metrics
+                            .snapshots
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::info!(index, compacted_to = ?compacted.map(|c| c.0), "snapshot taken, log compacted");
                     }
                     Err(e) => tracing::error!(error = %e, "building a snapshot failed"),
                 }
@@ -559,6 +555,10 @@ impl RaftLoop {
                 }
             };
             let cs: ConfState = self.node.store().conf_state().clone();
+            let compact = self
+                .node
+                .store()
+                .compaction_point(index, self.cfg.catch_up_entries);
             let state = self.state.clone();
             let writer = self.snapshots.clone();
             let inbox = self.inbox.clone();
@@ -567,8 +567,14 @@ impl RaftLoop {
                 .name(format!("snapshot-{}", self.cfg.id))
                 .spawn(move || {
                     let start = Instant::now();
-                    let r = writer.write(index, term, cs, state.encode());
-                    if let Ok(s) = &r {
+                    let r =
+                        writer
+                            .write(index, term, cs, state.encode())
+                            .and_then(|s| match compact {
+                                Some((upto, t)) => writer.compact(upto, t).map(|()| (s, compact)),
+                                None => Ok((s, None)),
+                            });
+                    if let Ok((s, _)) = &r {
                         tracing::debug!(
                             index,
                             bytes = s.get_data().len(),

@@ -154,11 +154,19 @@ impl SyncCounter {
     }
 }
 
-/// Writes snapshot files atomically; cheap to clone, usable from any thread.
+/// Writes snapshot files atomically and compacts the log below them; cheap to clone,
+/// usable from any thread (the Raft loop runs it on a builder thread, so neither the
+/// serialisation nor the deletion of thousands of compacted entries stalls the loop).
 #[derive(Clone)]
 pub struct SnapshotWriter {
     dir: PathBuf,
     syncs: Arc<SyncCounter>,
+    /// The log's tree (sled handles are shared and thread-safe); None: nothing to compact.
+    db: Option<sled::Db>,
+    /// Index of the snapshot file on disk. Held while writing, so a locally built snapshot
+    /// and one installed from the leader never interleave, and an older one never replaces
+    /// a newer one.
+    on_disk: Arc<std::sync::Mutex<u64>>,
 }
 
 impl SnapshotWriter {
@@ -171,11 +179,48 @@ impl SnapshotWriter {
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(cs);
-        self.save(&snap)?;
+        if !self.save(&snap)? {
+            return Err(StorageError::Invalid(format!(
+                "snapshot {index} not written: a newer one was installed meanwhile"
+            )));
+        }
         Ok(snap)
     }
 
-    fn save(&self, snap: &Snapshot) -> Result<()> {
+    /// Drop every entry at or below `upto` (whose term is `term`) from the stored log, in
+    /// one batch with the new compaction point. Not synced: entries that reappear after a
+    /// crash are below a durable snapshot and ignored by `load`. Entries at or below a
+    /// snapshot are committed and applied, so the Raft loop never writes them concurrently.
+    pub fn compact(&self, upto: u64, term: u64) -> Result<()> {
+        let Some(db) = &self.db else {
+            return Ok(());
+        };
+        // The compaction point first: `load` ignores entries at or below it, so a crash in
+        // the middle leaves only garbage that the next compaction deletes.
+        db.insert(K_COMPACTED, compacted_value(upto, term).as_slice())?;
+        // Then small batches: a sled batch holds a lock every writer (the Raft loop's
+        // appends included) waits for, and one batch of 10,000 removals was a latency spike.
+        let keys: Vec<sled::IVec> = db
+            .range(entry_key(0)..=entry_key(upto))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for chunk in keys.chunks(128) {
+            let mut batch = sled::Batch::default();
+            for k in chunk {
+                batch.remove(k.clone());
+            }
+            db.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Write `snap` as the snapshot file unless a newer one is there; true when written.
+    fn save(&self, snap: &Snapshot) -> Result<bool> {
+        let mut on_disk = self.on_disk.lock().expect("snapshot file lock");
+        let index = snap.get_metadata().index;
+        if index < *on_disk {
+            return Ok(false);
+        }
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StorageError::Io { path, source }
@@ -189,14 +234,19 @@ impl SnapshotWriter {
         }
         std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
         let d = File::open(&self.dir).map_err(io(&self.dir))?;
-        self.syncs.sync(&d, &self.dir)
+        self.syncs.sync(&d, &self.dir)?;
+        *on_disk = index;
+        Ok(true)
     }
 
     fn load(&self) -> Result<Option<Snapshot>> {
         let path = self.dir.join(SNAP_FILE);
         match std::fs::read(&path) {
             Ok(b) => Snapshot::parse_from_bytes(&b)
-                .map(Some)
+                .map(|s| {
+                    *self.on_disk.lock().expect("snapshot file lock") = s.get_metadata().index;
+                    Some(s)
+                })
                 .map_err(|e| StorageError::Corrupt {
                     key: path.display().to_string(),
                     reason: e.to_string(),
@@ -245,13 +295,15 @@ impl SledBackend {
         let data_path = dir.join("db");
         let data_file = File::open(&data_path).map_err(io(&data_path))?;
         let mut me = SledBackend {
-            db,
+            db: db.clone(),
             dir: dir.to_path_buf(),
             data_file,
             synced_blobs: HashSet::new(),
             snapshots: SnapshotWriter {
                 dir: dir.to_path_buf(),
                 syncs: syncs.clone(),
+                db: Some(db.clone()),
+                on_disk: Default::default(),
             },
             syncs,
             last_fsync: Duration::ZERO,
@@ -348,14 +400,6 @@ impl SledBackend {
 
     fn remove_entries_from(&self, batch: &mut sled::Batch, from: u64) -> Result<()> {
         for kv in self.db.range(entry_key(from)..=entry_key(u64::MAX)) {
-            let (k, _) = kv?;
-            batch.remove(k);
-        }
-        Ok(())
-    }
-
-    fn remove_entries_upto(&self, batch: &mut sled::Batch, upto: u64) -> Result<()> {
-        for kv in self.db.range(entry_key(0)..=entry_key(upto)) {
             let (k, _) = kv?;
             batch.remove(k);
         }
@@ -487,11 +531,7 @@ impl LogBackend for SledBackend {
     }
 
     fn compact(&mut self, upto: u64, term: u64) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        self.remove_entries_upto(&mut batch, upto)?;
-        batch.insert(K_COMPACTED, compacted_value(upto, term).as_slice());
-        self.db.apply_batch(batch)?;
-        Ok(())
+        self.snapshots.compact(upto, term)
     }
 
     fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<()> {
@@ -666,8 +706,34 @@ impl RaftStore {
         Ok(())
     }
 
+    /// Where a snapshot at `index` compacts the log to, keeping `keep` entries below it
+    /// (the catch-up margin): (index, term), or None when nothing is to be dropped.
+    pub fn compaction_point(&self, index: u64, keep: u64) -> Option<(u64, u64)> {
+        let upto = index.saturating_sub(keep);
+        if upto <= self.compacted.0 || upto > self.last() {
+            return None;
+        }
+        raft::Storage::term(self, upto).ok().map(|t| (upto, t))
+    }
+
+    /// Adopt a snapshot whose file is durable and whose compaction up to `compacted` the
+    /// builder already did on disk: update the in-memory mirror only.
+    pub fn adopt_built_snapshot(&mut self, snap: Snapshot, compacted: Option<(u64, u64)>) {
+        if snap.get_metadata().index <= self.snap_index() {
+            return;
+        }
+        self.snapshot = snap;
+        if let Some((upto, term)) = compacted {
+            if upto > self.compacted.0 {
+                let drop = (upto - self.compacted.0) as usize;
+                self.entries.drain(..drop.min(self.entries.len()));
+                self.compacted = (upto, term);
+            }
+        }
+    }
+
     /// Adopt a snapshot written by [`SnapshotWriter`] (its file is durable) and compact the
-    /// log up to `keep` entries below it (the catch-up margin).
+    /// log up to `keep` entries below it (the catch-up margin), on this thread.
     pub fn adopt_snapshot(&mut self, snap: Snapshot, keep: u64) -> Result<()> {
         let index = snap.get_metadata().index;
         if index <= self.snap_index() {
