@@ -211,6 +211,9 @@ impl SnapshotWriter {
             }
             db.apply_batch(batch)?;
         }
+        // Write the pages this dirtied here, so the Raft loop's next durable flush does not
+        // have to (it would stall every write behind them).
+        db.flush()?;
         Ok(())
     }
 
