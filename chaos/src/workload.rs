@@ -202,6 +202,8 @@ pub async fn client(
                 // The old id may still have a write in flight: continue as a new client.
                 client_id = rng.gen::<u64>() | 1;
                 seq = 0;
+                // Do not spin on a member that refuses connections (killed, restarting).
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         } else {
             let invoke = clock.now();
@@ -211,6 +213,7 @@ pub async fn client(
                 Ok((v, rev)) => (OpKind::Read(v), Outcome::Ok, rev),
                 Err(_) => {
                     counters.unknown.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     (OpKind::Read(None), Outcome::Unknown, None)
                 }
             };
