@@ -149,6 +149,18 @@ impl Target {
 
     /// An operator's cluster: members are discovered from `cluster status` on any endpoint.
     pub async fn remote(endpoints: &[String], election_timeout: Duration) -> Result<Self, Error> {
+        // A fresh cluster lists its members' addresses only once the bootstrap is applied.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Self::try_remote(endpoints, election_timeout).await {
+                Ok(t) => return Ok(t),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    async fn try_remote(endpoints: &[String], election_timeout: Duration) -> Result<Self, Error> {
         let mut last = String::from("no endpoints given");
         for e in endpoints {
             let ch = channel(e)?;
@@ -447,9 +459,11 @@ pub async fn run_scenario(
             report.not_recovered += 1;
             break;
         };
-        fault_times.push(clock.now());
         counters.faults.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = one_round(target, cfg, leader, &mut rng, &counters).await {
+        let mut at = clock.now();
+        let r = one_round(target, cfg, leader, &mut rng, &counters, &clock, &mut at).await;
+        fault_times.push(at);
+        if let Err(e) = r {
             schedule_err = Some(e);
             break;
         }
@@ -620,17 +634,26 @@ async fn convergence(target: &Target) -> Option<String> {
     }
 }
 
-/// Inject one fault of `cfg.kind`, hold it, undo it.
+/// Inject one fault of `cfg.kind`, hold it, undo it. `at` is set to the moment the fault
+/// was fully in effect (the availability gap is measured from there).
 async fn one_round(
     target: &mut Target,
     cfg: &ScenarioConfig,
     leader: u64,
     rng: &mut ChaCha8Rng,
     counters: &Counters,
+    clock: &Clock,
+    at: &mut u64,
 ) -> Result<(), Error> {
     use api::inject_fault_request::Mode;
     let ids: Vec<u64> = target.members.keys().copied().collect();
     let followers: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
+    if followers.is_empty() {
+        return Err(Error::Cluster(format!(
+            "fault {} needs at least 2 members; the cluster lists {ids:?}",
+            cfg.kind.name()
+        )));
+    }
     let follower = followers[rng.gen_range(0..followers.len())];
     let kind = cfg.kind;
     tracing::info!(fault = kind.name(), leader, follower, "injecting fault");
@@ -642,6 +665,7 @@ async fn one_round(
                 follower
             };
             target.procs(kind)?.kill(victim);
+            *at = clock.now();
             tokio::time::sleep(cfg.hold).await;
             target.procs(kind)?.restart(victim)?;
         }
@@ -649,6 +673,7 @@ async fn one_round(
             let p = target.procs(kind)?;
             p.kill(leader);
             p.kill(follower);
+            *at = clock.now();
             tokio::time::sleep(cfg.hold).await;
             let p = target.procs(kind)?;
             p.restart(leader)?;
@@ -659,6 +684,7 @@ async fn one_round(
             for id in &ids {
                 p.kill(*id);
             }
+            *at = clock.now();
             tokio::time::sleep(cfg.hold / 2).await;
             let p = target.procs(kind)?;
             for id in &ids {
@@ -667,11 +693,13 @@ async fn one_round(
         }
         FaultKind::PauseLeader => {
             target.procs(kind)?.pause(leader)?;
+            *at = clock.now();
             tokio::time::sleep(cfg.hold.max(target.election_timeout * 3)).await;
             target.procs(kind)?.resume(leader)?;
         }
         FaultKind::SnapshotCatchUp => {
             target.procs(kind)?.kill(follower);
+            *at = clock.now();
             let need = counters.acked_writes.load(Ordering::Relaxed) + cfg.snapshot_entries * 3 / 2;
             let deadline = Instant::now() + cfg.hold * 10;
             while counters.acked_writes.load(Ordering::Relaxed) < need && Instant::now() < deadline
@@ -692,6 +720,7 @@ async fn one_round(
             for other in ids.iter().filter(|i| **i != victim) {
                 target.cut(victim, *other).await?;
             }
+            *at = clock.now();
             tokio::time::sleep(cfg.hold).await;
             target.heal_all().await?;
         }
@@ -699,6 +728,7 @@ async fn one_round(
             for f in &followers {
                 target.inject(leader, *f, Mode::DropOutbound).await?;
             }
+            *at = clock.now();
             tokio::time::sleep(cfg.hold).await;
             target.heal_all().await?;
         }
