@@ -269,7 +269,7 @@ fn print_report(reports: &[ScenarioReport], format: Format, elapsed: Duration) {
             .iter()
             .map(|r| {
                 json!({"fault": r.kind.map(|k| k.name()), "rounds": r.rounds, "ops": r.ops,
-                    "ok": r.ok, "fail": r.fail, "unknown": r.unknown,
+                    "ok": r.ok, "fail": r.fail, "unknown": r.unknown, "unknown_reads": r.unknown_reads,
                     "histories_checked": r.histories_checked,
                     "gap_p50_ms": r.gap_pct(0.5).map(|d| d.as_secs_f64() * 1e3),
                     "gap_p99_ms": r.gap_pct(0.99).map(|d| d.as_secs_f64() * 1e3),

