@@ -41,14 +41,17 @@ struct Proc {
     log: PathBuf,
     child: Option<Child>,
     stopped: bool,
+    /// `--initial-cluster`: the bootstrap set, or for a joiner the members it joins.
+    initial_cluster: String,
 }
 
 /// A cluster of `edgeplane-coordinator` children with fault injection enabled.
 pub struct LocalCluster {
     bin: PathBuf,
     opts: ReplicaOpts,
-    initial_cluster: String,
+    dir: PathBuf,
     procs: BTreeMap<u64, Proc>,
+    max_id: u64,
 }
 
 fn free_port() -> Result<u16, Error> {
@@ -78,6 +81,7 @@ impl LocalCluster {
                     log: dir.join(format!("r{id}.log")),
                     child: None,
                     stopped: false,
+                    initial_cluster: String::new(),
                 },
             );
         }
@@ -86,11 +90,15 @@ impl LocalCluster {
             .map(|(id, p)| format!("{id}={}", p.peer_addr))
             .collect::<Vec<_>>()
             .join(",");
+        for p in procs.values_mut() {
+            p.initial_cluster = initial_cluster.clone();
+        }
         let mut c = LocalCluster {
             bin: bin.to_path_buf(),
             opts,
-            initial_cluster,
+            dir: dir.to_path_buf(),
             procs,
+            max_id: n,
         };
         for id in 1..=n {
             c.restart(id)?;
@@ -108,6 +116,11 @@ impl LocalCluster {
             .iter()
             .map(|(id, p)| (*id, p.client_addr.clone()))
             .collect()
+    }
+
+    /// The largest replica id ever started here (ids are never reused).
+    pub fn max_id(&self) -> u64 {
+        self.max_id
     }
 
     pub fn is_running(&self, id: u64) -> bool {
@@ -133,7 +146,7 @@ impl LocalCluster {
             .args(["--id", &id.to_string()])
             .args(["--client-addr", &p.client_addr])
             .args(["--peer-addr", &p.peer_addr])
-            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster", &p.initial_cluster])
             .arg("--data-dir")
             .arg(&p.data_dir)
             .args(["--tick-ms", &o.tick_ms.to_string()])
@@ -149,6 +162,42 @@ impl LocalCluster {
         p.child = Some(child);
         p.stopped = false;
         Ok(())
+    }
+
+    /// Start a new replica `id` that joins `members` (id -> peer address; the replicas it
+    /// should contact). Returns (peer address, client address) for `member add`.
+    pub fn add_replica(
+        &mut self,
+        id: u64,
+        members: &BTreeMap<u64, String>,
+    ) -> Result<(String, String), Error> {
+        if self.procs.contains_key(&id) {
+            return Err(Error::Process(format!("replica {id} exists already")));
+        }
+        let p = Proc {
+            client_addr: format!("127.0.0.1:{}", free_port()?),
+            peer_addr: format!("127.0.0.1:{}", free_port()?),
+            data_dir: self.dir.join(format!("r{id}")),
+            log: self.dir.join(format!("r{id}.log")),
+            child: None,
+            stopped: false,
+            initial_cluster: members
+                .iter()
+                .map(|(i, a)| format!("{i}={a}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let out = (p.peer_addr.clone(), p.client_addr.clone());
+        self.procs.insert(id, p);
+        self.max_id = self.max_id.max(id);
+        self.restart(id)?;
+        Ok(out)
+    }
+
+    /// Kill replica `id` for good and forget it (after it was removed from the cluster).
+    pub fn decommission(&mut self, id: u64) {
+        self.kill(id);
+        self.procs.remove(&id);
     }
 
     /// SIGKILL replica `id` and reap it.

@@ -15,7 +15,7 @@ use crate::checker::{check_history, CheckConfig};
 use crate::checks::{lost_writes, revision_regressions, split_brain, LeaderSeen};
 use crate::history::{Clock, History, Op, OpKind, Outcome, Value};
 use crate::procs::LocalCluster;
-use crate::workload::{self, Counters, WorkloadConfig};
+use crate::workload::{self, Counters, Members, WorkloadConfig};
 use crate::Error;
 
 /// The faults the schedule can inject.
@@ -42,10 +42,13 @@ pub enum FaultKind {
     OneWay,
     /// Fault hook: cut and heal random links every 150-400 ms.
     Flapping,
+    /// Under write load: start a new replica, add it as a learner, promote it, remove an
+    /// old member (a follower in odd rounds, the leader in even ones) and stop that one.
+    MemberReplace,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
         FaultKind::KillMajority,
@@ -56,6 +59,7 @@ impl FaultKind {
         FaultKind::PartitionFollower,
         FaultKind::OneWay,
         FaultKind::Flapping,
+        FaultKind::MemberReplace,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +74,7 @@ impl FaultKind {
             FaultKind::PartitionFollower => "partition-follower",
             FaultKind::OneWay => "one-way",
             FaultKind::Flapping => "flapping",
+            FaultKind::MemberReplace => "member-replace",
         }
     }
 
@@ -83,6 +88,7 @@ impl FaultKind {
                 | FaultKind::KillAll
                 | FaultKind::PauseLeader
                 | FaultKind::SnapshotCatchUp
+                | FaultKind::MemberReplace
         )
     }
 
@@ -109,6 +115,8 @@ impl FaultKind {
 pub struct Target {
     pub members: BTreeMap<u64, String>,
     channels: BTreeMap<u64, Channel>,
+    /// The same channels, shared with the workload clients.
+    shared: Members,
     pub procs: Option<LocalCluster>,
     /// Used for pause lengths; the replicas' configured election timeout.
     pub election_timeout: Duration,
@@ -135,12 +143,13 @@ impl Target {
     pub fn local(procs: LocalCluster) -> Result<Self, Error> {
         let members = procs.members();
         let election_timeout = procs.opts().election_timeout();
-        let channels = members
+        let channels: BTreeMap<u64, Channel> = members
             .iter()
             .map(|(id, a)| Ok((*id, channel(a)?)))
             .collect::<Result<_, Error>>()?;
         Ok(Target {
             members,
+            shared: Arc::new(std::sync::RwLock::new(channels.clone())),
             channels,
             procs: Some(procs),
             election_timeout,
@@ -184,12 +193,13 @@ impl Target {
                             "{e} lists no members with a client address"
                         )));
                     }
-                    let channels = members
+                    let channels: BTreeMap<u64, Channel> = members
                         .iter()
                         .map(|(id, a)| Ok((*id, channel(a)?)))
                         .collect::<Result<_, Error>>()?;
                     return Ok(Target {
                         members,
+                        shared: Arc::new(std::sync::RwLock::new(channels.clone())),
                         channels,
                         procs: None,
                         election_timeout,
@@ -202,6 +212,17 @@ impl Target {
         Err(Error::Cluster(format!(
             "no endpoint answered cluster status; last: {last}"
         )))
+    }
+
+    /// `old` left the cluster, `new` (at `client_addr`) joined.
+    fn replace_member(&mut self, old: u64, new: u64, client_addr: &str) -> Result<(), Error> {
+        let ch = channel(client_addr)?;
+        self.members.remove(&old);
+        self.channels.remove(&old);
+        self.members.insert(new, client_addr.to_string());
+        self.channels.insert(new, ch);
+        *self.shared.write().expect("members lock") = self.channels.clone();
+        Ok(())
     }
 
     fn client(&self, id: u64) -> AdminClient<Channel> {
@@ -403,14 +424,16 @@ pub async fn run_scenario(
     let seen: Arc<Mutex<Vec<LeaderSeen>>> = Arc::default();
     let observer = {
         let seen = seen.clone();
-        let chans: Vec<(u64, Channel)> = target
-            .channels
-            .iter()
-            .map(|(i, c)| (*i, c.clone()))
-            .collect();
+        let shared = target.shared.clone();
         let counters = counters.clone();
         tokio::spawn(async move {
             while !counters.stop.load(Ordering::Relaxed) {
+                let chans: Vec<(u64, Channel)> = shared
+                    .read()
+                    .expect("members lock")
+                    .iter()
+                    .map(|(i, c)| (*i, c.clone()))
+                    .collect();
                 for (_, ch) in &chans {
                     let mut c = AdminClient::new(ch.clone());
                     if let Ok(Ok(r)) = tokio::time::timeout(
@@ -433,7 +456,7 @@ pub async fn run_scenario(
     };
 
     // Workload.
-    let members = Arc::new(target.channels.clone());
+    let members = target.shared.clone();
     let wl_deadline = Instant::now() + cfg.duration + Duration::from_secs(120);
     let mut clients = Vec::new();
     for i in 0..cfg.workload.clients {
@@ -464,7 +487,17 @@ pub async fn run_scenario(
         };
         counters.faults.fetch_add(1, Ordering::Relaxed);
         let mut at = clock.now();
-        let r = one_round(target, cfg, leader, &mut rng, &counters, &clock, &mut at).await;
+        let r = one_round(
+            target,
+            cfg,
+            leader,
+            &mut rng,
+            &counters,
+            &clock,
+            &mut at,
+            &mut report.violations,
+        )
+        .await;
         fault_times.push(at);
         if let Err(e) = r {
             schedule_err = Some(e);
@@ -643,7 +676,9 @@ async fn convergence(target: &Target) -> Option<String> {
 }
 
 /// Inject one fault of `cfg.kind`, hold it, undo it. `at` is set to the moment the fault
-/// was fully in effect (the availability gap is measured from there).
+/// was fully in effect (the availability gap is measured from there). Findings during the
+/// round (membership changes acknowledged but not applied) go to `findings`.
+#[allow(clippy::too_many_arguments)]
 async fn one_round(
     target: &mut Target,
     cfg: &ScenarioConfig,
@@ -652,6 +687,7 @@ async fn one_round(
     counters: &Counters,
     clock: &Clock,
     at: &mut u64,
+    findings: &mut Vec<String>,
 ) -> Result<(), Error> {
     use api::inject_fault_request::Mode;
     let ids: Vec<u64> = target.members.keys().copied().collect();
@@ -755,8 +791,218 @@ async fn one_round(
             }
             target.heal_all().await?;
         }
+        FaultKind::MemberReplace => {
+            let new_id = target.procs(kind)?.max_id() + 1;
+            let peers: BTreeMap<u64, String> = ids
+                .iter()
+                .filter_map(|i| {
+                    let p = target.procs.as_ref()?.peer_addr(*i)?;
+                    Some((*i, p.to_string()))
+                })
+                .collect();
+            let (peer, client) = target.procs(kind)?.add_replica(new_id, &peers)?;
+            let add = |learner| MemberChange::Add {
+                id: new_id,
+                peer_addr: peer.clone(),
+                client_addr: client.clone(),
+                learner,
+            };
+            let observers: Vec<u64> = ids.clone();
+            change_membership(target, &observers, add(true), findings, |s| {
+                s.members
+                    .iter()
+                    .any(|m| m.id == new_id && m.role == "learner")
+            })
+            .await?;
+            wait_caught_up(target, &observers, new_id, &client).await?;
+            change_membership(target, &observers, add(false), findings, |s| {
+                s.members
+                    .iter()
+                    .any(|m| m.id == new_id && m.role != "learner" && m.role != "unknown")
+            })
+            .await?;
+            // Alternate: a follower in odd rounds, the leader in even ones.
+            let victim = if counters.faults.load(Ordering::Relaxed).is_multiple_of(2) {
+                leader
+            } else {
+                follower
+            };
+            let rest: Vec<u64> = ids.iter().copied().filter(|i| *i != victim).collect();
+            change_membership(target, &rest, MemberChange::Remove(victim), findings, |s| {
+                !s.members.iter().any(|m| m.id == victim)
+            })
+            .await?;
+            *at = clock.now();
+            // A removed leader must hand over (raft-rs 0.7 would leave it in charge).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let mut leads = None;
+                for id in &rest {
+                    if let Some(s) = target.status(*id).await {
+                        leads = Some(s.leader_id);
+                        break;
+                    }
+                }
+                if leads.is_some_and(|l| l != victim && l != 0) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    findings.push(format!(
+                        "member {victim} was removed (acknowledged and applied) but the \
+                         remaining members still name {leads:?} as leader after 5 s"
+                    ));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            target.procs(kind)?.decommission(victim);
+            target.replace_member(victim, new_id, &client)?;
+            tokio::time::sleep(cfg.hold).await;
+        }
     }
     Ok(())
+}
+
+enum MemberChange {
+    Add {
+        id: u64,
+        peer_addr: String,
+        client_addr: String,
+        learner: bool,
+    },
+    Remove(u64),
+}
+
+/// Propose a membership change until it is applied, as seen in `cluster status` of one of
+/// `observers`. An acknowledged change that does not show within 5 s is a finding (then
+/// retried under a new sequence number so the scenario can go on).
+async fn change_membership(
+    target: &Target,
+    observers: &[u64],
+    change: MemberChange,
+    findings: &mut Vec<String>,
+    applied: impl Fn(&api::ClusterStatusResponse) -> bool,
+) -> Result<(), Error> {
+    let what = match &change {
+        MemberChange::Add { id, learner, .. } => {
+            format!(
+                "member add {id}{}",
+                if *learner { " --learner" } else { "" }
+            )
+        }
+        MemberChange::Remove(id) => format!("member remove {id}"),
+    };
+    let client_id = rand::random::<u64>() | 1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seq = 0;
+    loop {
+        seq += 1;
+        let via = observers[seq as usize % observers.len()];
+        let meta = Some(api::WriteMeta { client_id, seq });
+        let mut c = target.client(via);
+        let r = match &change {
+            MemberChange::Add {
+                id,
+                peer_addr,
+                client_addr,
+                learner,
+            } => {
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    c.add_member(api::AddMemberRequest {
+                        meta,
+                        id: *id,
+                        peer_addr: peer_addr.clone(),
+                        client_addr: client_addr.clone(),
+                        learner: *learner,
+                    }),
+                )
+                .await
+            }
+            MemberChange::Remove(id) => {
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    c.remove_member(api::RemoveMemberRequest { meta, id: *id }),
+                )
+                .await
+            }
+        };
+        if let Ok(Ok(_)) = r {
+            let until = Instant::now() + Duration::from_secs(5);
+            loop {
+                if seen(target, observers, &applied).await {
+                    return Ok(());
+                }
+                if Instant::now() > until {
+                    findings.push(format!(
+                        "{what} was acknowledged (through member {via}) but not applied within 5 s"
+                    ));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else if seen(target, observers, &applied).await {
+            // An earlier attempt with an unknown outcome did apply.
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Cluster(format!("{what} did not apply within 30 s")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether any of `observers` shows the change `applied`.
+async fn seen(
+    target: &Target,
+    observers: &[u64],
+    applied: &impl Fn(&api::ClusterStatusResponse) -> bool,
+) -> bool {
+    for id in observers {
+        if let Some(s) = target.status(*id).await {
+            if applied(&s) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Wait until replica `id` applied what the cluster had committed when we started waiting.
+async fn wait_caught_up(
+    target: &Target,
+    observers: &[u64],
+    id: u64,
+    client_addr: &str,
+) -> Result<(), Error> {
+    let mut commit = None;
+    for o in observers {
+        if let Some(s) = target.status(*o).await {
+            commit = Some(s.commit_index);
+            break;
+        }
+    }
+    let commit = commit.ok_or_else(|| Error::Cluster("no member answers status".into()))?;
+    let mut c = AdminClient::new(channel(client_addr)?);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Ok(r)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            c.state_hash(api::ReadRequest { stale: true }),
+        )
+        .await
+        {
+            if r.into_inner().applied_index >= commit {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Cluster(format!(
+                "new member {id} did not catch up to index {commit} within 20 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[cfg(test)]

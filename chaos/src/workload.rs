@@ -82,6 +82,9 @@ impl WorkloadConfig {
     }
 }
 
+/// The members clients may talk to, shared with the fault schedule (which replaces members).
+pub type Members = Arc<std::sync::RwLock<BTreeMap<u64, Channel>>>;
+
 /// Live counters for progress display and for the fault schedule.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -113,7 +116,7 @@ fn certainly_not_applied(c: Code) -> bool {
 pub async fn client(
     index: usize,
     cfg: WorkloadConfig,
-    members: Arc<BTreeMap<u64, Channel>>,
+    members: Members,
     clock: Clock,
     deadline: Instant,
     counters: Arc<Counters>,
@@ -124,7 +127,6 @@ pub async fn client(
             .wrapping_add(index as u64),
     );
     let keys = cfg.key_names();
-    let ids: Vec<u64> = members.keys().copied().collect();
     let mut client_id: u64 = rng.gen::<u64>() | 1;
     let mut seq = 0u64;
     let mut counter = 0u64;
@@ -137,7 +139,15 @@ pub async fn client(
             break;
         }
         let key = keys[rng.gen_range(0..keys.len())].clone();
-        let member = ids[rng.gen_range(0..ids.len())];
+        // The member set can change (member replace): pick from the current one.
+        let view: Vec<(u64, Channel)> = members
+            .read()
+            .expect("members lock")
+            .iter()
+            .map(|(i, c)| (*i, c.clone()))
+            .collect();
+        let pick = |rng: &mut ChaCha8Rng| view[rng.gen_range(0..view.len())].clone();
+        let (member, ch) = pick(&mut rng);
         let write = rng.gen_bool(cfg.write_ratio) && !counters.quiet.load(Ordering::Relaxed);
         if write {
             counter += 1;
@@ -148,16 +158,7 @@ pub async fn client(
             let mut outcome;
             let mut revision = None;
             let mut via = member;
-            match deploy(
-                &members[&member],
-                &key,
-                value,
-                client_id,
-                seq,
-                cfg.op_timeout,
-            )
-            .await
-            {
+            match deploy(&ch, &key, value, client_id, seq, cfg.op_timeout).await {
                 Ok(ix) => {
                     outcome = Outcome::Ok;
                     revision = Some(ix);
@@ -168,9 +169,9 @@ pub async fn client(
             // Retry an unknown outcome under the same id: a duplicate must not apply twice.
             if outcome == Outcome::Unknown && rng.gen_bool(cfg.retry_unknown) {
                 for _ in 0..2 {
-                    via = ids[rng.gen_range(0..ids.len())];
-                    if let Ok(ix) =
-                        deploy(&members[&via], &key, value, client_id, seq, cfg.op_timeout).await
+                    let (v, vch) = pick(&mut rng);
+                    via = v;
+                    if let Ok(ix) = deploy(&vch, &key, value, client_id, seq, cfg.op_timeout).await
                     {
                         outcome = Outcome::Ok;
                         revision = Some(ix);
@@ -207,7 +208,7 @@ pub async fn client(
             }
         } else {
             let invoke = clock.now();
-            let r = get(&members[&member], &key, cfg.op_timeout).await;
+            let r = get(&ch, &key, cfg.op_timeout).await;
             let complete = clock.now();
             let (kind, outcome, revision) = match r {
                 Ok((v, rev)) => (OpKind::Read(v), Outcome::Ok, rev),

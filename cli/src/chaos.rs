@@ -38,7 +38,7 @@ pub struct ChaosArgs {
     pub duration: Duration,
     /// Fault kinds, comma-separated (default: every kind the target allows). Kinds:
     /// kill-leader, kill-follower, kill-majority, kill-all, pause-leader, snapshot-catch-up,
-    /// partition-leader, partition-follower, one-way, flapping.
+    /// partition-leader, partition-follower, one-way, flapping, member-replace.
     #[arg(long, value_delimiter = ',')]
     pub faults: Vec<String>,
     /// Concurrent workload clients.

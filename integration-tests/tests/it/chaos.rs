@@ -161,3 +161,12 @@ async fn chaos_one_way() {
 async fn chaos_flapping() {
     scenario(FaultKind::Flapping).await;
 }
+
+// Found: after `member remove` of the leader was acknowledged and applied, the remaining
+// members still named the removed replica as leader 5 s later (every run: the second round
+// removes the leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "finds defect 11 of issue 7 (a removed leader stays in charge); fix on branch wt-coord"]
+async fn chaos_member_replace() {
+    scenario(FaultKind::MemberReplace).await;
+}
