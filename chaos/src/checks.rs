@@ -157,3 +157,112 @@ mod tests {
         assert_eq!(split_brain(&bad), vec![(1, BTreeSet::from([1, 2]))]);
     }
 }
+
+/// An acknowledged `placement set` and the node epoch it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinAck {
+    pub node: String,
+    pub model: String,
+    pub invoke: u64,
+    pub complete: u64,
+    pub epoch: u64,
+}
+
+/// Placement epochs must strictly increase: every acknowledged pin changes the node's
+/// assignment, so a pin invoked after another on the same node was acknowledged must answer
+/// a larger epoch (an agent ignores assignments whose epoch is not above the one it holds).
+/// Returns (earlier, later) pairs that break it.
+pub fn epoch_regressions(pins: &[PinAck]) -> Vec<(PinAck, PinAck)> {
+    let mut out = Vec::new();
+    let mut by_node: BTreeMap<&str, Vec<&PinAck>> = BTreeMap::new();
+    for p in pins {
+        by_node.entry(p.node.as_str()).or_default().push(p);
+    }
+    for ps in by_node.values() {
+        let mut done = ps.clone();
+        done.sort_by_key(|p| p.complete);
+        let mut by_invoke = ps.clone();
+        by_invoke.sort_by_key(|p| p.invoke);
+        let mut j = 0;
+        let mut max: Option<&PinAck> = None;
+        for b in by_invoke {
+            while j < done.len() && done[j].complete < b.invoke {
+                if max.is_none_or(|m| done[j].epoch > m.epoch) {
+                    max = Some(done[j]);
+                }
+                j += 1;
+            }
+            if let Some(a) = max {
+                if b.epoch <= a.epoch {
+                    out.push((a.clone(), b.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Per member and node, the epoch seen in the member's own state over time must never go
+/// down (a member's applied state only moves forward). `seen`: (member, node, epoch) in
+/// observation order. Returns (member, node, earlier epoch, later epoch).
+pub fn observed_epoch_regressions(seen: &[(u64, String, u64)]) -> Vec<(u64, String, u64, u64)> {
+    let mut last: BTreeMap<(u64, &str), u64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (m, n, e) in seen {
+        if let Some(prev) = last.insert((*m, n.as_str()), *e) {
+            if *e < prev {
+                out.push((*m, n.clone(), prev, *e));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod epoch_tests {
+    use super::*;
+
+    fn pin(node: &str, invoke: u64, complete: u64, epoch: u64) -> PinAck {
+        PinAck {
+            node: node.into(),
+            model: "m".into(),
+            invoke,
+            complete,
+            epoch,
+        }
+    }
+
+    #[test]
+    fn epochs_must_strictly_increase_per_node_in_real_time() {
+        // Sequential 1, 2, 3 and a concurrent pair (4 and 5 overlap: any order).
+        let ok = [
+            pin("a", 0, 10, 1),
+            pin("a", 20, 30, 2),
+            pin("a", 40, 50, 3),
+            pin("a", 60, 90, 5),
+            pin("a", 70, 80, 4),
+            // Another node counts on its own.
+            pin("b", 35, 45, 1),
+        ];
+        assert!(epoch_regressions(&ok).is_empty());
+        // An epoch repeated after the earlier pin was acknowledged (restart at 0 -> 1).
+        let bad = [pin("a", 0, 10, 7), pin("a", 20, 30, 1)];
+        let r = epoch_regressions(&bad);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].0.epoch, r[0].1.epoch), (7, 1));
+        let same = [pin("a", 0, 10, 3), pin("a", 20, 30, 3)];
+        assert_eq!(epoch_regressions(&same).len(), 1);
+    }
+
+    #[test]
+    fn a_members_epoch_never_goes_down() {
+        let s = |m, n: &str, e| (m, n.to_string(), e);
+        let ok = [s(1, "a", 1), s(2, "a", 3), s(1, "a", 3), s(1, "b", 1)];
+        assert!(observed_epoch_regressions(&ok).is_empty());
+        let bad = [s(1, "a", 5), s(2, "a", 1), s(1, "a", 0)];
+        assert_eq!(
+            observed_epoch_regressions(&bad),
+            vec![(1, "a".to_string(), 5, 0)]
+        );
+    }
+}

@@ -15,6 +15,8 @@ pub struct ReplicaOpts {
     pub election_ticks: u64,
     pub snapshot_entries: u64,
     pub request_timeout_ms: u64,
+    /// `--join-token`: lets (simulated) agents register.
+    pub join_token: String,
 }
 
 impl Default for ReplicaOpts {
@@ -24,6 +26,7 @@ impl Default for ReplicaOpts {
             election_ticks: 10,
             snapshot_entries: 10_000,
             request_timeout_ms: 3000,
+            join_token: "chaos".into(),
         }
     }
 }
@@ -154,6 +157,7 @@ impl LocalCluster {
             .args(["--snapshot-entries", &o.snapshot_entries.to_string()])
             .args(["--request-timeout-ms", &o.request_timeout_ms.to_string()])
             .args(["--enable-fault-injection", "true"])
+            .args(["--join-token", &o.join_token])
             .env("EDGEPLANE_LOG", "info,raft=warn")
             .stdout(Stdio::null())
             .stderr(log)

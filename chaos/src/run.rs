@@ -12,7 +12,10 @@ use rand_chacha::ChaCha8Rng;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::checker::{check_history, CheckConfig};
-use crate::checks::{lost_writes, revision_regressions, split_brain, LeaderSeen};
+use crate::checks::{
+    epoch_regressions, lost_writes, observed_epoch_regressions, revision_regressions, split_brain,
+    LeaderSeen, PinAck,
+};
 use crate::history::{Clock, History, Op, OpKind, Outcome, Value};
 use crate::procs::LocalCluster;
 use crate::workload::{self, Counters, Members, WorkloadConfig};
@@ -120,6 +123,8 @@ pub struct Target {
     pub procs: Option<LocalCluster>,
     /// Used for pause lengths; the replicas' configured election timeout.
     pub election_timeout: Duration,
+    /// The cluster's join token (simulated nodes register with it).
+    pub join_token: String,
 }
 
 fn channel(addr: &str) -> Result<Channel, Error> {
@@ -143,6 +148,7 @@ impl Target {
     pub fn local(procs: LocalCluster) -> Result<Self, Error> {
         let members = procs.members();
         let election_timeout = procs.opts().election_timeout();
+        let join_token = procs.opts().join_token.clone();
         let channels: BTreeMap<u64, Channel> = members
             .iter()
             .map(|(id, a)| Ok((*id, channel(a)?)))
@@ -153,6 +159,7 @@ impl Target {
             channels,
             procs: Some(procs),
             election_timeout,
+            join_token,
         })
     }
 
@@ -203,6 +210,7 @@ impl Target {
                         channels,
                         procs: None,
                         election_timeout,
+                        join_token: String::new(),
                     });
                 }
                 Ok(Err(s)) => last = format!("{e}: {}", s.message()),
@@ -361,6 +369,10 @@ pub struct ScenarioConfig {
     pub snapshot_entries: u64,
     pub workload: WorkloadConfig,
     pub check: CheckConfig,
+    /// Simulated nodes to register (as an agent would) and pin models to, for the
+    /// placement-epoch checks; 0 turns them off (do not register fake nodes in a cluster
+    /// that runs real agents: its scheduler would place models on them).
+    pub placement_nodes: usize,
 }
 
 /// Figures and findings of one scenario.
@@ -386,6 +398,8 @@ pub struct ScenarioReport {
     pub violations: Vec<String>,
     /// Keys the checker could not decide within its budget (neither pass nor fail).
     pub undecided: Vec<String>,
+    /// Acknowledged placement pins (their epochs are checked).
+    pub pins: usize,
     pub elapsed: Duration,
 }
 
@@ -422,10 +436,15 @@ pub async fn run_scenario(
 
     // Observer: (term, leader) as every member sees it, for the one-leader-per-term check.
     let seen: Arc<Mutex<Vec<LeaderSeen>>> = Arc::default();
+    // (member, node, epoch) from each member's own placement, in observation order.
+    let epochs: Arc<Mutex<Vec<(u64, String, u64)>>> = Arc::default();
     let observer = {
         let seen = seen.clone();
         let shared = target.shared.clone();
         let counters = counters.clone();
+        let epochs = epochs.clone();
+        let watch_placement = cfg.placement_nodes > 0;
+        let prefix = format!("{}-node", cfg.workload.key_prefix);
         tokio::spawn(async move {
             while !counters.stop.load(Ordering::Relaxed) {
                 let chans: Vec<(u64, Channel)> = shared
@@ -434,7 +453,7 @@ pub async fn run_scenario(
                     .iter()
                     .map(|(i, c)| (*i, c.clone()))
                     .collect();
-                for (_, ch) in &chans {
+                for (id, ch) in &chans {
                     let mut c = AdminClient::new(ch.clone());
                     if let Ok(Ok(r)) = tokio::time::timeout(
                         Duration::from_millis(200),
@@ -449,10 +468,46 @@ pub async fn run_scenario(
                             reported_by: r.id,
                         });
                     }
+                    if watch_placement {
+                        if let Ok(Ok(r)) = tokio::time::timeout(
+                            Duration::from_millis(200),
+                            c.show_placement(api::ReadRequest { stale: true }),
+                        )
+                        .await
+                        {
+                            let mut e = epochs.lock().expect("epochs lock");
+                            for n in r.into_inner().nodes {
+                                if n.node.starts_with(&prefix) {
+                                    e.push((*id, n.node, n.epoch));
+                                }
+                            }
+                        }
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
+    };
+
+    // Placement: simulated nodes, one client pinning models to them.
+    let nodes: Vec<String> = (0..cfg.placement_nodes)
+        .map(|i| format!("{}-node{i}", cfg.workload.key_prefix))
+        .collect();
+    let pins: Arc<Mutex<Vec<PinAck>>> = Arc::default();
+    let pinner = if nodes.is_empty() {
+        None
+    } else {
+        register_nodes(target, &nodes, Duration::from_secs(15)).await?;
+        Some(tokio::spawn(pin_client(
+            nodes.clone(),
+            target.join_token.clone(),
+            cfg.workload.key_names(),
+            target.shared.clone(),
+            clock,
+            counters.clone(),
+            pins.clone(),
+            cfg.workload.seed,
+        )))
     };
 
     // Workload.
@@ -522,6 +577,9 @@ pub async fn run_scenario(
         );
     }
     let _ = observer.await;
+    if let Some(p) = pinner {
+        let _ = p.await;
+    }
     if let Some(e) = schedule_err {
         return Err(e);
     }
@@ -597,6 +655,25 @@ pub async fn run_scenario(
             .violations
             .push(format!("term {term} had leaders {leaders:?}"));
     }
+    for (a, b) in epoch_regressions(&pins.lock().expect("pins lock")) {
+        report.violations.push(format!(
+            "placement epoch did not increase on {}: pin of {} acknowledged epoch {} at {:.3} ms, \
+             a later pin of {} (invoked {:.3} ms) answered epoch {}",
+            a.node,
+            a.model,
+            a.epoch,
+            a.complete as f64 / 1e6,
+            b.model,
+            b.invoke as f64 / 1e6,
+            b.epoch
+        ));
+    }
+    for (m, n, a, b) in observed_epoch_regressions(&epochs.lock().expect("epochs lock")) {
+        report.violations.push(format!(
+            "member {m} showed node {n} at epoch {a}, later at epoch {b}"
+        ));
+    }
+    report.pins = pins.lock().expect("pins lock").len();
     if let Some(v) = convergence(target).await {
         report.violations.push(v);
     }
@@ -636,6 +713,149 @@ pub async fn run_scenario(
         .count();
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Register `nodes` as an agent would (one simulated accelerator each).
+async fn register_nodes(target: &Target, nodes: &[String], timeout: Duration) -> Result<(), Error> {
+    use edgeplane_proto::agent::{self as ag, agent_client::AgentClient};
+    let deadline = Instant::now() + timeout;
+    for n in nodes {
+        let mut i = 0usize;
+        loop {
+            let chans: Vec<Channel> = target.channels.values().cloned().collect();
+            let mut c = AgentClient::new(chans[i % chans.len()].clone());
+            i += 1;
+            let r = tokio::time::timeout(
+                Duration::from_secs(3),
+                c.register(ag::RegisterRequest {
+                    name: n.clone(),
+                    join_token: target.join_token.clone(),
+                    agent_addr: "127.0.0.1:9".into(),
+                    accelerators: vec![ag::Accelerator {
+                        id: "npu0".into(),
+                        kind: "npu-ws".into(),
+                        name: "Acc0_2K".into(),
+                        memory_mb: 4096,
+                        mig_capable: false,
+                        sm_count: 0,
+                        simulated: true,
+                    }],
+                    assignment_epoch: 0,
+                }),
+            )
+            .await;
+            match r {
+                Ok(Ok(_)) => break,
+                Ok(Err(s))
+                    if matches!(
+                        s.code(),
+                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                    ) =>
+                {
+                    return Err(Error::Cluster(format!(
+                        "registering simulated node {n}: {}",
+                        s.message()
+                    )))
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(Error::Cluster(format!(
+                        "could not register simulated node {n} within {timeout:?}"
+                    )))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pin workload models to the simulated nodes until stopped, recording acknowledged epochs.
+/// Re-registers the nodes every 2 s (as an agent whose lease lapsed would), so a node
+/// record that was dropped and recreated shows up as an epoch going backwards.
+#[allow(clippy::too_many_arguments)]
+async fn pin_client(
+    nodes: Vec<String>,
+    join_token: String,
+    models: Vec<String>,
+    members: Members,
+    clock: Clock,
+    counters: Arc<Counters>,
+    out: Arc<Mutex<Vec<PinAck>>>,
+    seed: u64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x91a);
+    let mut client_id = rng.gen::<u64>() | 1;
+    let mut seq = 0;
+    let mut last_register = Instant::now();
+    while !counters.stop.load(Ordering::Relaxed) {
+        let view: Vec<(u64, Channel)> = members
+            .read()
+            .expect("members lock")
+            .iter()
+            .map(|(i, c)| (*i, c.clone()))
+            .collect();
+        if last_register.elapsed() > Duration::from_secs(2) {
+            last_register = Instant::now();
+            let (_, ch) = &view[rng.gen_range(0..view.len())];
+            let mut c = edgeplane_proto::agent::agent_client::AgentClient::new(ch.clone());
+            for n in &nodes {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    c.register(edgeplane_proto::agent::RegisterRequest {
+                        name: n.clone(),
+                        join_token: join_token.clone(),
+                        agent_addr: "127.0.0.1:9".into(),
+                        accelerators: vec![edgeplane_proto::agent::Accelerator {
+                            id: "npu0".into(),
+                            kind: "npu-ws".into(),
+                            name: "Acc0_2K".into(),
+                            memory_mb: 4096,
+                            mig_capable: false,
+                            sm_count: 0,
+                            simulated: true,
+                        }],
+                        assignment_epoch: 0,
+                    }),
+                )
+                .await;
+            }
+        }
+        let (_, ch) = &view[rng.gen_range(0..view.len())];
+        let node = nodes[rng.gen_range(0..nodes.len())].clone();
+        let model = models[rng.gen_range(0..models.len())].clone();
+        seq += 1;
+        let mut c = AdminClient::new(ch.clone());
+        let invoke = clock.now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(1),
+            c.set_placement(api::SetPlacementRequest {
+                meta: Some(api::WriteMeta { client_id, seq }),
+                node: node.clone(),
+                model: model.clone(),
+                accelerator: String::new(),
+            }),
+        )
+        .await;
+        let complete = clock.now();
+        match r {
+            Ok(Ok(r)) => out.lock().expect("pins lock").push(PinAck {
+                node,
+                model,
+                invoke,
+                complete,
+                epoch: r.into_inner().epoch,
+            }),
+            Ok(Err(s)) if matches!(s.code(), tonic::Code::InvalidArgument) => {
+                // Model not deployed yet, node not registered: certainly not applied.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => {
+                client_id = rng.gen::<u64>() | 1;
+                seq = 0;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Replicas at the same applied index must hold identical state. Polls until every member

@@ -187,6 +187,8 @@ pub async fn chaos(g: &GlobalArgs, a: ChaosArgs) -> anyhow::Result<()> {
                 ..Default::default()
             },
             check: CheckConfig::default(),
+            // Fake nodes only in a cluster we own (a real one would place models on them).
+            placement_nodes: if a.local { 2 } else { 0 },
         };
         let r = match &mut remote {
             Some(t) => {
@@ -270,7 +272,7 @@ fn print_report(reports: &[ScenarioReport], format: Format, elapsed: Duration) {
             .map(|r| {
                 json!({"fault": r.kind.map(|k| k.name()), "rounds": r.rounds, "ops": r.ops,
                     "ok": r.ok, "fail": r.fail, "unknown": r.unknown, "unknown_reads": r.unknown_reads,
-                    "histories_checked": r.histories_checked,
+                    "histories_checked": r.histories_checked, "pins": r.pins,
                     "gap_p50_ms": r.gap_pct(0.5).map(|d| d.as_secs_f64() * 1e3),
                     "gap_p99_ms": r.gap_pct(0.99).map(|d| d.as_secs_f64() * 1e3),
                     "not_recovered": r.not_recovered, "violations": r.violations,

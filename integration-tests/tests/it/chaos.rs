@@ -27,6 +27,7 @@ async fn scenario(kind: FaultKind) {
         // Small, so every scenario crosses snapshots and restarted replicas catch up by one.
         snapshot_entries: SNAPSHOT_ENTRIES,
         request_timeout_ms: 2000,
+        ..ReplicaOpts::default()
     };
     let procs = LocalCluster::start(&bin("edgeplane-coordinator"), dir.path(), 3, opts)
         .expect("start replicas");
@@ -46,6 +47,7 @@ async fn scenario(kind: FaultKind) {
             ..Default::default()
         },
         check: CheckConfig::default(),
+        placement_nodes: 2,
     };
     let counters = Arc::new(Counters::default());
     let rep = run_scenario(&mut target, &cfg, counters)
@@ -55,7 +57,7 @@ async fn scenario(kind: FaultKind) {
         |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.0}", d.as_secs_f64() * 1e3));
     println!(
         "chaos {:<20} rounds {:>2}  ops {:>5} (ok {:>5} fail {:>3} unknown {:>4}, reads {:>4})  histories {:>2}  \
-         states {:>7}  gap p50 {:>5} ms p99 {:>5} ms  not-recovered {}  violations {}  ({:.1} s)",
+         pins {:>4}  states {:>7}  gap p50 {:>5} ms p99 {:>5} ms  not-recovered {}  violations {}  ({:.1} s)",
         kind.name(),
         rep.rounds,
         rep.ops,
@@ -64,6 +66,7 @@ async fn scenario(kind: FaultKind) {
         rep.unknown,
         rep.unknown_reads,
         rep.histories_checked,
+        rep.pins,
         rep.states_explored,
         ms(rep.gap_pct(0.5)),
         ms(rep.gap_pct(0.99)),
