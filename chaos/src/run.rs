@@ -436,7 +436,7 @@ pub async fn run_scenario(
 
     // Observer: (term, leader) as every member sees it, for the one-leader-per-term check.
     let seen: Arc<Mutex<Vec<LeaderSeen>>> = Arc::default();
-    // (member, node, epoch) from each member's own placement, in observation order.
+    // (member, node, epoch) from linearizable placement reads, in real-time order.
     let epochs: Arc<Mutex<Vec<(u64, String, u64)>>> = Arc::default();
     let observer = {
         let seen = seen.clone();
@@ -469,9 +469,10 @@ pub async fn run_scenario(
                         });
                     }
                     if watch_placement {
+                        // Linearizable, one after another: epochs must not go down.
                         if let Ok(Ok(r)) = tokio::time::timeout(
-                            Duration::from_millis(200),
-                            c.show_placement(api::ReadRequest { stale: true }),
+                            Duration::from_millis(300),
+                            c.show_placement(api::ReadRequest { stale: false }),
                         )
                         .await
                         {
@@ -670,7 +671,8 @@ pub async fn run_scenario(
     }
     for (m, n, a, b) in observed_epoch_regressions(&epochs.lock().expect("epochs lock")) {
         report.violations.push(format!(
-            "member {m} showed node {n} at epoch {a}, later at epoch {b}"
+            "linearizable placement read through member {m} showed node {n} at epoch {b} \
+             after an earlier read had shown epoch {a}"
         ));
     }
     report.pins = pins.lock().expect("pins lock").len();
