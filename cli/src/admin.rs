@@ -61,6 +61,12 @@ pub enum ModelsCommand {
     Remove { name: String },
     /// List models.
     List(ReadOpts),
+    /// Show one model (linearizable unless --stale; fails when it is not deployed).
+    Get {
+        name: String,
+        #[command(flatten)]
+        opts: ReadOpts,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -316,6 +322,38 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
                 })
                 .await?;
             println!("removed {name} (index {})", r.index);
+        }
+        ModelsCommand::Get { name, opts: o } => {
+            let r = conn
+                .call("models get", |mut c| {
+                    let req = api::GetModelRequest {
+                        name: name.clone(),
+                        stale: o.stale,
+                    };
+                    async move { c.get_model(req).await }
+                })
+                .await?;
+            let m = r
+                .model
+                .ok_or_else(|| anyhow!("models get: the member answered without a model"))?;
+            if o.format == Format::Json {
+                print_json(&json!({"name": m.name, "slo_ms": m.slo_ms, "rate": m.rate,
+                    "memory_mb": m.memory_mb, "observed_rate": m.observed_rate,
+                    "deadline_met_pct": m.deadline_met_pct, "energy_j": m.energy_j,
+                    "applied_index": r.applied_index}));
+            } else {
+                println!(
+                    "{}  slo {:.1} ms  rate {:.1}/s  memory {} MiB  observed {:.1}/s  met {:.1}%  energy {:.2} J  (applied index {})",
+                    m.name,
+                    m.slo_ms,
+                    m.rate,
+                    m.memory_mb,
+                    m.observed_rate,
+                    m.deadline_met_pct,
+                    m.energy_j,
+                    r.applied_index
+                );
+            }
         }
         ModelsCommand::List(o) => {
             let r = conn

@@ -1,9 +1,11 @@
 //! The `edgeplane` operator CLI. Each command group lives in its own module:
 //! - [`sim`]: `demo`, `sim`, `bench sdrm3` (scheduler simulations, no cluster needed)
 //! - [`admin`]: cluster/models/nodes/member/leader/snapshot/placement and `bench raft`
+//! - [`chaos`]: the history-checked fault suite against a cluster (`edgeplane chaos`)
 //! - [`load`]: the open-loop load generator against an edge agent
 
 pub mod admin;
+pub mod chaos;
 pub mod load;
 pub mod sim;
 
@@ -72,6 +74,8 @@ pub enum Command {
     Placement(admin::PlacementCommand),
     /// Open-loop load generator against an edge agent's Infer API.
     Load(load::LoadArgs),
+    /// Fault suite: workload + faults, then check the history is linearizable.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,5 +127,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot(c) => admin::snapshot(&g, c).await,
         Command::Placement(c) => admin::placement(&g, c).await,
         Command::Load(a) => load::load(a).await,
+        Command::Chaos(a) => chaos::chaos(&g, a).await,
     }
 }

@@ -249,6 +249,53 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn get_model(
+        &self,
+        req: Request<api::GetModelRequest>,
+    ) -> Result<Response<api::GetModelResponse>, Status> {
+        let r = req.into_inner();
+        if r.name.is_empty() {
+            return Err(Status::invalid_argument(
+                "invalid argument `name`: must not be empty",
+            ));
+        }
+        let st = self.state(r.stale).await?;
+        let m = st
+            .models
+            .get(&r.name)
+            .ok_or_else(|| Status::not_found(format!("model {:?} is not deployed", r.name)))?;
+        let live = self
+            .live
+            .as_ref()
+            .and_then(|l| l.model(&m.name))
+            .unwrap_or_default();
+        Ok(Response::new(api::GetModelResponse {
+            model: Some(api::ModelInfo {
+                name: m.name.clone(),
+                slo_ms: m.slo_ms,
+                rate: m.rate,
+                memory_mb: m.memory_mb,
+                observed_rate: live.rate,
+                deadline_met_pct: live.deadline_met_pct,
+                energy_j: live.energy_j,
+            }),
+            applied_index: st.applied_index,
+        }))
+    }
+
+    async fn state_hash(
+        &self,
+        _req: Request<api::ReadRequest>,
+    ) -> Result<Response<api::StateHashResponse>, Status> {
+        // Always this member's own state: the point is to compare replicas.
+        let st = self.handle.stale_state();
+        Ok(Response::new(api::StateHashResponse {
+            id: self.handle.raft_status().id,
+            applied_index: st.applied_index,
+            hash: fnv1a64(&st.encode()),
+        }))
+    }
+
     async fn list_nodes(
         &self,
         req: Request<api::ReadRequest>,
@@ -539,11 +586,23 @@ impl Admin for AdminService {
             Ok(api::inject_fault_request::Mode::Delay) => {
                 Some(Fault::Delay(Duration::from_millis(r.delay_ms)))
             }
+            Ok(api::inject_fault_request::Mode::DropOutbound) => Some(Fault::DropOutbound),
             Err(_) => return Err(Status::invalid_argument("invalid argument `mode`")),
         };
         self.transport.set_fault(r.peer, fault);
         Ok(Response::new(api::InjectFaultResponse {}))
     }
+}
+
+/// FNV-1a, 64 bit: a stable hash (std's `DefaultHasher` may change between releases, and
+/// replicas built from different releases must agree).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 async fn ask_leader_status(addr: &str) -> Option<api::ClusterStatusResponse> {
@@ -557,4 +616,17 @@ async fn ask_leader_status(addr: &str) -> Option<api::ClusterStatusResponse> {
         .await
         .ok()
         .map(|r| r.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fnv1a64;
+
+    #[test]
+    fn fnv1a64_matches_the_published_vectors() {
+        // From the FNV reference test suite (offset basis for "", then "a", "foobar").
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
 }

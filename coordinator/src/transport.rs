@@ -29,6 +29,9 @@ pub enum Fault {
     Drop,
     /// Every batch to and from the peer is delayed.
     Delay(Duration),
+    /// Only this replica's messages to the peer are dropped; the peer's still arrive
+    /// (one end of a one-way partition).
+    DropOutbound,
 }
 
 const QUEUE: usize = 4096;
@@ -256,7 +259,7 @@ impl Transport {
                 .collect();
             let any_snap = has_snap.iter().any(|x| *x);
             match self.fault(to) {
-                Some(Fault::Drop) => {
+                Some(Fault::Drop) | Some(Fault::DropOutbound) => {
                     if any_snap {
                         let _ = self.raft_tx.send(Request::SnapshotDone { to, ok: false });
                     }
@@ -389,7 +392,7 @@ impl RaftTransport for TransportService {
                 return Err(tonic::Status::unavailable("link cut by fault injection"))
             }
             Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-            None => {}
+            Some(Fault::DropOutbound) | None => {}
         }
         if self
             .transport
