@@ -2,9 +2,11 @@
 //! - [`sim`]: `demo`, `sim`, `bench sdrm3` (scheduler simulations, no cluster needed)
 //! - [`admin`]: cluster/models/nodes/member/leader/snapshot/placement and `bench raft`
 //! - [`load`]: the open-loop load generator against an edge agent
+//! - [`partition`]: `bench partition` (GPU partitioning modes in virtual time)
 
 pub mod admin;
 pub mod load;
+pub mod partition;
 pub mod sim;
 
 use clap::{Parser, Subcommand};
@@ -80,6 +82,8 @@ pub enum BenchCommand {
     Sdrm3(sim::BenchArgs),
     /// Acknowledged writes/s and latency against a coordinator cluster.
     Raft(admin::BenchRaftArgs),
+    /// GPU partitioning modes in virtual time (seed experiment or the dynamic variant).
+    Partition(partition::PartitionArgs),
 }
 
 /// Entry point of the binary: parse, run, map errors to a non-zero exit code.
@@ -114,6 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(a) => sim::sim(a),
         Command::Bench(BenchCommand::Sdrm3(a)) => sim::bench(a),
         Command::Bench(BenchCommand::Raft(a)) => admin::bench_raft(&g, a).await,
+        Command::Bench(BenchCommand::Partition(a)) => partition::bench_partition(a),
         Command::Cluster(c) => admin::cluster(&g, c).await,
         Command::Models(c) => admin::models(&g, c).await,
         Command::Nodes(c) => admin::nodes(&g, c).await,

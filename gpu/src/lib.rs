@@ -10,6 +10,7 @@ pub mod energy;
 pub mod interference;
 pub mod policies;
 pub mod profiles;
+pub mod report;
 pub mod scenarios;
 pub mod sim;
 

@@ -33,7 +33,8 @@ fn seg(from_s: f64, to_s: f64, rps: f64) -> Segment {
 }
 
 /// The seed experiment: ResNet18, ResNet50 and VGG16 at 50 req/s each (Poisson), traffic from
-/// t = 0, 50 and 100 s until 500 s, one GPU. All three are deployed (declared at 50 req/s) at t = 0.
+/// t = 0, 50 and 100 s until 500 s, one GPU. Each is deployed (declared at 50 req/s) 10 s before
+/// its traffic starts, so a new worker is up when the first request comes.
 pub fn seed(p: &Profiles, gpu: &str, seed: u64, duration_s: f64) -> Result<Scenario, GpuError> {
     p.gpu(gpu)?;
     let mut models = Vec::new();
@@ -43,7 +44,7 @@ pub fn seed(p: &Profiles, gpu: &str, seed: u64, duration_s: f64) -> Result<Scena
             name,
             name,
             50.0,
-            0.0,
+            (start - 10.0).max(0.0),
             None,
             vec![seg(start.min(duration_s), duration_s, 50.0)],
             1.0,
@@ -74,7 +75,7 @@ fn ramp(from_s: f64, to_s: f64, a: f64, b: f64) -> Vec<Segment> {
         .collect()
 }
 
-/// The harder variant: two Jetson AGX Xavier boards and one V100 (two GPU kinds), eight deployments
+/// The harder variant: two Jetson AGX Xavier boards and one Jetson Nano (two GPU kinds), eight deployments
 /// of the three models with ramps, a burst, a model that leaves and one that arrives late; at the
 /// peak the demand exceeds what the three GPUs can serve within SLO.
 pub fn dynamic(p: &Profiles, seed: u64, duration_s: f64) -> Result<Scenario, GpuError> {
@@ -99,7 +100,7 @@ pub fn dynamic(p: &Profiles, seed: u64, duration_s: f64) -> Result<Scenario, Gpu
             v.push(seg(400.0, d, 110.0));
             v
         }, 1.0)?,
-        model(p, "vgg-b", "vgg16", 50.0, 150.0, None, vec![seg(150.0, d, 50.0)], 1.0)?,
+        model(p, "vgg-b", "vgg16", 50.0, 140.0, None, vec![seg(150.0, d, 50.0)], 1.0)?,
         model(p, "r50-c", "resnet50", 60.0, 0.0, None, vec![seg(0.0, d, 60.0)], 1.0)?,
         model(p, "vgg-c", "vgg16", 70.0, 0.0, None, vec![seg(0.0, d, 70.0)], 0.5)?,
     ];
@@ -113,7 +114,7 @@ pub fn dynamic(p: &Profiles, seed: u64, duration_s: f64) -> Result<Scenario, Gpu
         gpus: vec![
             SimGpu { node: "edge-1".into(), kind: "Jetson-AGX-Xavier".into() },
             SimGpu { node: "edge-2".into(), kind: "Jetson-AGX-Xavier".into() },
-            SimGpu { node: "dc-1".into(), kind: "V100".into() },
+            SimGpu { node: "edge-3".into(), kind: "Jetson-Nano".into() },
         ],
         models,
         duration_s,

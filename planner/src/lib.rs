@@ -416,28 +416,29 @@ pub fn plan(
         basis: f64,
         pct: u32,
         kind: Option<String>,
+        kinds: Vec<String>,
     }
     let mut needs = Vec::new();
     for (idx, m) in inputs.models.iter().enumerate() {
         let basis = basis_rps(m);
         let rate = basis * cfg.headroom;
-        let mut best: Option<(f64, String, u32)> = None;
+        let mut options: Vec<(f64, String, u32)> = Vec::new();
         for k in &kinds {
             if let Some(menu) = ctx.menu(k, m)? {
                 let (pct, _, t) = menu.caps[menu.ideal];
                 let need = (rate / t * pct as f64).ceil().max(if rate > 0.0 { 10.0 } else { 0.0 });
-                let per = pct as f64 / t;
-                if best.as_ref().is_none_or(|b| per < b.0) {
-                    best = Some((per, k.clone(), need as u32));
-                }
+                options.push((pct as f64 / t, k.clone(), need as u32));
             }
         }
+        // most efficient kind first (least share per req/s)
+        options.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         needs.push(Need {
             idx,
             rate,
             basis,
-            pct: best.as_ref().map_or(0, |b| b.2),
-            kind: best.map(|b| b.1),
+            pct: options.first().map_or(0, |b| b.2),
+            kind: options.first().map(|b| b.1.clone()),
+            kinds: options.into_iter().map(|o| o.1).collect(),
         });
     }
     let mut shed: Vec<Shed> = Vec::new();
@@ -581,62 +582,76 @@ pub fn plan(
         Some(chosen)
     }
 
+    let mut chosen: Vec<Option<String>> = vec![None; needs.len()];
     for &ni in &order {
         let n = &needs[ni];
         let m = &inputs.models[n.idx];
-        let kind = n.kind.clone().expect("not shed");
-        let menu = ctx.menu(&kind, m)?.expect("kind chosen with a menu");
-        let (pct, batch, t) = menu.caps[menu.ideal];
-        let full = (n.rate / t).floor() as usize;
-        let mut residue = n.rate - full as f64 * t;
         let pref = prefer.get(m.name.as_str()).cloned().unwrap_or_default();
-        decisions.push(Decision {
-            subject: m.name.clone(),
-            reason: format!(
-                "planned on {:.1} req/s ({} x {:.1}); ideal share {pct} % on {kind} (batch {batch}, {t:.1} req/s, {:.2} req/s per %); {full} full partition(s) + residue {residue:.1} req/s",
-                n.rate,
-                if m.observed_peak_rps.is_some() { "observed peak" } else { "requested" },
-                n.basis,
-                t / pct as f64
-            ),
-        });
-        let mut placed_here = Vec::new();
-        let mut failed = false;
-        for _ in 0..full {
-            match take(&mut slots, &mut heap, &pref, &kind, pct, m.mem_mib) {
-                Some(s) => {
-                    placed_here.push(drafts.len());
-                    drafts.push(Draft {
-                        slot: s,
-                        pct,
-                        tenants: vec![(n.idx, t, batch)],
-                        residue: false,
-                        reason: format!("{}: full partition at its ideal share {pct} %", m.name),
-                    });
-                }
-                None => {
-                    failed = true;
-                    break;
+        let mut residue = 0.0;
+        let mut last_pct = 0;
+        for kind in &n.kinds {
+            let menu = ctx.menu(kind, m)?.expect("kinds listed have a menu");
+            let (pct, batch, t) = menu.caps[menu.ideal];
+            last_pct = pct;
+            let full = (n.rate / t).floor() as usize;
+            let mut placed_here = Vec::new();
+            let mut failed = false;
+            for _ in 0..full {
+                match take(&mut slots, &mut heap, &pref, kind, pct, m.mem_mib) {
+                    Some(s) => {
+                        placed_here.push(drafts.len());
+                        drafts.push(Draft {
+                            slot: s,
+                            pct,
+                            tenants: vec![(n.idx, t, batch)],
+                            residue: false,
+                            reason: format!(
+                                "{}: full partition at its ideal share {pct} % on {kind}",
+                                m.name
+                            ),
+                        });
+                    }
+                    None => {
+                        failed = true;
+                        break;
+                    }
                 }
             }
+            if failed {
+                // give back what this model took on this kind, try the next kind
+                for &d in placed_here.iter().rev() {
+                    let dr = drafts.remove(d);
+                    slots[dr.slot].free_pct += dr.pct;
+                    slots[dr.slot].free_mem += m.mem_mib;
+                    heap.push((slots[dr.slot].free_pct, std::cmp::Reverse(dr.slot)));
+                }
+                continue;
+            }
+            residue = n.rate - full as f64 * t;
+            chosen[ni] = Some(kind.clone());
+            decisions.push(Decision {
+                subject: m.name.clone(),
+                reason: format!(
+                    "planned on {:.1} req/s ({} {:.1} x {}); ideal share {pct} % on {kind} (batch {batch}, {t:.1} req/s, {:.2} req/s per %); {full} full partition(s) + residue {residue:.1} req/s",
+                    n.rate,
+                    if m.observed_peak_rps.is_some() { "observed peak" } else { "requested" },
+                    n.basis,
+                    cfg.headroom,
+                    t / pct as f64
+                ),
+            });
+            break;
         }
-        if failed {
-            // give back what this model took: it is shed as a whole
-            for &d in placed_here.iter().rev() {
-                let dr = drafts.remove(d);
-                slots[dr.slot].free_pct += dr.pct;
-                slots[dr.slot].free_mem += m.mem_mib;
-                heap.push((slots[dr.slot].free_pct, std::cmp::Reverse(dr.slot)));
-            }
+        if chosen[ni].is_none() {
             shed.push(Shed {
                 model: m.name.clone(),
                 reason: format!(
-                    "shed: no GPU left with {pct} % free and {} MiB for its full partitions",
+                    "shed: no GPU left with {last_pct} % free and {} MiB for its full partitions",
                     m.mem_mib
                 ),
             });
             shed_set.insert(n.idx);
-            residue = 0.0;
+            continue;
         }
         if residue > 1e-9 {
             residues.push((ni, residue));
@@ -649,7 +664,7 @@ pub fn plan(
     for (ni, r) in residues {
         let n = &needs[ni];
         let m = &inputs.models[n.idx];
-        let kind = n.kind.clone().expect("not shed");
+        let kind = chosen[ni].clone().expect("placed");
         let mut joined = false;
         // share a standalone residue partition would take: joining must save share
         let menu = ctx.menu(&kind, m)?.expect("menu");
@@ -737,14 +752,23 @@ pub fn plan(
         if joined {
             continue;
         }
-        let menu = ctx.menu(&kind, m)?.expect("menu");
         let pref = prefer.get(m.name.as_str()).cloned().unwrap_or_default();
         let mut done = false;
-        for &(pct, b, t) in &menu.caps {
+        let mut kinds = vec![kind.clone()];
+        kinds.extend(n.kinds.iter().filter(|k| **k != kind).cloned());
+        let mut caps = Vec::new();
+        for k in &kinds {
+            let menu = ctx.menu(k, m)?.expect("menu");
+            caps.extend(menu.caps.iter().map(|c| (k.clone(), *c)));
+        }
+        for (k, (pct, b, t)) in caps {
+            if done {
+                break;
+            }
             if t + 1e-9 < r {
                 continue;
             }
-            if let Some(s) = take(&mut slots, &mut heap, &pref, &kind, pct, m.mem_mib) {
+            if let Some(s) = take(&mut slots, &mut heap, &pref, &k, pct, m.mem_mib) {
                 open.push(drafts.len());
                 drafts.push(Draft {
                     slot: s,
@@ -757,10 +781,17 @@ pub fn plan(
                     ),
                 });
                 done = true;
-                break;
             }
         }
-        if !done {
+        if !done && !drafts.iter().any(|d| d.tenants.iter().any(|t| t.0 == n.idx)) {
+            shed.push(Shed {
+                model: m.name.clone(),
+                reason: format!(
+                    "shed: its {r:.1} req/s fit no free share on any GPU (needs a partition of its own)"
+                ),
+            });
+            shed_set.insert(n.idx);
+        } else if !done {
             // the full partitions stay; the residue is not served: say so
             decisions.push(Decision {
                 subject: m.name.clone(),
