@@ -101,15 +101,28 @@ pub fn bench_partition(a: PartitionArgs) -> anyhow::Result<()> {
             .profiles
             .apply_measured(&text)
             .with_context(|| format!("--measured {}", path.display()))?;
-        eprintln!("measured profile: {n} row(s) from {} replace shipped rows", path.display());
+        eprintln!(
+            "measured profile: {n} row(s) from {} replace shipped rows",
+            path.display()
+        );
     }
     if !(a.rate > 0.0 && a.rate.is_finite()) {
         bail!("--rate must be a positive number of requests/s");
     }
+    if let Some(d) = a.duration_s {
+        if d.is_nan() || d < 1.0 {
+            bail!("--duration-s must be at least 1 (virtual seconds)");
+        }
+    }
     let sc: Scenario = match a.variant {
         Variant::Seed => {
-            let mut sc = scenarios::seed(&data.profiles, &a.gpu, a.seed, a.duration_s.unwrap_or(500.0))
-                .context("--gpu")?;
+            let mut sc = scenarios::seed(
+                &data.profiles,
+                &a.gpu,
+                a.seed,
+                a.duration_s.unwrap_or(500.0),
+            )
+            .context("--gpu")?;
             for m in &mut sc.models {
                 m.requested_rps = a.rate;
                 for s in &mut m.schedule {
@@ -118,13 +131,10 @@ pub fn bench_partition(a: PartitionArgs) -> anyhow::Result<()> {
             }
             sc
         }
-        Variant::Dynamic => scenarios::dynamic(&data.profiles, a.seed, a.duration_s.unwrap_or(600.0))?,
-    };
-    if let Some(d) = a.duration_s {
-        if !(d >= 1.0) {
-            bail!("--duration-s must be at least 1");
+        Variant::Dynamic => {
+            scenarios::dynamic(&data.profiles, a.seed, a.duration_s.unwrap_or(600.0))?
         }
-    }
+    };
     let variant = match a.variant {
         Variant::Seed => "seed",
         Variant::Dynamic => "dynamic",
@@ -177,7 +187,10 @@ pub fn bench_partition(a: PartitionArgs) -> anyhow::Result<()> {
 
     match a.format {
         Format::Json => {
-            println!("{}", serde_json::to_string_pretty(&Output { results: rows })?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&Output { results: rows })?
+            );
         }
         Format::Table => {
             println!(
@@ -193,8 +206,14 @@ pub fn bench_partition(a: PartitionArgs) -> anyhow::Result<()> {
             let mut t = Table::new();
             t.load_preset(UTF8_FULL_CONDENSED);
             t.set_header(vec![
-                "mode", "model", "SLO attainment", "p50 ms", "p99 ms", "goodput req/s",
-                "reconfigs", "energy J",
+                "mode",
+                "model",
+                "SLO attainment",
+                "p50 ms",
+                "p99 ms",
+                "goodput req/s",
+                "reconfigs",
+                "energy J",
             ]);
             for r in &rows {
                 t.add_row(vec![
@@ -212,7 +231,10 @@ pub fn bench_partition(a: PartitionArgs) -> anyhow::Result<()> {
             for line in summary {
                 println!("{line}");
             }
-            println!("wrote {}/latency.png, shares.png, timeseries.csv, shares.csv, summary.json", out.display());
+            println!(
+                "wrote {}/latency.png, shares.png, timeseries.csv, shares.csv, summary.json",
+                out.display()
+            );
         }
     }
     Ok(())
@@ -245,7 +267,10 @@ fn write_summary(
         ));
     }
     if let (Some(a), Some(g)) = (gp.get("adaptive"), gp.get("gpulet")) {
-        lines.push(format!("adaptive / gpulet goodput within SLO: {:.3}x", a / g.max(1e-9)));
+        lines.push(format!(
+            "adaptive / gpulet goodput within SLO: {:.3}x",
+            a / g.max(1e-9)
+        ));
     }
     js.insert("totals".into(), serde_json::Value::Object(totals));
     if variant == "seed" && sc.duration_s >= 400.0 {
@@ -279,7 +304,10 @@ fn write_summary(
 
 fn write_csv(out: &Path, sc: &Scenario, results: &[SimResult]) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(out.join("timeseries.csv"))?);
-    writeln!(f, "mode,model,t_s,completed,within_slo,p50_ms,p99_ms,max_ms")?;
+    writeln!(
+        f,
+        "mode,model,t_s,completed,within_slo,p50_ms,p99_ms,max_ms"
+    )?;
     for r in results {
         for (mi, m) in r.models.iter().enumerate() {
             for b in report::bins(m, sc.models[mi].slo_ms, 1.0, sc.duration_s) {
@@ -343,7 +371,10 @@ fn draw_latency(path: &Path, sc: &Scenario, results: &[SimResult]) -> anyhow::Re
     for (panel, r) in panels.iter().zip(results) {
         let mut chart = ChartBuilder::on(panel)
             .caption(
-                format!("{}: per-second p99 latency (ms), clipped at {ymax:.0}", r.mode),
+                format!(
+                    "{}: per-second p99 latency (ms), clipped at {ymax:.0}",
+                    r.mode
+                ),
                 ("sans-serif", 18),
             )
             .margin(8)
@@ -369,7 +400,9 @@ fn draw_latency(path: &Path, sc: &Scenario, results: &[SimResult]) -> anyhow::Re
                 .draw_series(LineSeries::new(pts, c.stroke_width(1)))
                 .map_err(perr)?
                 .label(format!("{} (SLO {slo:.0} ms)", m.model))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
+                });
             chart
                 .draw_series(DashedLineSeries::new(
                     vec![(0.0, slo), (sc.duration_s, slo)],
@@ -448,7 +481,9 @@ fn draw_shares(path: &Path, sc: &Scenario, r: &SimResult) -> anyhow::Result<()> 
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))
                 .map_err(perr)?
                 .label(m.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()

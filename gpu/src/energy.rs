@@ -66,9 +66,11 @@ impl Energy {
         })
     }
     pub fn gpu(&self, name: &str) -> Result<PowerModel, GpuError> {
-        self.gpus
-            .get(name)
-            .copied()
-            .ok_or_else(|| GpuError::UnknownGpu(name.into(), self.gpus.keys().cloned().collect::<Vec<_>>().join(", ")))
+        self.gpus.get(name).copied().ok_or_else(|| {
+            GpuError::UnknownGpu(
+                name.into(),
+                self.gpus.keys().cloned().collect::<Vec<_>>().join(", "),
+            )
+        })
     }
 }

@@ -99,7 +99,9 @@ impl Interference {
             .utilisation
             .get(set)
             .cloned()
-            .ok_or_else(|| GpuError::Parse(format!("interference.toml: utilisation.{set} missing")))?;
+            .ok_or_else(|| {
+                GpuError::Parse(format!("interference.toml: utilisation.{set} missing"))
+            })?;
         let d = raw.time_slicing.data_point;
         Ok(Interference {
             constants,
@@ -120,7 +122,11 @@ impl Interference {
             .or_else(|| self.util.get("resnet50"))
             .expect("resnet50 utilisation is shipped");
         let b = batch.clamp(1.0, 32.0);
-        let hi = UTIL_BATCHES.iter().position(|&x| x >= b).unwrap_or(5).max(1);
+        let hi = UTIL_BATCHES
+            .iter()
+            .position(|&x| x >= b)
+            .unwrap_or(5)
+            .max(1);
         let lo = hi - 1;
         let t = (b - UTIL_BATCHES[lo]) / (UTIL_BATCHES[hi] - UTIL_BATCHES[lo]);
         let t = t.clamp(0.0, 1.0);

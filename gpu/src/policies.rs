@@ -12,17 +12,24 @@ use crate::sim::{Layout, PartitionSpec, PlanPolicy, PlanView, Tenant};
 use crate::{GpuError, Load};
 
 fn deployed_models(v: &PlanView<'_>) -> Vec<usize> {
-    (0..v.scenario.models.len()).filter(|&m| v.deployed[m]).collect()
+    (0..v.scenario.models.len())
+        .filter(|&m| v.deployed[m])
+        .collect()
 }
 
 /// Largest batch with 2 x L(b, share) <= SLO (no margins), at least 1.
 fn plain_batch(v: &PlanView<'_>, gpu: usize, m: usize, share: f64) -> Result<u32, GpuError> {
     let kind = &v.scenario.gpus[gpu].kind;
     let model = &v.scenario.models[m];
-    Ok(
-        capacity::single(&v.data.profiles, kind, &model.profile, share, model.slo_ms, 1.0)?
-            .map_or(1, |c| c.batch),
-    )
+    Ok(capacity::single(
+        &v.data.profiles,
+        kind,
+        &model.profile,
+        share,
+        model.slo_ms,
+        1.0,
+    )?
+    .map_or(1, |c| c.batch))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,9 +160,10 @@ impl Gpulet {
         if dep.as_slice() != v.deployed {
             return true;
         }
-        rates.iter().zip(last).any(|(&r, &l)| {
-            (r > l * 1.05 && r > l + 10.0) || r < l * 0.90
-        })
+        rates
+            .iter()
+            .zip(last)
+            .any(|(&r, &l)| (r > l * 1.05 && r > l + 10.0) || r < l * 0.90)
     }
 
     fn alpha_for(
@@ -223,7 +231,9 @@ impl PlanPolicy for Gpulet {
         self.last_deployed = Some(v.deployed.to_vec());
         let ratio = v.data.interference.latency_ratio;
         let p = &v.data.profiles;
-        let mut order: Vec<usize> = (0..n).filter(|&m| v.deployed[m] && rates[m] > 0.0).collect();
+        let mut order: Vec<usize> = (0..n)
+            .filter(|&m| v.deployed[m] && rates[m] > 0.0)
+            .collect();
         order.sort_by(|&a, &b| rates[b].total_cmp(&rates[a]).then(a.cmp(&b)));
         let planned = |m: usize| {
             let r = rates[m];

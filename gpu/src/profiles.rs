@@ -356,20 +356,27 @@ impl Profiles {
             });
         }
         let max_b = self.max_batch() as f64;
-        if !(batch >= 1.0 && batch <= max_b) || !(share > 0.0 && share <= 1.0 + 1e-9) {
+        if !(batch >= 1.0 && batch <= max_b && share > 0.0 && share <= 1.0 + 1e-9) {
             return Err(GpuError::OutOfRange(format!(
                 "batch {batch} (1..={max_b}) share {share} (0..1]"
             )));
         }
         // batch interpolation between neighbouring profiled batches
         let bs = &self.batches;
-        let mut hi = bs.iter().position(|&b| b as f64 >= batch).unwrap_or(bs.len() - 1);
+        let mut hi = bs
+            .iter()
+            .position(|&b| b as f64 >= batch)
+            .unwrap_or(bs.len() - 1);
         if hi == 0 {
             hi = 1.min(bs.len() - 1);
         }
         let lo = hi.saturating_sub(1);
         let (b0, b1) = (bs[lo] as f64, bs[hi] as f64);
-        let w = if b1 > b0 { (batch - b0) / (b1 - b0) } else { 0.0 };
+        let w = if b1 > b0 {
+            (batch - b0) / (b1 - b0)
+        } else {
+            0.0
+        };
         let l0 = interp_share(&rows, lo, share);
         let l1 = interp_share(&rows, hi, share);
         Ok(l0 + (l1 - l0) * w)
@@ -457,18 +464,21 @@ impl Profiles {
                     ),
                 ));
             }
-            staged.push((r.gpu.clone(), r.model.clone(), r.part.clone(), share, r.ms.clone()));
+            staged.push((
+                r.gpu.clone(),
+                r.model.clone(),
+                r.part.clone(),
+                share,
+                r.ms.clone(),
+            ));
         }
         let n = staged.len();
         for (gpu, model, part, share, ms) in staged {
-            let curve = self
-                .curves
-                .entry((gpu, model))
-                .or_insert_with(|| Curve {
-                    runtime: "measured".into(),
-                    precision: "measured".into(),
-                    rows: Vec::new(),
-                });
+            let curve = self.curves.entry((gpu, model)).or_insert_with(|| Curve {
+                runtime: "measured".into(),
+                precision: "measured".into(),
+                rows: Vec::new(),
+            });
             curve.rows.retain(|r| r.part != part);
             curve.rows.push(Row {
                 part,

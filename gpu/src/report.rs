@@ -67,9 +67,16 @@ pub fn window(m: &ModelResult, slo_ms: f64, from_s: f64, to_s: f64) -> Window {
         .collect();
     Window {
         completed: v.len(),
-        slo_attainment: if v.is_empty() { 1.0 } else { ok as f64 / v.len() as f64 },
+        slo_attainment: if v.is_empty() {
+            1.0
+        } else {
+            ok as f64 / v.len() as f64
+        },
         p99_ms: percentile(&v, 0.99),
-        p99_10s_min_ms: inside.iter().map(|x| x.p99_ms).fold(f64::INFINITY, f64::min),
+        p99_10s_min_ms: inside
+            .iter()
+            .map(|x| x.p99_ms)
+            .fold(f64::INFINITY, f64::min),
         p99_10s_max_ms: inside.iter().map(|x| x.p99_ms).fold(0.0, f64::max),
     }
 }

@@ -3,6 +3,7 @@
 use crate::sim::{Scenario, Segment, SimGpu, SimModel};
 use crate::{GpuError, Profiles};
 
+#[allow(clippy::too_many_arguments)] // a table of literals reads better positionally
 fn model(
     p: &Profiles,
     name: &str,
@@ -81,28 +82,100 @@ fn ramp(from_s: f64, to_s: f64, a: f64, b: f64) -> Vec<Segment> {
 pub fn dynamic(p: &Profiles, seed: u64, duration_s: f64) -> Result<Scenario, GpuError> {
     let d = duration_s;
     let mut models = vec![
-        model(p, "r18-a", "resnet18", 60.0, 0.0, None, {
-            let mut v = vec![seg(0.0, 100.0, 60.0)];
-            v.extend(ramp(100.0, 200.0, 60.0, 220.0));
-            v.push(seg(200.0, d, 220.0));
-            v
-        }, 1.0)?,
-        model(p, "r50-a", "resnet50", 40.0, 0.0, None, vec![
-            seg(0.0, 250.0, 40.0),
-            seg(250.0, 290.0, 140.0),
-            seg(290.0, d, 40.0),
-        ], 1.0)?,
-        model(p, "vgg-a", "vgg16", 40.0, 0.0, Some(350.0), vec![seg(0.0, 350.0, 40.0)], 1.0)?,
-        model(p, "r18-b", "resnet18", 80.0, 0.0, None, vec![seg(0.0, d, 80.0)], 1.0)?,
-        model(p, "r50-b", "resnet50", 30.0, 0.0, None, {
-            let mut v = vec![seg(0.0, 300.0, 30.0)];
-            v.extend(ramp(300.0, 400.0, 30.0, 110.0));
-            v.push(seg(400.0, d, 110.0));
-            v
-        }, 1.0)?,
-        model(p, "vgg-b", "vgg16", 50.0, 140.0, None, vec![seg(150.0, d, 50.0)], 1.0)?,
-        model(p, "r50-c", "resnet50", 60.0, 0.0, None, vec![seg(0.0, d, 60.0)], 1.0)?,
-        model(p, "vgg-c", "vgg16", 70.0, 0.0, None, vec![seg(0.0, d, 70.0)], 0.5)?,
+        model(
+            p,
+            "r18-a",
+            "resnet18",
+            60.0,
+            0.0,
+            None,
+            {
+                let mut v = vec![seg(0.0, 100.0, 60.0)];
+                v.extend(ramp(100.0, 200.0, 60.0, 220.0));
+                v.push(seg(200.0, d, 220.0));
+                v
+            },
+            1.0,
+        )?,
+        model(
+            p,
+            "r50-a",
+            "resnet50",
+            40.0,
+            0.0,
+            None,
+            vec![
+                seg(0.0, 250.0, 40.0),
+                seg(250.0, 290.0, 140.0),
+                seg(290.0, d, 40.0),
+            ],
+            1.0,
+        )?,
+        model(
+            p,
+            "vgg-a",
+            "vgg16",
+            40.0,
+            0.0,
+            Some(350.0),
+            vec![seg(0.0, 350.0, 40.0)],
+            1.0,
+        )?,
+        model(
+            p,
+            "r18-b",
+            "resnet18",
+            80.0,
+            0.0,
+            None,
+            vec![seg(0.0, d, 80.0)],
+            1.0,
+        )?,
+        model(
+            p,
+            "r50-b",
+            "resnet50",
+            30.0,
+            0.0,
+            None,
+            {
+                let mut v = vec![seg(0.0, 300.0, 30.0)];
+                v.extend(ramp(300.0, 400.0, 30.0, 110.0));
+                v.push(seg(400.0, d, 110.0));
+                v
+            },
+            1.0,
+        )?,
+        model(
+            p,
+            "vgg-b",
+            "vgg16",
+            50.0,
+            140.0,
+            None,
+            vec![seg(150.0, d, 50.0)],
+            1.0,
+        )?,
+        model(
+            p,
+            "r50-c",
+            "resnet50",
+            60.0,
+            0.0,
+            None,
+            vec![seg(0.0, d, 60.0)],
+            1.0,
+        )?,
+        model(
+            p,
+            "vgg-c",
+            "vgg16",
+            70.0,
+            0.0,
+            None,
+            vec![seg(0.0, d, 70.0)],
+            0.5,
+        )?,
     ];
     for m in &mut models {
         for s in &mut m.schedule {
@@ -112,9 +185,18 @@ pub fn dynamic(p: &Profiles, seed: u64, duration_s: f64) -> Result<Scenario, Gpu
     }
     Ok(Scenario {
         gpus: vec![
-            SimGpu { node: "edge-1".into(), kind: "Jetson-AGX-Xavier".into() },
-            SimGpu { node: "edge-2".into(), kind: "Jetson-AGX-Xavier".into() },
-            SimGpu { node: "edge-3".into(), kind: "Jetson-Nano".into() },
+            SimGpu {
+                node: "edge-1".into(),
+                kind: "Jetson-AGX-Xavier".into(),
+            },
+            SimGpu {
+                node: "edge-2".into(),
+                kind: "Jetson-AGX-Xavier".into(),
+            },
+            SimGpu {
+                node: "edge-3".into(),
+                kind: "Jetson-Nano".into(),
+            },
         ],
         models,
         duration_s,

@@ -313,7 +313,11 @@ impl<'a> Sim<'a> {
         sc: &'a Scenario,
         policy: &'a mut dyn PlanPolicy,
     ) -> Result<Self, GpuError> {
-        if sc.gpus.is_empty() || sc.models.is_empty() || !(sc.duration_s > 0.0) {
+        if sc.gpus.is_empty()
+            || sc.models.is_empty()
+            || sc.duration_s.is_nan()
+            || sc.duration_s <= 0.0
+        {
             return Err(GpuError::Scenario(
                 "needs at least one GPU, one model and a positive duration".into(),
             ));
@@ -344,7 +348,11 @@ impl<'a> Sim<'a> {
             seq: 0,
             now: 0.0,
             arrival_rng: (0..n)
-                .map(|i| ChaCha8Rng::seed_from_u64(sc.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1))))
+                .map(|i| {
+                    ChaCha8Rng::seed_from_u64(
+                        sc.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1)),
+                    )
+                })
                 .collect(),
             route_rng: ChaCha8Rng::seed_from_u64(sc.seed.wrapping_add(7)),
             layout: Layout::default(),
@@ -497,7 +505,9 @@ impl<'a> Sim<'a> {
     fn apply(&mut self, new: Layout) -> Result<(), GpuError> {
         for p in &new.partitions {
             if p.gpu >= self.gpus.len() || p.share.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
-                return Err(GpuError::Scenario(format!("policy produced a bad partition {p:?}")));
+                return Err(GpuError::Scenario(format!(
+                    "policy produced a bad partition {p:?}"
+                )));
             }
         }
         let mut used = BTreeSet::new();
@@ -520,7 +530,11 @@ impl<'a> Sim<'a> {
                     let ready = self.first_layout;
                     self.parts.push(Part {
                         spec: spec.clone(),
-                        state: if ready { PState::Serving } else { PState::Starting },
+                        state: if ready {
+                            PState::Serving
+                        } else {
+                            PState::Starting
+                        },
                         queues: vec![VecDeque::new(); self.sc.models.len()],
                         run: None,
                         gen: 0,
@@ -838,7 +852,11 @@ impl<'a> Sim<'a> {
         // idle power: split over the models by their busy time on that GPU
         let total_e: f64 = self.gpus.iter().map(|g| g.energy_j).sum();
         for (g, st) in self.gpus.iter().enumerate() {
-            let pm = self.data.energy.gpu(&self.sc.gpus[g].kind).expect("validated");
+            let pm = self
+                .data
+                .energy
+                .gpu(&self.sc.gpus[g].kind)
+                .expect("validated");
             let idle = pm.idle_w * self.sc.duration_s;
             let _ = st;
             let busy: f64 = self.busy_ms[g].iter().sum();

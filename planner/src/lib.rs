@@ -176,15 +176,24 @@ impl Plan {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
-    Start { partition: String, reason: String },
-    WaitReady { partition: String, reason: String },
+    Start {
+        partition: String,
+        reason: String,
+    },
+    WaitReady {
+        partition: String,
+        reason: String,
+    },
     MoveTraffic {
         model: String,
         from: Vec<String>,
         to: Vec<String>,
         reason: String,
     },
-    Stop { partition: String, reason: String },
+    Stop {
+        partition: String,
+        reason: String,
+    },
 }
 
 /// What one planning round returns.
@@ -233,7 +242,8 @@ impl Ctx<'_> {
                         share: s,
                     };
                     let alpha = self.data.interference.worst_alpha(me, 1.0 - s);
-                    let l = p.latency_ms(kind, &m.profile, b as f64, s)? * alpha
+                    let l = p.latency_ms(kind, &m.profile, b as f64, s)?
+                        * alpha
                         * self.cfg.latency_margin;
                     if 2.0 * l > m.slo_ms {
                         break;
@@ -287,7 +297,9 @@ fn validate(inputs: &Inputs) -> Result<(), PlanError> {
         if !(m.requested_rps.is_finite() && m.requested_rps >= 0.0) {
             return Err(bad("requested_rps must be >= 0"));
         }
-        if m.observed_peak_rps.is_some_and(|r| !(r.is_finite() && r >= 0.0)) {
+        if m.observed_peak_rps
+            .is_some_and(|r| !(r.is_finite() && r >= 0.0))
+        {
             return Err(bad("observed_peak_rps must be >= 0"));
         }
         if !(m.value.is_finite() && m.value > 0.0) {
@@ -426,7 +438,9 @@ pub fn plan(
         for k in &kinds {
             if let Some(menu) = ctx.menu(k, m)? {
                 let (pct, _, t) = menu.caps[menu.ideal];
-                let need = (rate / t * pct as f64).ceil().max(if rate > 0.0 { 10.0 } else { 0.0 });
+                let need = (rate / t * pct as f64)
+                    .ceil()
+                    .max(if rate > 0.0 { 10.0 } else { 0.0 });
                 options.push((pct as f64 / t, k.clone(), need as u32));
             }
         }
@@ -498,8 +512,11 @@ pub fn plan(
     order.sort_by(|&a, &b| {
         let ka = needs[a].rate / inputs.models[needs[a].idx].slo_ms;
         let kb = needs[b].rate / inputs.models[needs[b].idx].slo_ms;
-        kb.total_cmp(&ka)
-            .then(inputs.models[needs[a].idx].name.cmp(&inputs.models[needs[b].idx].name))
+        kb.total_cmp(&ka).then(
+            inputs.models[needs[a].idx]
+                .name
+                .cmp(&inputs.models[needs[b].idx].name),
+        )
     });
 
     // where each model ran before (stickiness)
@@ -507,14 +524,20 @@ pub fn plan(
     if let Some(cur) = current {
         for p in &cur.partitions {
             for t in &p.tenants {
-                prefer
-                    .entry(t.model.as_str())
-                    .or_default()
-                    .push((p.node.clone(), p.gpu.clone(), p.share_pct));
+                prefer.entry(t.model.as_str()).or_default().push((
+                    p.node.clone(),
+                    p.gpu.clone(),
+                    p.share_pct,
+                ));
             }
         }
     }
 
+    let index: BTreeMap<(String, String), usize> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ((s.node.clone(), s.gpu.clone()), i))
+        .collect();
     let mut heap: BinaryHeap<(u32, std::cmp::Reverse<usize>)> = slots
         .iter()
         .enumerate()
@@ -535,6 +558,7 @@ pub fn plan(
     fn take(
         slots: &mut [Slot],
         heap: &mut BinaryHeap<(u32, std::cmp::Reverse<usize>)>,
+        index: &BTreeMap<(String, String), usize>,
         prefer: &[(String, String, u32)],
         kind: &str,
         pct: u32,
@@ -545,9 +569,10 @@ pub fn plan(
             if *sp != pct {
                 return None;
             }
-            slots
-                .iter()
-                .position(|s| &s.node == n && &s.gpu == g && fits(s))
+            index
+                .get(&(n.clone(), g.clone()))
+                .copied()
+                .filter(|&i| fits(&slots[i]))
         });
         let chosen = sticky.or_else(|| {
             // most free first: pop stale heap entries until one is current and fits
@@ -597,7 +622,7 @@ pub fn plan(
             let mut placed_here = Vec::new();
             let mut failed = false;
             for _ in 0..full {
-                match take(&mut slots, &mut heap, &pref, kind, pct, m.mem_mib) {
+                match take(&mut slots, &mut heap, &index, &pref, kind, pct, m.mem_mib) {
                     Some(s) => {
                         placed_here.push(drafts.len());
                         drafts.push(Draft {
@@ -728,11 +753,7 @@ pub fn plan(
                 slots[dslot].free_mem -= m.mem_mib;
                 heap.push((slots[dslot].free_pct, std::cmp::Reverse(dslot)));
                 let menu = ctx.menu(&kind, m)?.expect("menu");
-                let b = menu
-                    .caps
-                    .iter()
-                    .find(|c| c.0 >= pct)
-                    .map_or(1, |c| c.1);
+                let b = menu.caps.iter().find(|c| c.0 >= pct).map_or(1, |c| c.1);
                 let dr = &mut drafts[d];
                 dr.pct = pct;
                 dr.tenants.push((n.idx, r, b));
@@ -768,7 +789,7 @@ pub fn plan(
             if t + 1e-9 < r {
                 continue;
             }
-            if let Some(s) = take(&mut slots, &mut heap, &pref, &k, pct, m.mem_mib) {
+            if let Some(s) = take(&mut slots, &mut heap, &index, &pref, &k, pct, m.mem_mib) {
                 open.push(drafts.len());
                 drafts.push(Draft {
                     slot: s,
@@ -783,7 +804,11 @@ pub fn plan(
                 done = true;
             }
         }
-        if !done && !drafts.iter().any(|d| d.tenants.iter().any(|t| t.0 == n.idx)) {
+        if !done
+            && !drafts
+                .iter()
+                .any(|d| d.tenants.iter().any(|t| t.0 == n.idx))
+        {
             shed.push(Shed {
                 model: m.name.clone(),
                 reason: format!(
@@ -807,12 +832,12 @@ pub fn plan(
     // more tail headroom); a later re-plan takes it back when a model needs it
     let mut lent = vec![0u32; drafts.len()];
     if cfg.lend_spare {
-        for si in 0..slots.len() {
+        for (si, slot) in slots.iter_mut().enumerate() {
             loop {
-                if slots[si].free_pct < 10 {
+                if slot.free_pct < 10 {
                     break;
                 }
-                let kind = slots[si].kind.clone();
+                let kind = slot.kind.clone();
                 let mut best: Option<(f64, usize)> = None;
                 for (di, d) in drafts.iter().enumerate() {
                     if d.slot != si || d.pct >= 100 {
@@ -821,11 +846,13 @@ pub fn plan(
                     let s = d.pct as f64 / 100.0;
                     let mut rho = 0.0;
                     for &(mi, rate, _) in &d.tenants {
-                        rho += rate
-                            * data
-                                .profiles
-                                .latency_ms(&kind, &inputs.models[mi].profile, 1.0, s)?
-                            / 1000.0;
+                        rho +=
+                            rate * data.profiles.latency_ms(
+                                &kind,
+                                &inputs.models[mi].profile,
+                                1.0,
+                                s,
+                            )? / 1000.0;
                     }
                     if best.is_none_or(|b| rho > b.0) {
                         best = Some((rho, di));
@@ -833,7 +860,7 @@ pub fn plan(
                 }
                 let Some((_, di)) = best else { break };
                 drafts[di].pct += 10;
-                slots[si].free_pct -= 10;
+                slot.free_pct -= 10;
                 lent[di] += 10;
             }
         }
@@ -863,11 +890,7 @@ pub fn plan(
         let k = seen.entry(base.clone()).or_insert(0);
         *k += 1;
         let id = format!("{base}#{k}");
-        let mem = d
-            .tenants
-            .iter()
-            .map(|t| inputs.models[t.0].mem_mib)
-            .sum();
+        let mem = d.tenants.iter().map(|t| inputs.models[t.0].mem_mib).sum();
         let _ = d.residue;
         partitions.push(Partition {
             id,

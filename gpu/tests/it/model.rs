@@ -16,8 +16,16 @@ fn close(a: f64, b: f64, tol: f64) {
 fn interference_matches_the_worked_examples() {
     let d = data();
     let i = &d.interference;
-    let r50 = Load { model: "resnet50", batch: 8.0, share: 0.5 };
-    let vgg = Load { model: "vgg16", batch: 8.0, share: 0.5 };
+    let r50 = Load {
+        model: "resnet50",
+        batch: 8.0,
+        share: 0.5,
+    };
+    let vgg = Load {
+        model: "vgg16",
+        batch: 8.0,
+        share: 0.5,
+    };
     // interference.toml [[gpulet_model.example]] 1: 1.141 and 1.129
     close(i.alpha(r50, &[vgg]), 1.141, 0.001);
     close(i.alpha(vgg, &[r50]), 1.129, 0.001);
@@ -28,7 +36,10 @@ fn interference_matches_the_worked_examples() {
     close(i.alpha(vggf, &[r50f]), 1.363, 0.001);
     // alone: no interference; resnet18 uses resnet50's utilisation
     assert_eq!(i.alpha(r50, &[]), 1.0);
-    let r18 = Load { model: "resnet18", ..r50 };
+    let r18 = Load {
+        model: "resnet18",
+        ..r50
+    };
     close(i.alpha(r18, &[vgg]), 1.141, 0.001);
 }
 
@@ -36,12 +47,24 @@ fn interference_matches_the_worked_examples() {
 fn lookups_interpolate_in_inverse_share_and_in_batch() {
     let p = Profiles::shipped().unwrap();
     // a row value as shipped: A100 resnet50 mps-40 b8 = 8.67 ms
-    close(p.latency_ms("A100-80GB", "resnet50", 8.0, 0.4).unwrap(), 8.67, 1e-9);
+    close(
+        p.latency_ms("A100-80GB", "resnet50", 8.0, 0.4).unwrap(),
+        8.67,
+        1e-9,
+    );
     // share 0.35 between mps-30 (11.77) and mps-40 (8.67), linear in 1/share:
     // t = (1/0.35 - 1/0.3) / (1/0.4 - 1/0.3) = 0.5714; 11.77 - 3.10 x 0.5714 = 9.999
-    close(p.latency_ms("A100-80GB", "resnet50", 8.0, 0.35).unwrap(), 9.999, 0.002);
+    close(
+        p.latency_ms("A100-80GB", "resnet50", 8.0, 0.35).unwrap(),
+        9.999,
+        0.002,
+    );
     // batch 6 between b4 (6.38) and b8 (8.67) at mps-40: 7.525
-    close(p.latency_ms("A100-80GB", "resnet50", 6.0, 0.4).unwrap(), 7.525, 1e-9);
+    close(
+        p.latency_ms("A100-80GB", "resnet50", 6.0, 0.4).unwrap(),
+        7.525,
+        1e-9,
+    );
     // out of range is an error, not a guess
     assert!(p.latency_ms("A100-80GB", "resnet50", 33.0, 0.4).is_err());
     assert!(p.latency_ms("A100-80GB", "resnet50", 1.0, 0.0).is_err());
@@ -60,13 +83,17 @@ fn tensorrt_share_rows_follow_the_trtlab_calibration() {
     close(d.interference.trt_gamma(), 0.50809, 0.0005);
     // Jetson AGX Xavier TensorRT resnet18 b1: 1.64 ms full; at mps-50: 1.64 x 2^0.50809 = 2.332
     close(
-        d.profiles.latency_ms("Jetson-AGX-Xavier", "resnet18", 1.0, 0.5).unwrap(),
+        d.profiles
+            .latency_ms("Jetson-AGX-Xavier", "resnet18", 1.0, 0.5)
+            .unwrap(),
         2.332,
         0.002,
     );
     // the full row is unchanged
     close(
-        d.profiles.latency_ms("Jetson-AGX-Xavier", "vgg16", 4.0, 1.0).unwrap(),
+        d.profiles
+            .latency_ms("Jetson-AGX-Xavier", "vgg16", 4.0, 1.0)
+            .unwrap(),
         29.84,
         1e-9,
     );
@@ -92,9 +119,11 @@ fn batch_rule_is_two_latencies_within_the_slo() {
     assert_eq!(c.batch, 13);
     close(c.throughput_rps, 609.76, 0.01);
     // nothing fits a 3 ms SLO (2 x 1.64 > 3)
-    assert!(capacity::single(&p, "Jetson-AGX-Xavier", "resnet18", 1.0, 3.0, 1.0)
-        .unwrap()
-        .is_none());
+    assert!(
+        capacity::single(&p, "Jetson-AGX-Xavier", "resnet18", 1.0, 3.0, 1.0)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -108,7 +137,12 @@ part = "mps-50"
 ms = [3.0, 4.0, 6.0, 10.0, 18.0, 34.0]
 "#;
     assert_eq!(p.apply_measured(good).unwrap(), 1);
-    close(p.latency_ms("Jetson-AGX-Xavier", "resnet50", 4.0, 0.5).unwrap(), 6.0, 1e-9);
+    close(
+        p.latency_ms("Jetson-AGX-Xavier", "resnet50", 4.0, 0.5)
+            .unwrap(),
+        6.0,
+        1e-9,
+    );
 
     let bad = r#"
 [[row]]
@@ -123,19 +157,43 @@ model = "resnet18"
 part = "mps-70"
 ms = [1.0, 2.0, 3.0, 4.0, 5.0]
 "#;
-    let before = p.latency_ms("Jetson-AGX-Xavier", "resnet18", 1.0, 0.6).unwrap();
+    let before = p
+        .latency_ms("Jetson-AGX-Xavier", "resnet18", 1.0, 0.6)
+        .unwrap();
     let e = p.apply_measured(bad).unwrap_err().to_string();
     assert!(e.contains("row 2") && e.contains("`ms`"), "{e}");
     // nothing half-applied: row 1 was valid but is not in
-    assert_eq!(p.latency_ms("Jetson-AGX-Xavier", "resnet18", 1.0, 0.6).unwrap(), before);
+    assert_eq!(
+        p.latency_ms("Jetson-AGX-Xavier", "resnet18", 1.0, 0.6)
+            .unwrap(),
+        before
+    );
 
     for (text, field) in [
-        ("gpu = \"RTX\"\nmodel = \"resnet18\"\npart = \"full\"\nms = [1,2,3,4,5,6]", "`gpu`"),
-        ("gpu = \"V100\"\nmodel = \"bert\"\npart = \"full\"\nms = [1,2,3,4,5,6]", "`model`"),
-        ("gpu = \"V100\"\nmodel = \"vgg16\"\npart = \"mps-5\"\nms = [1,2,3,4,5,6]", "`part`"),
-        ("gpu = \"V100\"\nmodel = \"vgg16\"\npart = \"full\"\nms = [1,2,3,4,5,-6]", "`ms`"),
-        ("gpu = \"V100\"\nmodel = \"vgg16\"\npart = \"full\"\nms = [1,2,3,4,6,5]", "`ms`"),
-        ("gpu = \"A100-80GB\"\nmodel = \"vgg16\"\npart = \"mig-2g.20gb\"\nms = [1,2,3,4,5,6]", "`share`"),
+        (
+            "gpu = \"RTX\"\nmodel = \"resnet18\"\npart = \"full\"\nms = [1,2,3,4,5,6]",
+            "`gpu`",
+        ),
+        (
+            "gpu = \"V100\"\nmodel = \"bert\"\npart = \"full\"\nms = [1,2,3,4,5,6]",
+            "`model`",
+        ),
+        (
+            "gpu = \"V100\"\nmodel = \"vgg16\"\npart = \"mps-5\"\nms = [1,2,3,4,5,6]",
+            "`part`",
+        ),
+        (
+            "gpu = \"V100\"\nmodel = \"vgg16\"\npart = \"full\"\nms = [1,2,3,4,5,-6]",
+            "`ms`",
+        ),
+        (
+            "gpu = \"V100\"\nmodel = \"vgg16\"\npart = \"full\"\nms = [1,2,3,4,6,5]",
+            "`ms`",
+        ),
+        (
+            "gpu = \"A100-80GB\"\nmodel = \"vgg16\"\npart = \"mig-2g.20gb\"\nms = [1,2,3,4,5,6]",
+            "`share`",
+        ),
     ] {
         let e = p
             .apply_measured(&format!("[[row]]\n{text}\n"))
@@ -147,7 +205,10 @@ ms = [1.0, 2.0, 3.0, 4.0, 5.0]
 
 fn one_model(rate: f64, duration: f64) -> Scenario {
     Scenario {
-        gpus: vec![SimGpu { node: "n".into(), kind: "Jetson-AGX-Xavier".into() }],
+        gpus: vec![SimGpu {
+            node: "n".into(),
+            kind: "Jetson-AGX-Xavier".into(),
+        }],
         models: vec![SimModel {
             name: "resnet18".into(),
             profile: "resnet18".into(),
@@ -155,7 +216,11 @@ fn one_model(rate: f64, duration: f64) -> Scenario {
             requested_rps: rate,
             deploy_s: 0.0,
             undeploy_s: None,
-            schedule: vec![Segment { from_s: 0.0, to_s: duration, rps: rate }],
+            schedule: vec![Segment {
+                from_s: 0.0,
+                to_s: duration,
+                rps: rate,
+            }],
             value: 1.0,
         }],
         duration_s: duration,
@@ -188,14 +253,22 @@ fn runs_are_deterministic_for_a_seed() {
     let a = sim::run(&d, &sc, &mut policies::Gpulet::new(), &mut |_| {}).unwrap();
     let b = sim::run(&d, &sc, &mut policies::Gpulet::new(), &mut |_| {}).unwrap();
     for (x, y) in a.models.iter().zip(&b.models) {
-        assert_eq!((x.arrived, x.within_slo, x.p99_ms), (y.arrived, y.within_slo, y.p99_ms));
+        assert_eq!(
+            (x.arrived, x.within_slo, x.p99_ms),
+            (y.arrived, y.within_slo, y.p99_ms)
+        );
     }
     // and the arrivals are the same in every mode
     let c = sim::run(&d, &sc, &mut policies::equal_split(), &mut |_| {}).unwrap();
     let arrived = |r: &sim::SimResult| r.models.iter().map(|m| m.arrived + 0).collect::<Vec<_>>();
     let total = |r: &sim::SimResult| arrived(r).iter().sum::<u64>();
     // (requests still queued at the end within their SLO leave the denominator; a handful at most)
-    assert!(total(&a).abs_diff(total(&c)) < 10, "{:?} {:?}", arrived(&a), arrived(&c));
+    assert!(
+        total(&a).abs_diff(total(&c)) < 10,
+        "{:?} {:?}",
+        arrived(&a),
+        arrived(&c)
+    );
 }
 
 #[test]
@@ -213,7 +286,11 @@ fn default_mps_co_runners_are_retimed_not_fixed_at_dispatch() {
         requested_rps: 100.0,
         deploy_s: 0.0,
         undeploy_s: None,
-        schedule: vec![Segment { from_s: 0.0, to_s: 120.0, rps: 100.0 }],
+        schedule: vec![Segment {
+            from_s: 0.0,
+            to_s: 120.0,
+            rps: 100.0,
+        }],
         value: 1.0,
     });
     let r = sim::run(&d, &sc, &mut policies::default_mps(), &mut |_| {}).unwrap();
@@ -222,6 +299,13 @@ fn default_mps_co_runners_are_retimed_not_fixed_at_dispatch() {
         .iter()
         .filter(|(_, l)| *l > 1.66 && *l < 3.1)
         .count();
-    let alone = r.models[0].samples.iter().filter(|(_, l)| (*l - 1.64).abs() < 1e-3).count();
-    assert!(between > 30 && alone > 30, "{between} partially overlapped, {alone} alone");
+    let alone = r.models[0]
+        .samples
+        .iter()
+        .filter(|(_, l)| (*l - 1.64).abs() < 1e-3)
+        .count();
+    assert!(
+        between > 30 && alone > 30,
+        "{between} partially overlapped, {alone} alone"
+    );
 }
