@@ -260,7 +260,7 @@ fn runs_are_deterministic_for_a_seed() {
     }
     // and the arrivals are the same in every mode
     let c = sim::run(&d, &sc, &mut policies::equal_split(), &mut |_| {}).unwrap();
-    let arrived = |r: &sim::SimResult| r.models.iter().map(|m| m.arrived + 0).collect::<Vec<_>>();
+    let arrived = |r: &sim::SimResult| r.models.iter().map(|m| m.arrived).collect::<Vec<_>>();
     let total = |r: &sim::SimResult| arrived(r).iter().sum::<u64>();
     // (requests still queued at the end within their SLO leave the denominator; a handful at most)
     assert!(
