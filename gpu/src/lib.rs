@@ -6,6 +6,7 @@
 //! Everything is pure: the data files are compiled in with `include_str!` from `configs/gpu/`.
 
 pub mod capacity;
+pub mod cost;
 pub mod energy;
 pub mod interference;
 pub mod policies;

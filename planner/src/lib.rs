@@ -565,15 +565,19 @@ pub fn plan(
         mem: u64,
     ) -> Option<usize> {
         let fits = |s: &Slot| s.kind == kind && s.free_pct >= pct && s.free_mem >= mem;
-        let sticky = prefer.iter().find_map(|(n, g, sp)| {
-            if *sp != pct {
-                return None;
-            }
-            index
-                .get(&(n.clone(), g.clone()))
-                .copied()
-                .filter(|&i| fits(&slots[i]))
-        });
+        // the GPU that ran this exact partition, else any GPU that ran the model (fewer moves)
+        let lookup = |exact: bool| {
+            prefer.iter().find_map(|(n, g, sp)| {
+                if exact && *sp != pct {
+                    return None;
+                }
+                index
+                    .get(&(n.clone(), g.clone()))
+                    .copied()
+                    .filter(|&i| fits(&slots[i]))
+            })
+        };
+        let sticky = lookup(true).or_else(|| lookup(false));
         let chosen = sticky.or_else(|| {
             // most free first: pop stale heap entries until one is current and fits
             let mut popped = Vec::new();

@@ -309,3 +309,30 @@ fn default_mps_co_runners_are_retimed_not_fixed_at_dispatch() {
         "{between} partially overlapped, {alone} alone"
     );
 }
+
+#[test]
+fn gpu_shares_sit_behind_the_schedulers_cost_model_seam() {
+    use edgeplane_gpu::cost::GpuShareCost;
+    use edgeplane_scheduler::{AccelKind, CoRunner, CostModel};
+    let d = data();
+    let c = GpuShareCost {
+        data: &d,
+        gpu: "Jetson-AGX-Xavier".into(),
+        model: "resnet18".into(),
+        share: 0.5,
+    };
+    assert_eq!((c.kind(), c.blocks()), (AccelKind::GpuShare, 1));
+    // alone: the mps-50 row, 1.64 x 2^0.50809 = 2.332 ms; energy (30 - 6) x 0.5 x 2.332 = 27.98 mJ
+    let alone = c.cost(0, 1, 1, &[]).unwrap();
+    close(alone.latency_ms, 2.332, 0.002);
+    close(alone.energy_mj, 27.98, 0.03);
+    // next to vgg16 b1 in a 50 % partition: alpha = 0.11291x0.154x0.5 + 0.71596x0.310x0.5
+    //   + 0.35487x0.279x0.5 + 0.08820x0.560x0.5 + 0.89537 = 1.08924 -> 2.540 ms
+    let co = [CoRunner {
+        model: "vgg16",
+        batch: 1,
+        share: 0.5,
+    }];
+    close(c.cost(0, 1, 1, &co).unwrap().latency_ms, 2.540, 0.003);
+    assert!(c.cost(0, 2, 1, &[]).is_err());
+}
