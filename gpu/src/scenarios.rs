@@ -76,7 +76,7 @@ fn ramp(from_s: f64, to_s: f64, a: f64, b: f64) -> Vec<Segment> {
         .collect()
 }
 
-/// The harder variant: two Jetson AGX Xavier boards and one Jetson Nano (two GPU kinds), eight deployments
+/// The harder variant: two Jetson AGX Xavier boards and one Jetson Nano (two GPU kinds), nine deployments
 /// of the three models with ramps, a burst, a model that leaves and one that arrives late; at the
 /// peak the demand exceeds what the three GPUs can serve within SLO.
 pub fn dynamic(p: &Profiles, seed: u64, duration_s: f64) -> Result<Scenario, GpuError> {
@@ -91,8 +91,8 @@ pub fn dynamic(p: &Profiles, seed: u64, duration_s: f64) -> Result<Scenario, Gpu
             None,
             {
                 let mut v = vec![seg(0.0, 100.0, 60.0)];
-                v.extend(ramp(100.0, 200.0, 60.0, 220.0));
-                v.push(seg(200.0, d, 220.0));
+                v.extend(ramp(100.0, 200.0, 60.0, 300.0));
+                v.push(seg(200.0, d, 300.0));
                 v
             },
             1.0,
@@ -170,11 +170,21 @@ pub fn dynamic(p: &Profiles, seed: u64, duration_s: f64) -> Result<Scenario, Gpu
             p,
             "vgg-c",
             "vgg16",
-            70.0,
+            90.0,
             0.0,
             None,
-            vec![seg(0.0, d, 70.0)],
+            vec![seg(0.0, d, 90.0)],
             0.5,
+        )?,
+        model(
+            p,
+            "r50-d",
+            "resnet50",
+            80.0,
+            0.0,
+            None,
+            vec![seg(0.0, d, 80.0)],
+            0.3,
         )?,
     ];
     for m in &mut models {

@@ -808,26 +808,29 @@ pub fn plan(
                 done = true;
             }
         }
-        if !done
-            && !drafts
-                .iter()
-                .any(|d| d.tenants.iter().any(|t| t.0 == n.idx))
-        {
+        if !done {
+            // serving part of the rate would overload the full partitions (requests beyond their
+            // capacity queue without bound): shed the model as a whole and free its share for the
+            // residues still to place
+            let mut freed = 0;
+            for d in drafts.iter_mut() {
+                if !d.tenants.is_empty() && d.tenants.iter().all(|t| t.0 == n.idx) {
+                    let sl = &mut slots[d.slot];
+                    sl.free_pct += d.pct;
+                    sl.free_mem += m.mem_mib;
+                    heap.push((sl.free_pct, std::cmp::Reverse(d.slot)));
+                    freed += d.pct;
+                    d.tenants.clear();
+                    d.pct = 0;
+                }
+            }
             shed.push(Shed {
                 model: m.name.clone(),
                 reason: format!(
-                    "shed: its {r:.1} req/s fit no free share on any GPU (needs a partition of its own)"
+                    "shed: its residue of {r:.1} req/s fits no free share on any GPU, and serving only part of its rate would overload its partitions ({freed} % freed)"
                 ),
             });
             shed_set.insert(n.idx);
-        } else if !done {
-            // the full partitions stay; the residue is not served: say so
-            decisions.push(Decision {
-                subject: m.name.clone(),
-                reason: format!(
-                    "residue {r:.1} req/s not placed: no GPU with room; the model runs on its full partitions only"
-                ),
-            });
         }
     }
 
@@ -844,7 +847,7 @@ pub fn plan(
                 let kind = slot.kind.clone();
                 let mut best: Option<(f64, usize)> = None;
                 for (di, d) in drafts.iter().enumerate() {
-                    if d.slot != si || d.pct >= 100 {
+                    if d.slot != si || d.pct >= 100 || d.tenants.is_empty() {
                         continue;
                     }
                     let s = d.pct as f64 / 100.0;
@@ -882,7 +885,7 @@ pub fn plan(
     // build the plan with stable ids
     let mut partitions = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for d in &drafts {
+    for d in drafts.iter().filter(|d| !d.tenants.is_empty()) {
         let slot = &slots[d.slot];
         let mut names: Vec<&str> = d
             .tenants

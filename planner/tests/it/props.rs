@@ -112,9 +112,8 @@ proptest! {
             if shed.contains(m.name.as_str()) || m.requested_rps == 0.0 { continue; }
             let planned: f64 = out.plan.partitions.iter().flat_map(|p| &p.tenants)
                 .filter(|t| t.model == m.name).map(|t| t.rate_rps).sum();
-            let residue_dropped = out.decisions.iter()
-                .any(|x| x.subject == m.name && x.reason.contains("not placed"));
-            prop_assert!(residue_dropped || planned >= m.requested_rps * 1.2 - 1e-6,
+            // a model is served whole or shed: never part of its rate (that would overload it)
+            prop_assert!(planned >= m.requested_rps * 1.2 - 1e-6,
                 "{}: {planned} < {}", m.name, m.requested_rps * 1.2);
         }
     }
