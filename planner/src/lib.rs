@@ -851,15 +851,18 @@ pub fn plan(
                         continue;
                     }
                     let s = d.pct as f64 / 100.0;
+                    let s_up = (d.pct + 10) as f64 / 100.0;
                     let mut rho = 0.0;
+                    let mut rho_up = 0.0;
                     for &(mi, rate, _) in &d.tenants {
-                        rho +=
-                            rate * data.profiles.latency_ms(
-                                &kind,
-                                &inputs.models[mi].profile,
-                                1.0,
-                                s,
-                            )? / 1000.0;
+                        let prof = &inputs.models[mi].profile;
+                        rho += rate * data.profiles.latency_ms(&kind, prof, 1.0, s)? / 1000.0;
+                        rho_up += rate * data.profiles.latency_ms(&kind, prof, 1.0, s_up)? / 1000.0;
+                    }
+                    // lend only where it shortens batches (>= 3 %): power is paid per share x busy
+                    // time, so share that does not speed a launch-bound model up only costs energy
+                    if rho_up > rho * 0.97 {
+                        continue;
                     }
                     if best.is_none_or(|b| rho > b.0) {
                         best = Some((rho, di));
