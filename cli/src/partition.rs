@@ -281,16 +281,17 @@ fn write_summary(
                 let slo = sc.models[mi].slo_ms;
                 let x = report::window(m, slo, 100.0, 400.0);
                 lines.push(format!(
-                    "  {:13} {:9} SLO {:.3} %  p99 {:7.1} ms  10-s p99 range {:.1}-{:.1} ms (SLO {slo} ms)",
+                    "  {:13} {:9} SLO {:.3} %  refused {:5}  p99 {:7.1} ms  10-s p99 range {:.1}-{:.1} ms (SLO {slo} ms)",
                     r.mode,
                     m.model,
                     100.0 * x.slo_attainment,
+                    x.refused,
                     x.p99_ms,
                     x.p99_10s_min_ms,
                     x.p99_10s_max_ms
                 ));
                 w.push(serde_json::json!({"mode": r.mode, "model": m.model, "slo_attainment": x.slo_attainment,
-                    "p99_ms": x.p99_ms, "p99_10s_min_ms": x.p99_10s_min_ms, "p99_10s_max_ms": x.p99_10s_max_ms}));
+                    "refused": x.refused, "p99_ms": x.p99_ms, "p99_10s_min_ms": x.p99_10s_min_ms, "p99_10s_max_ms": x.p99_10s_max_ms}));
             }
         }
         js.insert("overlap_100_400".into(), serde_json::Value::Array(w));

@@ -44,6 +44,7 @@ pub fn bins(m: &ModelResult, slo_ms: f64, bin_s: f64, duration_s: f64) -> Vec<Bi
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
     pub completed: usize,
+    pub refused: usize,
     pub slo_attainment: f64,
     pub p99_ms: f64,
     /// Smallest and largest p99 of the 10-s bins in the window (flatness).
@@ -60,6 +61,12 @@ pub fn window(m: &ModelResult, slo_ms: f64, from_s: f64, to_s: f64) -> Window {
         .collect();
     v.sort_by(f64::total_cmp);
     let ok = v.iter().filter(|&&x| x <= slo_ms).count();
+    // refused requests count against attainment (they are not in the latency percentiles)
+    let refused = m
+        .refused_at
+        .iter()
+        .filter(|t| (**t as f64) >= from_s && (**t as f64) < to_s)
+        .count();
     let b = bins(m, slo_ms, 10.0, to_s);
     let inside: Vec<&Bin> = b
         .iter()
@@ -67,10 +74,11 @@ pub fn window(m: &ModelResult, slo_ms: f64, from_s: f64, to_s: f64) -> Window {
         .collect();
     Window {
         completed: v.len(),
-        slo_attainment: if v.is_empty() {
+        refused,
+        slo_attainment: if v.len() + refused == 0 {
             1.0
         } else {
-            ok as f64 / v.len() as f64
+            ok as f64 / (v.len() + refused) as f64
         },
         p99_ms: percentile(&v, 0.99),
         p99_10s_min_ms: inside

@@ -149,6 +149,8 @@ pub struct ModelResult {
     pub serving_gap_s: f64,
     /// (completion time s, latency ms) of every completed request.
     pub samples: Vec<(f32, f32)>,
+    /// Arrival time (s) of every refused request.
+    pub refused_at: Vec<f32>,
 }
 
 impl ModelResult {
@@ -654,6 +656,7 @@ impl<'a> Sim<'a> {
         if self.routing[m].is_empty() {
             if self.layout.shed.contains(&m) {
                 self.res[m].refused += 1;
+                self.res[m].refused_at.push((self.now / 1000.0) as f32);
             } else {
                 self.gap_since[m].get_or_insert(self.now);
                 self.pending[m].push_back(r);

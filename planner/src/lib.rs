@@ -808,7 +808,23 @@ pub fn plan(
                 done = true;
             }
         }
-        if !done {
+        let covered: f64 = drafts
+            .iter()
+            .flat_map(|d| d.tenants.iter())
+            .filter(|t| t.0 == n.idx)
+            .map(|t| t.1)
+            .sum();
+        if !done && covered >= n.basis {
+            // the full partitions still carry the observed peak itself: keep them, without headroom
+            decisions.push(Decision {
+                subject: m.name.clone(),
+                reason: format!(
+                    "residue {r:.1} req/s fits nowhere; its full partitions carry {covered:.1} req/s >= its peak {:.1}: served without the {:.0} % headroom",
+                    n.basis,
+                    (cfg.headroom - 1.0) * 100.0
+                ),
+            });
+        } else if !done {
             // serving part of the rate would overload the full partitions (requests beyond their
             // capacity queue without bound): shed the model as a whole and free its share for the
             // residues still to place
