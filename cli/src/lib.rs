@@ -3,10 +3,12 @@
 //! - [`admin`]: cluster/models/nodes/member/leader/snapshot/placement and `bench raft`
 //! - [`chaos`]: the history-checked fault suite against a cluster (`edgeplane chaos`)
 //! - [`load`]: the open-loop load generator against an edge agent
+//! - [`partition`]: `bench partition` (GPU partitioning modes in virtual time)
 
 pub mod admin;
 pub mod chaos;
 pub mod load;
+pub mod partition;
 pub mod sim;
 
 use clap::{Parser, Subcommand};
@@ -85,6 +87,8 @@ pub enum BenchCommand {
     /// Acknowledged writes/s (or linearizable reads/s with --reads) and latency against a
     /// coordinator cluster.
     Raft(admin::BenchRaftArgs),
+    /// GPU partitioning modes in virtual time (seed experiment or the dynamic variant).
+    Partition(partition::PartitionArgs),
 }
 
 /// Entry point of the binary: parse, run, map errors to a non-zero exit code.
@@ -119,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(a) => sim::sim(a),
         Command::Bench(BenchCommand::Sdrm3(a)) => sim::bench(a),
         Command::Bench(BenchCommand::Raft(a)) => admin::bench_raft(&g, a).await,
+        Command::Bench(BenchCommand::Partition(a)) => partition::bench_partition(a),
         Command::Cluster(c) => admin::cluster(&g, c).await,
         Command::Models(c) => admin::models(&g, c).await,
         Command::Nodes(c) => admin::nodes(&g, c).await,

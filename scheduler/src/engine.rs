@@ -350,8 +350,14 @@ impl Engine {
     pub fn block_cost(&self, job: &Job, acc: usize, from: usize, to: usize) -> (f64, f64, bool) {
         let c = &self.costs[job.model][acc];
         let s = job.width * job.width;
-        let mut lat = c.lat_ms(from, to) * s;
-        let mut en = c.energy_mj(from, to) * s;
+        // through the cost-model seam (one frame, an NPU has no co-runners); the bounds are the
+        // job's own layers, so the table lookup cannot fail
+        let base = crate::accel::CostModel::cost(c, from, to, 1, &[]).unwrap_or(crate::Cost {
+            latency_ms: c.lat_ms(from, to),
+            energy_mj: c.energy_mj(from, to),
+        });
+        let mut lat = base.latency_ms * s;
+        let mut en = base.energy_mj * s;
         let migrated = from > 0 && job.last_acc.is_some_and(|a| a != acc);
         if migrated {
             let bytes = c.layer_out_bytes[from - 1] * job.width;

@@ -1,5 +1,6 @@
 //! The Edgeplane scheduling core: pure, synchronous, no I/O beyond parsing the data it is given.
 //!
+//! - [`accel`]: the accelerator-kind / cost-model seam (NPU tables and GPU shares).
 //! - [`catalog`]: XRBench scenarios, hardware and per-layer costs (embedded).
 //! - [`xrbench`]: the artifact's exact simulator semantics (parity mode).
 //! - [`engine`]: the online engine that both the native simulator and the agent's real-time
@@ -9,6 +10,7 @@
 //! - [`score`]: XRBench score and UXCost.
 #![forbid(unsafe_code)]
 
+pub mod accel;
 pub mod catalog;
 pub mod engine;
 pub mod error;
@@ -19,6 +21,7 @@ pub mod sim;
 pub mod tuner;
 pub mod xrbench;
 
+pub use accel::{AccelKind, CoRunner, Cost, CostModel};
 pub use catalog::{AccSpec, Catalog, Hardware, ModelCost, Scenario, ScenarioModel};
 pub use engine::{Action, DropReason, Engine, EngineModel, Job, JobId};
 pub use error::Error;

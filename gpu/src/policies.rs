@@ -1,0 +1,402 @@
+//! The comparison modes of the simulator (the adaptive planner lives in `edgeplane-planner`):
+//! - [`DefaultMps`]: one uncapped worker per model; every busy model competes for all SMs.
+//! - [`TimeSlicing`]: one worker per model, one batch on the GPU at a time.
+//! - [`EqualSplit`]: static caps of 1/k for the k models on a GPU.
+//! - [`Gpulet`]: gpulet's elastic partitioning (Choi et al., "Serving Heterogeneous Machine Learning
+//!   Models on Multi-GPU Servers with Spatio-Temporal Sharing", USENIX ATC'22).
+//!
+//! Static modes place model i on GPU i mod #GPUs and re-plan only when the deployed set changes.
+
+use crate::capacity::{self, Tenant as CapTenant};
+use crate::sim::{Layout, PartitionSpec, PlanPolicy, PlanView, Tenant};
+use crate::{GpuError, Load};
+
+fn deployed_models(v: &PlanView<'_>) -> Vec<usize> {
+    (0..v.scenario.models.len())
+        .filter(|&m| v.deployed[m])
+        .collect()
+}
+
+/// Largest batch with 2 x L(b, share) <= SLO (no margins), at least 1.
+fn plain_batch(v: &PlanView<'_>, gpu: usize, m: usize, share: f64) -> Result<u32, GpuError> {
+    let kind = &v.scenario.gpus[gpu].kind;
+    let model = &v.scenario.models[m];
+    Ok(capacity::single(
+        &v.data.profiles,
+        kind,
+        &model.profile,
+        share,
+        model.slo_ms,
+        1.0,
+    )?
+    .map_or(1, |c| c.batch))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StaticKind {
+    DefaultMps,
+    TimeSlicing,
+    EqualSplit,
+}
+
+/// Shared implementation of the three static modes.
+#[derive(Debug)]
+pub struct Static {
+    kind: StaticKind,
+    last: Option<Vec<bool>>,
+}
+
+/// Default MPS: no caps.
+pub fn default_mps() -> Static {
+    Static {
+        kind: StaticKind::DefaultMps,
+        last: None,
+    }
+}
+/// Time slicing: one context at a time.
+pub fn time_slicing() -> Static {
+    Static {
+        kind: StaticKind::TimeSlicing,
+        last: None,
+    }
+}
+/// Equal split: caps 1/k.
+pub fn equal_split() -> Static {
+    Static {
+        kind: StaticKind::EqualSplit,
+        last: None,
+    }
+}
+
+impl PlanPolicy for Static {
+    fn name(&self) -> &str {
+        match self.kind {
+            StaticKind::DefaultMps => "default_mps",
+            StaticKind::TimeSlicing => "time_slicing",
+            StaticKind::EqualSplit => "equal_split",
+        }
+    }
+    fn time_sliced(&self) -> bool {
+        self.kind == StaticKind::TimeSlicing
+    }
+    fn interval_s(&self) -> f64 {
+        1.0
+    }
+    fn plan(&mut self, v: &PlanView<'_>) -> Result<Option<Layout>, GpuError> {
+        if self.last.as_deref() == Some(v.deployed) {
+            return Ok(None);
+        }
+        self.last = Some(v.deployed.to_vec());
+        let ng = v.scenario.gpus.len();
+        let models = deployed_models(v);
+        let mut parts = Vec::new();
+        for g in 0..ng {
+            let here: Vec<usize> = models.iter().copied().filter(|m| m % ng == g).collect();
+            let k = here.len().max(1) as f64;
+            for &m in &here {
+                let (share, nominal) = match self.kind {
+                    StaticKind::EqualSplit => (Some(1.0 / k), 1.0 / k),
+                    _ => (None, 1.0),
+                };
+                parts.push(PartitionSpec {
+                    gpu: g,
+                    share,
+                    tenants: vec![Tenant {
+                        model: m,
+                        weight: 1.0,
+                        max_batch: plain_batch(v, g, m, nominal)?,
+                    }],
+                });
+            }
+        }
+        Ok(Some(Layout {
+            partitions: parts,
+            shed: Vec::new(),
+        }))
+    }
+}
+
+/// gpulet's elastic partitioning, as in the ATC'22 paper §4 (Algorithm 1, "elastic partitioning")
+/// with the constants read from its code (`configs/gpu/interference.toml` `[gpulet_model]`,
+/// `[adaptive_greedy]`):
+/// - at most two gpulets per GPU, sizes from the menu {20, 40, 50, 60, 80, 100} %: the first takes
+///   the size it needs, the second is the remainder of the GPU (largest menu size <= 100 - first);
+/// - plan on the epoch's rate x headroom (1.5 below 125 req/s, 1.2 at or above), re-plan each 20 s
+///   epoch only when a rate rose by > 5 % and > 10 req/s or fell by > 10 % (rate = the epoch's mean);
+/// - models by rate, highest first; each gets saturated gpulets of its most cost-effective size
+///   (max throughput per %, batch with 2 x L x alpha x 1.1 <= SLO), then its residue goes into an
+///   existing gpulet by temporal sharing if that stays feasible, else into the smallest new gpulet
+///   that serves it; alpha is gpulet's linear model against the other gpulet on the GPU.
+///
+/// Deviations: gpulet reorganises with background model loading; here a change is the simulator's
+/// make-before-break with the same worker start time as adaptive. gpulet's temporal-sharing check
+/// (duty cycle) is replaced by the shared round-robin rule in [`capacity::time_share`]. A model that
+/// cannot be placed is refused (gpulet would drop its requests at the frontend).
+#[derive(Debug, Default)]
+pub struct Gpulet {
+    last_rates: Option<Vec<f64>>,
+    last_deployed: Option<Vec<bool>>,
+}
+
+/// gpulet's partition menu, percent.
+pub const GPULET_MENU: [u32; 6] = [20, 40, 50, 60, 80, 100];
+
+#[derive(Debug, Clone)]
+struct Glet {
+    gpu: usize,
+    pct: u32,
+    tenants: Vec<(usize, f64)>,
+}
+
+impl Gpulet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn needs_replan(&self, v: &PlanView<'_>, rates: &[f64]) -> bool {
+        let (Some(last), Some(dep)) = (&self.last_rates, &self.last_deployed) else {
+            return true;
+        };
+        if dep.as_slice() != v.deployed {
+            return true;
+        }
+        rates
+            .iter()
+            .zip(last)
+            .any(|(&r, &l)| (r > l * 1.05 && r > l + 10.0) || r < l * 0.90)
+    }
+
+    fn alpha_for(
+        v: &PlanView<'_>,
+        glets: &[Glet],
+        gpu: usize,
+        me_pct: u32,
+        me_models: &[usize],
+        exclude: Option<usize>,
+    ) -> f64 {
+        let names = |m: usize| v.scenario.models[m].profile.as_str();
+        let mut a: f64 = 1.0;
+        for (gi, o) in glets.iter().enumerate() {
+            if o.gpu != gpu || Some(gi) == exclude {
+                continue;
+            }
+            for &m in me_models {
+                for &(om, _) in &o.tenants {
+                    let me = Load {
+                        model: names(m),
+                        batch: 1.0,
+                        share: me_pct as f64 / 100.0,
+                    };
+                    let other = Load {
+                        model: names(om),
+                        batch: 1.0,
+                        share: o.pct as f64 / 100.0,
+                    };
+                    a = a.max(v.data.interference.alpha(me, &[other]));
+                }
+            }
+        }
+        a
+    }
+}
+
+impl PlanPolicy for Gpulet {
+    fn name(&self) -> &str {
+        "gpulet"
+    }
+    fn interval_s(&self) -> f64 {
+        20.0
+    }
+    fn window_s(&self) -> f64 {
+        20.0
+    }
+    fn rate_bucket_s(&self) -> f64 {
+        20.0 // the epoch's rate
+    }
+    fn plan(&mut self, v: &PlanView<'_>) -> Result<Option<Layout>, GpuError> {
+        let n = v.scenario.models.len();
+        let rates: Vec<f64> = (0..n)
+            .map(|m| {
+                if v.deployed[m] {
+                    v.observed_peak_rps[m].unwrap_or(v.scenario.models[m].requested_rps)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        if !self.needs_replan(v, &rates) {
+            return Ok(None);
+        }
+        self.last_rates = Some(rates.clone());
+        self.last_deployed = Some(v.deployed.to_vec());
+        let ratio = v.data.interference.latency_ratio;
+        let p = &v.data.profiles;
+        let mut order: Vec<usize> = (0..n)
+            .filter(|&m| v.deployed[m] && rates[m] > 0.0)
+            .collect();
+        order.sort_by(|&a, &b| rates[b].total_cmp(&rates[a]).then(a.cmp(&b)));
+        let planned = |m: usize| {
+            let r = rates[m];
+            r * if r < 125.0 { 1.5 } else { 1.2 }
+        };
+        let mut glets: Vec<Glet> = Vec::new();
+        // sizes a new gpulet may take on GPU g: any menu size on an empty GPU; on a GPU split once
+        // (p), only the remainder (largest menu size <= 100 - p); none on a GPU split twice
+        let sizes = |glets: &[Glet], g: usize| -> Vec<u32> {
+            let here: Vec<u32> = glets.iter().filter(|x| x.gpu == g).map(|x| x.pct).collect();
+            match here.len() {
+                0 => GPULET_MENU.to_vec(),
+                1 => GPULET_MENU
+                    .iter()
+                    .copied()
+                    .filter(|&s| s <= 100 - here[0].min(100))
+                    .max()
+                    .into_iter()
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let ng = v.scenario.gpus.len();
+        let mut residue = vec![0.0; n];
+        // pass 1: saturated gpulets at the most cost-effective size
+        for &m in &order {
+            let model = &v.scenario.models[m];
+            let mut remaining = planned(m);
+            loop {
+                // best (gpu, size): max throughput per % among GPUs that can host it
+                let mut best: Option<(f64, usize, u32, f64)> = None;
+                for g in 0..ng {
+                    let kind = &v.scenario.gpus[g].kind;
+                    for pct in sizes(&glets, g) {
+                        let a = Self::alpha_for(v, &glets, g, pct, &[m], None);
+                        let Some(c) = capacity::single(
+                            p,
+                            kind,
+                            &model.profile,
+                            pct as f64 / 100.0,
+                            model.slo_ms,
+                            a * ratio,
+                        )?
+                        else {
+                            continue;
+                        };
+                        let eff = c.throughput_rps / pct as f64;
+                        if best.is_none_or(|b| eff > b.0 + 1e-12) {
+                            best = Some((eff, g, pct, c.throughput_rps));
+                        }
+                    }
+                }
+                match best {
+                    Some((_, g, pct, t)) if remaining >= t => {
+                        glets.push(Glet {
+                            gpu: g,
+                            pct,
+                            tenants: vec![(m, t)],
+                        });
+                        remaining -= t;
+                    }
+                    _ => break,
+                }
+            }
+            residue[m] = remaining;
+        }
+        // pass 2: residues, by rate
+        let mut shed = Vec::new();
+        for &m in &order {
+            let r = residue[m];
+            if r <= 1e-9 {
+                continue;
+            }
+            let model = &v.scenario.models[m];
+            // temporal sharing in an existing gpulet (smallest first)
+            let mut cands: Vec<usize> = (0..glets.len()).collect();
+            cands.sort_by_key(|&i| (glets[i].pct, i));
+            let mut placed = false;
+            for i in cands {
+                let gl = &glets[i];
+                let kind = &v.scenario.gpus[gl.gpu].kind;
+                let mut ms: Vec<usize> = gl.tenants.iter().map(|t| t.0).collect();
+                ms.push(m);
+                let a = Self::alpha_for(v, &glets, gl.gpu, gl.pct, &ms, Some(i));
+                let mut ts: Vec<CapTenant<'_>> = gl
+                    .tenants
+                    .iter()
+                    .map(|&(tm, tr)| CapTenant {
+                        model: &v.scenario.models[tm].profile,
+                        rate_rps: tr,
+                        slo_ms: v.scenario.models[tm].slo_ms,
+                    })
+                    .collect();
+                ts.push(CapTenant {
+                    model: &model.profile,
+                    rate_rps: r,
+                    slo_ms: model.slo_ms,
+                });
+                if capacity::time_share(p, kind, gl.pct as f64 / 100.0, &ts, a * ratio)?.is_some() {
+                    glets[i].tenants.push((m, r));
+                    placed = true;
+                    break;
+                }
+            }
+            if placed {
+                continue;
+            }
+            // smallest new gpulet that serves the residue
+            'outer: for pct in GPULET_MENU {
+                for g in 0..ng {
+                    if !sizes(&glets, g).contains(&pct) {
+                        continue;
+                    }
+                    let kind = &v.scenario.gpus[g].kind;
+                    let a = Self::alpha_for(v, &glets, g, pct, &[m], None);
+                    if let Some(c) = capacity::single(
+                        p,
+                        kind,
+                        &model.profile,
+                        pct as f64 / 100.0,
+                        model.slo_ms,
+                        a * ratio,
+                    )? {
+                        if c.throughput_rps >= r {
+                            glets.push(Glet {
+                                gpu: g,
+                                pct,
+                                tenants: vec![(m, r)],
+                            });
+                            placed = true;
+                            break 'outer;
+                        }
+                    }
+                }
+            }
+            if !placed && !glets.iter().any(|g| g.tenants.iter().any(|t| t.0 == m)) {
+                shed.push(m);
+            }
+        }
+        let mut parts = Vec::new();
+        for gl in &glets {
+            let share = gl.pct as f64 / 100.0;
+            let mut tenants = Vec::new();
+            for &(m, w) in &gl.tenants {
+                let model = &v.scenario.models[m];
+                let kind = &v.scenario.gpus[gl.gpu].kind;
+                let b = capacity::single(p, kind, &model.profile, share, model.slo_ms, ratio)?
+                    .map_or(1, |c| c.batch);
+                tenants.push(Tenant {
+                    model: m,
+                    weight: w,
+                    max_batch: b,
+                });
+            }
+            parts.push(PartitionSpec {
+                gpu: gl.gpu,
+                share: Some(share),
+                tenants,
+            });
+        }
+        Ok(Some(Layout {
+            partitions: parts,
+            shed,
+        }))
+    }
+}

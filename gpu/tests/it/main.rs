@@ -1,0 +1,2 @@
+//! Integration tests of the GPU share model against hand-derived numbers from configs/gpu.
+mod model;

@@ -1,0 +1,3 @@
+//! Planner properties (proptest) and decisions checked by hand.
+mod props;
+mod rules;
