@@ -166,7 +166,7 @@ pub fn sim(a: SimArgs) -> anyhow::Result<()> {
                 .context("--seed must fit in 32 bits for xrbench semantics")?;
             let run = xrbench::run(cat, cat.scenario(&phases[0])?, hw, seed)?;
             (
-                score::score(&run.model_names, &run.e_star, &run.frames),
+                score::score(&run.model_names, &run.frames),
                 "xrbench",
                 json!({}),
             )
@@ -411,7 +411,7 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
         cat.hardware("Single_4K_WS")?,
         1,
     )?;
-    let r = score::score(&run.model_names, &run.e_star, &run.frames);
+    let r = score::score(&run.model_names, &run.frames);
     println!(
         "XRBench parity: VR_gaming on Single_4K_WS scores {:.2} (artifact: 86.47)\n",
         r.overall_score

@@ -6,8 +6,9 @@
 //! system load ρ. Pairs that would finish late are taken only when no pair that makes its
 //! deadline exists for any ready job. The best pair runs its next block of B layers; at the
 //! block boundary the choice is made again (preemption only there; migration costs the
-//! boundary activation's off-chip write and read). Infeasible jobs are dropped proactively,
-//! with the same frame of their downstream models. Every score is O(1) (suffix sums).
+//! boundary activation's off-chip write and read). A job that can no longer make its deadline
+//! (by a true lower bound) is dropped only when dropping is worth more than serving it late
+//! (DESIGN §3.4, [`Sdrm3::drop_value`]). Every score is O(1) (suffix sums).
 
 use super::{Pick, Policy};
 use crate::engine::{DropReason, Engine, JobId};
@@ -21,7 +22,8 @@ pub struct Weights {
     pub energy: f64,
     pub progress: f64,
     pub staleness: f64,
-    /// Drop when d − t − L* < −θ_drop · period.
+    /// Drop an infeasible job only when the drop's value exceeds θ_drop × E*(frame)
+    /// (0: whenever dropping saves more than it costs).
     pub theta_drop: f64,
 }
 
@@ -41,6 +43,14 @@ impl Default for Weights {
 
 impl Weights {
     pub const DIM: usize = 7;
+    /// Indices into [`Weights::to_vec`] (the tuner perturbs the vector).
+    pub const URGENCY: usize = 0;
+    pub const FAIRNESS: usize = 1;
+    pub const LATENCY: usize = 2;
+    pub const ENERGY: usize = 3;
+    pub const PROGRESS: usize = 4;
+    pub const STALENESS: usize = 5;
+    pub const THETA_DROP: usize = 6;
     pub fn to_vec(self) -> [f64; 7] {
         [
             self.urgency,
@@ -53,14 +63,16 @@ impl Weights {
         ]
     }
     pub fn from_vec(v: [f64; 7]) -> Self {
+        // NaN-safe: a NaN weight (a broken measurement) becomes 0
+        let pos = |x: f64| if x.is_nan() { 0.0 } else { x.max(0.0) };
         Weights {
-            urgency: v[0].max(0.0),
-            fairness: v[1].max(0.0),
-            latency: v[2].max(0.0),
-            energy: v[3].max(0.0),
-            progress: v[4].max(0.0),
-            staleness: v[5].max(0.0),
-            theta_drop: v[6].clamp(0.0, 1.0),
+            urgency: pos(v[Self::URGENCY]),
+            fairness: pos(v[Self::FAIRNESS]),
+            latency: pos(v[Self::LATENCY]),
+            energy: pos(v[Self::ENERGY]),
+            progress: pos(v[Self::PROGRESS]),
+            staleness: pos(v[Self::STALENESS]),
+            theta_drop: pos(v[Self::THETA_DROP]).min(1.0),
         }
     }
 }
@@ -111,18 +123,97 @@ impl Sdrm3 {
     }
 }
 
+/// What one miss is worth in mJ under UXCost = Ē × Miss: one more miss adds Ē/N, one more
+/// mJ adds Miss/N, so a miss is worth Ē / Miss mJ. Ē is estimated by the mean E* of a frame
+/// of the active models, Miss by the recent miss share (floored at 1/(2W): no history is not
+/// a zero miss rate).
+pub fn miss_value_mj(e: &Engine) -> f64 {
+    let n = e.models().len();
+    let (mut ebar, mut miss, mut k) = (0.0, 0.0, 0usize);
+    for m in 0..n {
+        if !e.is_active(m) {
+            continue;
+        }
+        ebar += e.whole_energy_star(m);
+        miss += e.fairness(m);
+        k += 1;
+    }
+    if k == 0 {
+        return 0.0;
+    }
+    let floor = 1.0 / (2.0 * crate::engine::FAIR_W as f64);
+    (ebar / k as f64) / (miss / k as f64).max(floor)
+}
+
+impl Sdrm3 {
+    /// The value (in mJ) of dropping ready job `j` now, and its E*(frame); None when the job
+    /// may still make its deadline, judged by a true lower bound (every remaining layer on its
+    /// fastest allowed accelerator, no migration, starting now), so a feasible job is never
+    /// dropped. An infeasible job is a miss whether it is served late or dropped; what differs:
+    /// - energy: serving executes its remaining work (at best E*_rem); dropping is charged
+    ///   E*(frame) by UXCost, so a nearly finished job is cheaper to serve;
+    /// - load: dropping frees L*_rem of accelerator time; under load ρ that saves
+    ///   ρ · L*_rem / (shortest period) misses of other work, plus one more (× w_N) when a
+    ///   newer frame of the same model already waits behind it (staleness);
+    /// - the cascade: its downstream frames are dropped with it; each released one that could
+    ///   still make its own deadline after this job is served late is a miss that serving would
+    ///   not cause; a downstream frame not yet released counts with its trigger probability.
+    ///
+    /// Misses are converted to mJ with [`miss_value_mj`].
+    pub fn drop_value(
+        &self,
+        now: f64,
+        e: &Engine,
+        j: &crate::engine::Job,
+        rho: f64,
+        miss_value: f64,
+    ) -> Option<(f64, f64)> {
+        let (lb, _) = e.layerwise_best(j, j.next_layer);
+        if now + lb <= j.deadline_ms {
+            return None;
+        }
+        let (l_rem, e_rem) = e.best_remaining(j);
+        let mut whole = j.clone();
+        whole.next_layer = 0;
+        whole.last_acc = None;
+        let e_frame = e.best_remaining(&whole).1;
+        let stale = if e.stale(j) { self.weights.staleness } else { 0.0 };
+        let relieved = (rho * l_rem / e.shortest_period()).min(1.0) + stale;
+        let mut cascade = 0.0;
+        for d in e.downstreams(j.model) {
+            let down_lb = e.layerwise_best(&e.probe(d, 0, e.layers(d)), 0).0;
+            match e.waiting_job(d, j.frame) {
+                Some(dj) => {
+                    if now + lb + down_lb <= dj.deadline_ms {
+                        cascade += 1.0;
+                    }
+                }
+                None if !e.released(d, j.frame) => {
+                    let deadline = j.deadline_ms - e.period(j.model) + e.period(d);
+                    if now + lb + down_lb <= deadline {
+                        cascade += e.trigger_probability(d);
+                    }
+                }
+                None => {}
+            }
+        }
+        let value = (e_rem - e_frame) + (relieved - cascade) * miss_value;
+        let value = if value.is_nan() { f64::NEG_INFINITY } else { value };
+        Some((value, e_frame))
+    }
+}
+
 impl Policy for Sdrm3 {
     fn name(&self) -> &'static str {
         "sdrm3"
     }
-    fn drops_expired(&self) -> bool {
-        false // it drops proactively, before the deadline passes
-    }
     fn drops(&mut self, now: f64, e: &Engine) -> Vec<(JobId, DropReason)> {
+        let miss_value = miss_value_mj(e);
+        let rho = e.load();
         e.ready_jobs()
             .filter(|j| {
-                let (l_star, _) = self.best(e, j);
-                j.deadline_ms - now - l_star < -self.weights.theta_drop * e.period(j.model)
+                let v = self.drop_value(now, e, j, rho, miss_value);
+                v.is_some_and(|(value, e_frame)| value > self.weights.theta_drop * e_frame)
             })
             .map(|j| (j.id, DropReason::Infeasible))
             .collect()
@@ -148,6 +239,8 @@ impl Policy for Sdrm3 {
                 let s = base
                     + w.latency * (l_star / l.max(1e-12))
                     + w.energy * (e_star / en.max(1e-12)) * (1.0 - rho);
+                // NaN-safe: a NaN score loses every comparison
+                let s = if s.is_nan() { f64::NEG_INFINITY } else { s };
                 let cand = (on_time, s, j.deadline_ms, j.model, j.id, a);
                 let better = match &best {
                     None => true,

@@ -9,7 +9,7 @@ fn parity(scenario: &str, hw: &str, seed: u32) -> edgeplane_scheduler::Report {
         seed,
     )
     .unwrap();
-    score::score(&run.model_names, &run.e_star, &run.frames)
+    score::score(&run.model_names, &run.frames)
 }
 
 #[test]
