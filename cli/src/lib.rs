@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod load;
+pub mod plot;
 pub mod sim;
 
 use clap::{Parser, Subcommand};

@@ -433,6 +433,7 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
         supernet: cfg.supernet.then(Supernet::default),
     };
     let mut phase_idx = 0usize;
+    forecast_profile(cat, &spec, &wl, 0, 0.0, &mut d, &mut win)?;
 
     loop {
         let Some((now, releases)) = d.pop_instant() else {
@@ -452,6 +453,7 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
             if let Some(t) = win.tuner.as_mut() {
                 t.restart(now);
             }
+            forecast_profile(cat, &spec, &wl, ph, now, &mut d, &mut win)?;
         }
         let mut acts = Vec::new();
         for (ev, frame) in releases {
@@ -516,6 +518,49 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
         decisions: d.decisions,
         arrivals,
     })
+}
+
+/// At the start of a run or phase the tuner has no window to replay yet; sensors are
+/// periodic, so it replays a forecast instead: every active model's frames over the next
+/// window at its period (every cascade trigger assumed to fire: the busiest case), and starts
+/// from the best profile on it.
+fn forecast_profile(
+    cat: &Catalog,
+    spec: &EngineSpec,
+    wl: &Workload,
+    phase: usize,
+    now: f64,
+    d: &mut Driver,
+    win: &mut Windows,
+) -> Result<(), Error> {
+    let Some(t) = win.tuner.as_mut() else {
+        return Ok(());
+    };
+    let mut fc = Vec::new();
+    for (m, model) in wl.models.iter().enumerate() {
+        if !wl.active[phase].contains(&m) {
+            continue;
+        }
+        let p = model.period_ms;
+        let mut i = (now / p).ceil() as u64;
+        while (i as f64) * p < now + win.len {
+            fc.push(Arrival {
+                time_ms: i as f64 * p,
+                model: m,
+                frame: i,
+                deadline_ms: (i + 1) as f64 * p,
+                end_layer: None,
+                width: d.engine.width(m),
+            });
+            i += 1;
+        }
+    }
+    fc.sort_by(|a, b| a.time_ms.total_cmp(&b.time_ms).then(a.model.cmp(&b.model)));
+    if let Some(w) = d.engine.policy_mut().weights_mut() {
+        let mut eval = |x: Weights| replay(cat, spec, x, &fc).map(|r| r.uxcost);
+        t.choose_profile(w, &mut eval)?;
+    }
+    Ok(())
 }
 
 /// A window ended: the tuner takes one step on the window's arrivals (replayed in virtual

@@ -92,7 +92,10 @@ impl Tuner {
                 t[i] * (1.0 + dir * DELTA * self.sign[i])
             };
         }
-        Weights::from_vec(v)
+        Weights {
+            layerwise: theta.layerwise,
+            ..Weights::from_vec(v)
+        }
     }
 
     fn moved(&self, theta: Weights, diff: f64) -> Weights {
@@ -105,7 +108,10 @@ impl Tuner {
                 *ti *= 1.0 - self.eta * s;
             }
         }
-        Weights::from_vec(t)
+        Weights {
+            layerwise: theta.layerwise,
+            ..Weights::from_vec(t)
+        }
     }
 
     /// A window ended. `eval(θ)` replays the window's arrivals with weights θ and returns
@@ -125,6 +131,9 @@ impl Tuner {
         }
         self.step += 1;
         self.new_direction();
+        if self.step == 1 {
+            self.choose_profile(w, eval)?;
+        }
         let theta = *w;
         let cost = eval(theta)?;
         let cost_plus = eval(self.perturbed(theta, 1.0))?;
@@ -171,6 +180,28 @@ impl Tuner {
             }
             self.converged_at = Some(if accepted { cost_new } else { cost });
         }
+        Ok(())
+    }
+
+    /// Compare the current weights with [`Weights::profiles`] on the same frames (`eval`)
+    /// and keep the best; ties keep the current weights. Used before the first gradient step,
+    /// and at the start of a run or phase on a forecast of the next window's frames.
+    pub fn choose_profile(
+        &mut self,
+        w: &mut Weights,
+        eval: &mut dyn FnMut(Weights) -> Result<f64, Error>,
+    ) -> Result<(), Error> {
+        let mut best = (eval(*w)?, *w);
+        for p in Weights::profiles() {
+            if p == *w {
+                continue;
+            }
+            let c = eval(p)?;
+            if c < best.0 {
+                best = (c, p);
+            }
+        }
+        *w = best.1;
         Ok(())
     }
 
@@ -231,9 +262,7 @@ impl Supernet {
         } else if rho < 0.7 && miss < 0.01 {
             let best = (0..n)
                 .filter(|&m| Self::level(e.width(m)) < 2)
-                .min_by(|&a, &b| {
-                    demand(e, a).total_cmp(&demand(e, b)).then(a.cmp(&b))
-                });
+                .min_by(|&a, &b| demand(e, a).total_cmp(&demand(e, b)).then(a.cmp(&b)));
             if let Some(m) = best {
                 let l = Self::level(e.width(m));
                 e.set_width(m, WIDTHS[l + 1]);

@@ -25,6 +25,9 @@ pub struct Weights {
     /// Drop an infeasible job only when the drop's value exceeds θ_drop × E*(frame)
     /// (0: whenever dropping saves more than it costs).
     pub theta_drop: f64,
+    /// Block-aware costs (see [`Sdrm3::layerwise`]): a discrete choice the tuner makes by
+    /// replaying the same frames both ways; not part of the continuous vector.
+    pub layerwise: bool,
 }
 
 impl Default for Weights {
@@ -37,6 +40,7 @@ impl Default for Weights {
             progress: 0.25,
             staleness: 0.5,
             theta_drop: 0.0,
+            layerwise: false,
         }
     }
 }
@@ -51,6 +55,32 @@ impl Weights {
     pub const PROGRESS: usize = 4;
     pub const STALENESS: usize = 5;
     pub const THETA_DROP: usize = 6;
+    /// The starting points the tuner compares on the same replayed frames before it starts
+    /// its gradient steps: the design's weights and a deadline-first profile (urgency
+    /// dominant, close to least-slack-first), each with whole-model and block-aware costs.
+    pub fn profiles() -> [Weights; 4] {
+        let d = Weights::default();
+        let deadline = Weights {
+            urgency: 3.0,
+            fairness: 0.25,
+            latency: 0.25,
+            energy: 0.1,
+            progress: 0.1,
+            ..d
+        };
+        [
+            d,
+            Weights {
+                layerwise: true,
+                ..d
+            },
+            deadline,
+            Weights {
+                layerwise: true,
+                ..deadline
+            },
+        ]
+    }
     pub fn to_vec(self) -> [f64; 7] {
         [
             self.urgency,
@@ -73,6 +103,7 @@ impl Weights {
             progress: pos(v[Self::PROGRESS]),
             staleness: pos(v[Self::STALENESS]),
             theta_drop: pos(v[Self::THETA_DROP]).min(1.0),
+            layerwise: false,
         }
     }
 }
@@ -104,15 +135,18 @@ impl Default for Sdrm3 {
 }
 
 impl Sdrm3 {
+    fn lw(&self) -> bool {
+        self.layerwise || self.weights.layerwise
+    }
     fn best(&self, e: &Engine, j: &crate::engine::Job) -> (f64, f64) {
-        if self.layerwise {
+        if self.lw() {
             e.layerwise_best(j, j.next_layer)
         } else {
             e.best_remaining(j)
         }
     }
     fn pair(&self, e: &Engine, j: &crate::engine::Job, a: usize) -> (f64, f64) {
-        if self.layerwise {
+        if self.lw() {
             let to = (j.next_layer + self.block.max(1)).min(j.end_layer);
             let (bl, be, _) = e.block_cost(j, a, j.next_layer, to);
             let (rl, re) = e.layerwise_best(j, to);
@@ -177,7 +211,11 @@ impl Sdrm3 {
         whole.next_layer = 0;
         whole.last_acc = None;
         let e_frame = e.best_remaining(&whole).1;
-        let stale = if e.stale(j) { self.weights.staleness } else { 0.0 };
+        let stale = if e.stale(j) {
+            self.weights.staleness
+        } else {
+            0.0
+        };
         let relieved = (rho * l_rem / e.shortest_period()).min(1.0) + stale;
         let mut cascade = 0.0;
         for d in e.downstreams(j.model) {
@@ -198,7 +236,11 @@ impl Sdrm3 {
             }
         }
         let value = (e_rem - e_frame) + (relieved - cascade) * miss_value;
-        let value = if value.is_nan() { f64::NEG_INFINITY } else { value };
+        let value = if value.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            value
+        };
         Some((value, e_frame))
     }
 }
