@@ -519,6 +519,12 @@ impl Engine {
     /// active models (models of an inactive phase and accelerators nobody may use do not
     /// dilute it).
     pub fn load(&self) -> f64 {
+        let (work, capacity) = self.load_parts();
+        (work / capacity).min(1.0)
+    }
+    /// The two terms of ρ: Σ_ready L*(j) (ms of work) and |A| · shortest period (ms of
+    /// capacity), for callers that need the load without one job.
+    pub fn load_parts(&self) -> (f64, f64) {
         let s: f64 = self.ready_jobs().map(|j| self.best_remaining(j).0).sum();
         let mask = self
             .allowed
@@ -531,7 +537,7 @@ impl Engine {
         } else {
             mask.count_ones() as usize
         };
-        (s / (n as f64 * self.shortest_period())).min(1.0)
+        (s, n as f64 * self.shortest_period())
     }
     /// A counter that changes at every `step` (policies keep per-step state with it).
     pub fn step_seq(&self) -> u64 {

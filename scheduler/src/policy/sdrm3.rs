@@ -186,9 +186,10 @@ impl Sdrm3 {
     /// dropped. An infeasible job is a miss whether it is served late or dropped; what differs:
     /// - energy: serving executes its remaining work (at best E*_rem); dropping is charged
     ///   E*(frame) by UXCost, so a nearly finished job is cheaper to serve;
-    /// - load: dropping frees L*_rem of accelerator time; under load ρ that saves
-    ///   ρ · L*_rem / (shortest period) misses of other work, plus one more (× w_N) when a
-    ///   newer frame of the same model already waits behind it (staleness);
+    /// - load: dropping frees L*_rem of accelerator time; under the load ρ₋ⱼ of the *other*
+    ///   ready work that saves ρ₋ⱼ · L*_rem / (shortest period) misses (at most one), plus
+    ///   w_N more when a newer frame of the same model already waits behind it (staleness);
+    ///   with nothing else waiting, freeing time saves nothing;
     /// - the cascade: its downstream frames are dropped with it; each released one that could
     ///   still make its own deadline after this job is served late is a miss that serving would
     ///   not cause; a downstream frame not yet released counts with its trigger probability.
@@ -199,7 +200,7 @@ impl Sdrm3 {
         now: f64,
         e: &Engine,
         j: &crate::engine::Job,
-        rho: f64,
+        (work, capacity): (f64, f64),
         miss_value: f64,
     ) -> Option<(f64, f64)> {
         let (lb, _) = e.layerwise_best(j, j.next_layer);
@@ -216,7 +217,8 @@ impl Sdrm3 {
         } else {
             0.0
         };
-        let relieved = (rho * l_rem / e.shortest_period()).min(1.0) + stale;
+        let rho_others = ((work - l_rem) / capacity).clamp(0.0, 1.0);
+        let relieved = (rho_others * l_rem / e.shortest_period()).min(1.0) + stale;
         let mut cascade = 0.0;
         for d in e.downstreams(j.model) {
             let down_lb = e.layerwise_best(&e.probe(d, 0, e.layers(d)), 0).0;
@@ -251,10 +253,10 @@ impl Policy for Sdrm3 {
     }
     fn drops(&mut self, now: f64, e: &Engine) -> Vec<(JobId, DropReason)> {
         let miss_value = miss_value_mj(e);
-        let rho = e.load();
+        let load = e.load_parts();
         e.ready_jobs()
             .filter(|j| {
-                let v = self.drop_value(now, e, j, rho, miss_value);
+                let v = self.drop_value(now, e, j, load, miss_value);
                 v.is_some_and(|(value, e_frame)| value > self.weights.theta_drop * e_frame)
             })
             .map(|j| (j.id, DropReason::Infeasible))

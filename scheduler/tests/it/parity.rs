@@ -66,7 +66,11 @@ fn parity_vr_gaming_single_4k_ws_matches_the_artifacts_published_sample() {
     let m = &r.models;
     assert!((m[0].rt_score - 1.0).abs() < 1e-3);
     assert!((m[1].rt_score - 1.0).abs() < 1e-3);
-    assert!((m[2].rt_score - 0.744).abs() < 1e-3, "HT RT {}", m[2].rt_score);
+    assert!(
+        (m[2].rt_score - 0.744).abs() < 1e-3,
+        "HT RT {}",
+        m[2].rt_score
+    );
     assert!((m[0].energy_score - 0.976).abs() < 1e-3);
     assert!((m[1].energy_score - 0.977).abs() < 1e-3);
     assert!((m[2].energy_score - 0.862).abs() < 1e-3);
