@@ -9,6 +9,7 @@ pub mod admin;
 pub mod chaos;
 pub mod load;
 pub mod partition;
+pub mod plot;
 pub mod sim;
 
 use clap::{Parser, Subcommand};

@@ -70,6 +70,15 @@ pub struct BenchArgs {
     /// Simulated milliseconds per run.
     #[arg(long, default_value_t = 3000.0)]
     pub duration_ms: f64,
+    /// Write a PNG of UXCost per cell and policy (uxcost.png) into this folder.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Only these scenarios of the grid (comma-separated).
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Only these hardware set-ups of the grid (comma-separated).
+    #[arg(long)]
+    pub hardware: Option<String>,
 }
 
 /// The hardware set-ups of the benchmark: heterogeneous and homogeneous.
@@ -166,7 +175,7 @@ pub fn sim(a: SimArgs) -> anyhow::Result<()> {
                 .context("--seed must fit in 32 bits for xrbench semantics")?;
             let run = xrbench::run(cat, cat.scenario(&phases[0])?, hw, seed)?;
             (
-                score::score(&run.model_names, &run.e_star, &run.frames),
+                score::score(&run.model_names, &run.frames),
                 "xrbench",
                 json!({}),
             )
@@ -222,9 +231,12 @@ pub fn sim(a: SimArgs) -> anyhow::Result<()> {
             if let Some(steps) = extra.get("tuner_log").and_then(|l| l.as_array()) {
                 for s in steps {
                     println!(
-                        "tuner step {}: t={:.0} ms UXCost+ {:.3} UXCost- {:.3} eta {:.3} converged {}",
-                        s["step"], s["time_ms"].as_f64().unwrap_or(0.0), s["cost_plus"].as_f64().unwrap_or(0.0),
-                        s["cost_minus"].as_f64().unwrap_or(0.0), s["eta"].as_f64().unwrap_or(0.0), s["converged"]
+                        "tuner step {}: t={:.0} ms UXCost {:.3} (+δ {:.3}, −δ {:.3}) → {:.3} {} eta {:.3} converged {}",
+                        s["step"], s["time_ms"].as_f64().unwrap_or(0.0), s["cost"].as_f64().unwrap_or(0.0),
+                        s["cost_plus"].as_f64().unwrap_or(0.0), s["cost_minus"].as_f64().unwrap_or(0.0),
+                        s["cost_new"].as_f64().unwrap_or(0.0),
+                        if s["accepted"].as_bool().unwrap_or(false) { "kept" } else { "rejected" },
+                        s["eta"].as_f64().unwrap_or(0.0), s["converged"]
                     );
                 }
             }
@@ -233,13 +245,18 @@ pub fn sim(a: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One bench cell: a policy's mean UXCost, miss rate and energy over seeds.
-struct Cell {
-    ux: f64,
-    miss: f64,
-    energy: f64,
-    steps: Option<usize>,
+/// One bench cell: a policy's mean UXCost, miss rate, energy and accuracy over seeds.
+pub struct Cell {
+    pub ux: f64,
+    pub miss: f64,
+    pub energy: f64,
+    pub accuracy: f64,
+    pub steps: Option<f64>,
 }
+
+/// The name of the extra row: SDRM3 with Supernet switching (not compared: it trades
+/// accuracy for UXCost, so it is shown beside its mean accuracy).
+pub const SUPERNET_ROW: &str = "sdrm3+supernet";
 
 fn run_cell(
     cat: &Catalog,
@@ -249,18 +266,22 @@ fn run_cell(
     seeds: u64,
     dur: f64,
 ) -> anyhow::Result<Cell> {
-    let (mut ux, mut miss, mut energy, mut steps) = (0.0, 0.0, 0.0, Vec::new());
+    let supernet = p == SUPERNET_ROW;
+    let policy = if supernet { "sdrm3" } else { p };
+    let (mut ux, mut miss, mut energy, mut acc, mut steps) = (0.0, 0.0, 0.0, 0.0, Vec::new());
     for seed in 1..=seeds {
-        let mut cfg = SimConfig::new(sc, hw, p);
+        let mut cfg = SimConfig::new(sc, hw, policy);
         cfg.duration_ms = dur;
         cfg.seed = seed;
-        cfg.tune = p == "sdrm3";
+        cfg.tune = policy == "sdrm3";
+        cfg.supernet = supernet;
         let r = sim::run(cat, &cfg)?;
         ux += r.report.uxcost;
         miss += r.report.miss_rate;
         energy += r.report.energy_mj;
+        acc += r.report.mean_accuracy;
         if let Some(s) = r.tuner_steps_to_converge {
-            steps.push(s);
+            steps.push(s as f64);
         }
     }
     let n = seeds as f64;
@@ -268,16 +289,72 @@ fn run_cell(
         ux: ux / n,
         miss: miss / n,
         energy: energy / n,
+        accuracy: acc / n,
         steps: if steps.is_empty() {
             None
         } else {
-            Some(steps.iter().sum::<usize>() / steps.len())
+            Some(steps.iter().sum::<f64>() / steps.len() as f64)
         },
     })
 }
 
 fn geomean(v: &[f64]) -> f64 {
-    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len().max(1) as f64).exp()
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
+}
+
+/// A cell is saturated when every policy's UXCost is within 1 % of every other's: no
+/// scheduler can matter there.
+pub fn saturated(uxs: &[f64]) -> bool {
+    let lo = uxs.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = uxs.iter().cloned().fold(0.0, f64::max);
+    hi <= lo * 1.01
+}
+
+/// One row of the bench: a (scenario, hardware) cell, one entry per policy in POLICIES
+/// order, then the SDRM3+Supernet row.
+pub struct Row {
+    pub scenario: String,
+    pub hardware: String,
+    pub cells: Vec<Cell>,
+    pub supernet: Cell,
+}
+
+impl Row {
+    /// SDRM3's UXCost over the best baseline's (per-cell best).
+    pub fn vs_best(&self) -> f64 {
+        let best = self.cells[1..]
+            .iter()
+            .map(|x| x.ux)
+            .fold(f64::INFINITY, f64::min);
+        self.cells[0].ux / best
+    }
+    pub fn saturated(&self) -> bool {
+        saturated(&self.cells.iter().map(|c| c.ux).collect::<Vec<_>>())
+    }
+}
+
+fn filter_list<'a>(
+    all: &[&'a str],
+    only: &Option<String>,
+    what: &str,
+) -> anyhow::Result<Vec<&'a str>> {
+    let Some(only) = only else {
+        return Ok(all.to_vec());
+    };
+    let mut v = Vec::new();
+    for name in only.split(',').map(str::trim) {
+        match all.iter().find(|x| **x == name) {
+            Some(x) => v.push(*x),
+            None => bail!(
+                "--{what} `{name}` is not in the bench grid; valid: {}",
+                all.join(", ")
+            ),
+        }
+    }
+    Ok(v)
 }
 
 pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
@@ -285,7 +362,17 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     if a.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
-    let cells_n = (BENCH_SCENARIOS.len() * BENCH_HARDWARE.len() * POLICIES.len()) as u64;
+    if !(a.duration_ms.is_finite() && a.duration_ms > 0.0) {
+        bail!("--duration-ms must be > 0, got {}", a.duration_ms);
+    }
+    let scenarios = filter_list(BENCH_SCENARIOS, &a.scenario, "scenario")?;
+    let hardware = filter_list(BENCH_HARDWARE, &a.hardware, "hardware")?;
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--out {}: cannot create the folder", dir.display()))?;
+    }
+    let per_row = POLICIES.len() + 1;
+    let cells_n = (scenarios.len() * hardware.len() * per_row) as u64;
     let bar = indicatif::ProgressBar::new(cells_n);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -294,78 +381,129 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let start = std::time::Instant::now();
-    // rows[(scenario, hw)] = cells per policy (POLICIES order)
     let mut rows = Vec::new();
-    for sc in BENCH_SCENARIOS {
-        for hw in BENCH_HARDWARE {
+    for sc in &scenarios {
+        for hw in &hardware {
             let mut cells = Vec::new();
             for p in POLICIES {
                 bar.set_message(format!("{sc} {hw} {p}"));
                 cells.push(run_cell(cat, sc, hw, p, a.seeds, a.duration_ms)?);
                 bar.inc(1);
             }
-            rows.push((sc, hw, cells));
+            bar.set_message(format!("{sc} {hw} {SUPERNET_ROW}"));
+            let supernet = run_cell(cat, sc, hw, SUPERNET_ROW, a.seeds, a.duration_ms)?;
+            bar.inc(1);
+            rows.push(Row {
+                scenario: sc.to_string(),
+                hardware: hw.to_string(),
+                cells,
+                supernet,
+            });
         }
     }
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
-    let xi = POLICIES.iter().position(|p| *p == "xrbench").unwrap();
+    let xi = POLICIES.iter().position(|p| *p == "xrbench").unwrap_or(1);
     // sdrm3 is POLICIES[0]
-    let mut per_baseline = Vec::new();
-    for (bi, b) in POLICIES.iter().enumerate().skip(1) {
-        let ratios: Vec<f64> = rows.iter().map(|(_, _, c)| c[0].ux / c[bi].ux).collect();
-        per_baseline.push((b.to_string(), 1.0 - geomean(&ratios)));
-    }
-    let best_ratios: Vec<f64> = rows
+    let per_baseline: Vec<(String, f64)> = POLICIES
         .iter()
-        .map(|(_, _, c)| c[0].ux / c[1..].iter().map(|x| x.ux).fold(f64::INFINITY, f64::min))
+        .enumerate()
+        .skip(1)
+        .map(|(bi, b)| {
+            let ratios: Vec<f64> = rows
+                .iter()
+                .map(|r| r.cells[0].ux / r.cells[bi].ux)
+                .collect();
+            (b.to_string(), 1.0 - geomean(&ratios))
+        })
         .collect();
-    let vs_best = 1.0 - geomean(&best_ratios);
-    let steps: Vec<usize> = rows.iter().filter_map(|(_, _, c)| c[0].steps).collect();
-    let mean_of = |pi: usize, f: &dyn Fn(&Cell) -> f64| {
-        rows.iter().map(|(_, _, c)| f(&c[pi])).sum::<f64>() / rows.len() as f64
-    };
+    let vs_best = 1.0 - geomean(&rows.iter().map(Row::vs_best).collect::<Vec<_>>());
+    let unsat: Vec<f64> = rows
+        .iter()
+        .filter(|r| !r.saturated())
+        .map(Row::vs_best)
+        .collect();
+    let vs_best_unsat = 1.0 - geomean(&unsat);
+    let n_sat = rows.len() - unsat.len();
+    let steps: Vec<f64> = rows.iter().filter_map(|r| r.cells[0].steps).collect();
+    let mean_of = |f: &dyn Fn(&Row) -> f64| rows.iter().map(f).sum::<f64>() / rows.len() as f64;
+    let mut png = None;
+    if let Some(dir) = &a.out {
+        let path = dir.join("uxcost.png");
+        crate::plot::uxcost_png(&path, &rows, POLICIES)?;
+        png = Some(path);
+    }
 
     if a.format == Format::Json {
+        let per_policy = |f: &dyn Fn(&Cell) -> f64, r: &Row| {
+            POLICIES
+                .iter()
+                .zip(&r.cells)
+                .map(|(p, x)| (p.to_string(), json!(f(x))))
+                .chain(std::iter::once((
+                    SUPERNET_ROW.to_string(),
+                    json!(f(&r.supernet)),
+                )))
+                .collect::<serde_json::Map<_, _>>()
+        };
         let v = json!({
             "seeds": a.seeds,
             "duration_ms": a.duration_ms,
             "elapsed_s": elapsed,
             "policies": POLICIES,
-            "cells": rows.iter().map(|(sc, hw, c)| json!({
-                "scenario": sc, "hardware": hw,
-                "uxcost": POLICIES.iter().zip(c).map(|(p, x)| (p.to_string(), json!(x.ux))).collect::<serde_json::Map<_,_>>(),
-                "uxcost_vs_xrbench": POLICIES.iter().zip(c).map(|(p, x)| (p.to_string(), json!(x.ux / c[xi].ux))).collect::<serde_json::Map<_,_>>(),
-                "miss_rate": POLICIES.iter().zip(c).map(|(p, x)| (p.to_string(), json!(x.miss))).collect::<serde_json::Map<_,_>>(),
-                "energy_mj": POLICIES.iter().zip(c).map(|(p, x)| (p.to_string(), json!(x.energy))).collect::<serde_json::Map<_,_>>(),
-                "sdrm3_tuner_steps": c[0].steps,
+            "extra_row": SUPERNET_ROW,
+            "cells": rows.iter().map(|r| json!({
+                "scenario": r.scenario, "hardware": r.hardware,
+                "saturated": r.saturated(),
+                "sdrm3_vs_best_baseline": r.vs_best(),
+                "uxcost": per_policy(&|c| c.ux, r),
+                "uxcost_vs_xrbench": per_policy(&|c| c.ux / r.cells[xi].ux, r),
+                "miss_rate": per_policy(&|c| c.miss, r),
+                "energy_mj": per_policy(&|c| c.energy, r),
+                "mean_accuracy": per_policy(&|c| c.accuracy, r),
+                "sdrm3_tuner_steps": r.cells[0].steps,
             })).collect::<Vec<_>>(),
             "sdrm3_geomean_uxcost_reduction": per_baseline.iter().map(|(b, r)| (b.clone(), json!(r))).collect::<serde_json::Map<_,_>>(),
             "sdrm3_geomean_uxcost_reduction_vs_best_baseline": vs_best,
-            "sdrm3_tuner_steps_mean": if steps.is_empty() { None } else { Some(steps.iter().sum::<usize>() as f64 / steps.len() as f64) },
+            "saturated_cells": n_sat,
+            "sdrm3_geomean_uxcost_reduction_vs_best_baseline_unsaturated": vs_best_unsat,
+            "sdrm3_tuner_steps_mean": if steps.is_empty() { None } else { Some(steps.iter().sum::<f64>() / steps.len() as f64) },
+            "png": png.as_ref().map(|p| p.display().to_string()),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!("UXCost normalised to xrbench (lower is better); native semantics, {} seeds × {} ms per cell", a.seeds, a.duration_ms);
+    println!("all policies without Supernet; `{SUPERNET_ROW}` (accuracy beside it) is not compared; sat = every policy within 1 %");
     print!("{:<20} {:<20}", "scenario", "hardware");
     for p in POLICIES {
         print!(" {p:>9}");
     }
-    println!(" {:>6}", "steps");
-    for (sc, hw, c) in &rows {
-        print!("{sc:<20} {hw:<20}");
-        for x in c {
-            print!(" {:>9.3}", x.ux / c[xi].ux);
+    println!(
+        " {:>9} {:>7} {:>14} {:>4} {:>6}",
+        "vs best", "", SUPERNET_ROW, "sat", "steps"
+    );
+    for r in &rows {
+        print!("{:<20} {:<20}", r.scenario, r.hardware);
+        for x in &r.cells {
+            print!(" {:>9.3}", x.ux / r.cells[xi].ux);
         }
         println!(
-            " {:>6}",
-            c[0].steps.map(|s| s.to_string()).unwrap_or("-".into())
+            " {:>9.3} {:>7} {:>6.3} (acc {:.3}) {:>4} {:>6}",
+            r.vs_best(),
+            "",
+            r.supernet.ux / r.cells[xi].ux,
+            r.supernet.accuracy,
+            if r.saturated() { "yes" } else { "" },
+            r.cells[0]
+                .steps
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or("-".into())
         );
     }
     println!();
     println!(
-        "{:<10} {:>10} {:>12} {:>28}",
+        "{:<15} {:>10} {:>12} {:>28}",
         "policy", "miss rate", "energy mJ", "sdrm3 UXCost reduction"
     );
     for (pi, p) in POLICIES.iter().enumerate() {
@@ -375,30 +513,39 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             format!("{:.1} %", 100.0 * per_baseline[pi - 1].1)
         };
         println!(
-            "{:<10} {:>10.3} {:>12.0} {:>28}",
+            "{:<15} {:>10.3} {:>12.0} {:>28}",
             p,
-            mean_of(pi, &|c| c.miss),
-            mean_of(pi, &|c| c.energy),
+            mean_of(&|r| r.cells[pi].miss),
+            mean_of(&|r| r.cells[pi].energy),
             red
         );
     }
     println!(
-        "sdrm3 vs the best baseline of each cell: geomean UXCost reduction {:.1} %",
-        100.0 * vs_best
+        "{:<15} {:>10.3} {:>12.0} {:>28}",
+        SUPERNET_ROW,
+        mean_of(&|r| r.supernet.miss),
+        mean_of(&|r| r.supernet.energy),
+        format!("(accuracy {:.3})", mean_of(&|r| r.supernet.accuracy))
+    );
+    println!(
+        "sdrm3 vs the best baseline of each cell: geomean UXCost reduction {:.1} % over {} cells; {:.1} % over the {} unsaturated cells",
+        100.0 * vs_best,
+        rows.len(),
+        100.0 * vs_best_unsat,
+        unsat.len()
     );
     if !steps.is_empty() {
         println!(
             "tuner: converged in {} of {} cells, mean {:.1} steps",
             steps.len(),
             rows.len(),
-            steps.iter().sum::<usize>() as f64 / steps.len() as f64
+            steps.iter().sum::<f64>() / steps.len() as f64
         );
     }
-    println!(
-        "({} cells in {:.1} s)",
-        rows.len() * POLICIES.len(),
-        elapsed
-    );
+    if let Some(p) = png {
+        println!("chart: {}", p.display());
+    }
+    println!("({} runs in {:.1} s)", rows.len() * per_row, elapsed);
     Ok(())
 }
 
@@ -411,7 +558,7 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
         cat.hardware("Single_4K_WS")?,
         1,
     )?;
-    let r = score::score(&run.model_names, &run.e_star, &run.frames);
+    let r = score::score(&run.model_names, &run.frames);
     println!(
         "XRBench parity: VR_gaming on Single_4K_WS scores {:.2} (artifact: 86.47)\n",
         r.overall_score

@@ -128,9 +128,12 @@ pub struct Engine {
     /// Completed / dropped frames of models that have downstreams.
     upstream_done: HashMap<(usize, u64), bool>,
     downstreams: Vec<Vec<usize>>,
-    /// Drop queued jobs whose deadline passed (the XRBench runtime rule all baselines share).
-    pub drop_expired: bool,
-    shortest_period: f64,
+    /// Whether a model currently releases frames (phases switch models on and off); load
+    /// counts only active models.
+    active: Vec<bool>,
+    /// Probability that a frame of each model is generated (cascade triggers), for SDRM3's
+    /// expected cascade cost; 1 unless the driver says otherwise.
+    trigger: Vec<f64>,
     widths: Vec<f64>,
     /// Accelerators each model may run on (bit a = accelerator a): an assignment of models
     /// to accelerators or GPU partitions restricts every policy through it.
@@ -141,6 +144,29 @@ pub struct Engine {
 
 /// Fairness window (frames).
 pub const FAIR_W: usize = 10;
+
+/// Per-layer best latency / energy over the accelerators in `mask`, as suffix sums.
+fn best_suffix(row: &[ModelCost], mask: u64) -> (Vec<f64>, Vec<f64>) {
+    let n = row[0].layers();
+    let (mut lat, mut en) = (vec![0.0; n + 1], vec![0.0; n + 1]);
+    let allowed = || {
+        row.iter()
+            .enumerate()
+            .filter(move |(a, _)| mask & (1 << a) != 0)
+            .map(|(_, c)| c)
+    };
+    for l in (0..n).rev() {
+        let bl = allowed()
+            .map(|c| c.lat_ms(l, l + 1))
+            .fold(f64::INFINITY, f64::min);
+        let be = allowed()
+            .map(|c| c.energy_mj(l, l + 1))
+            .fold(f64::INFINITY, f64::min);
+        lat[l] = lat[l + 1] + bl;
+        en[l] = en[l + 1] + be;
+    }
+    (lat, en)
+}
 
 impl Engine {
     /// An engine for `models` on `accs`, scheduling with `policy`.
@@ -173,37 +199,17 @@ impl Engine {
             }
             costs.push(row);
         }
-        let best_suffix = costs
-            .iter()
-            .map(|row: &Vec<ModelCost>| {
-                let n = row[0].layers();
-                let (mut lat, mut en) = (vec![0.0; n + 1], vec![0.0; n + 1]);
-                for l in (0..n).rev() {
-                    let bl = row
-                        .iter()
-                        .map(|c| c.lat_ms(l, l + 1))
-                        .fold(f64::INFINITY, f64::min);
-                    let be = row
-                        .iter()
-                        .map(|c| c.energy_mj(l, l + 1))
-                        .fold(f64::INFINITY, f64::min);
-                    lat[l] = lat[l + 1] + bl;
-                    en[l] = en[l + 1] + be;
-                }
-                (lat, en)
-            })
-            .collect();
+        let all = u64::MAX >> (64 - accs.len());
+        let best_suffix = costs.iter().map(|row| best_suffix(row, all)).collect();
         let mut downstreams = vec![Vec::new(); models.len()];
         for (i, m) in models.iter().enumerate() {
             if let Some(u) = m.upstream {
                 downstreams[u].push(i);
             }
         }
-        let shortest_period = models
-            .iter()
-            .map(|m| m.period_ms)
-            .fold(f64::INFINITY, f64::min);
         Ok(Engine {
+            active: vec![true; models.len()],
+            trigger: vec![1.0; models.len()],
             widths: vec![1.0; models.len()],
             allowed: vec![u64::MAX >> (64 - accs.len()); models.len()],
             allowed_epoch: 0,
@@ -223,12 +229,10 @@ impl Engine {
             jobs: HashMap::new(),
             order: Vec::new(),
             next_id: 1,
-            drop_expired: policy.drops_expired(),
             policy,
             upstream_done: HashMap::new(),
             downstreams,
             models,
-            shortest_period,
             step_seq: 0,
         })
     }
@@ -287,6 +291,7 @@ impl Engine {
             mask |= 1 << a;
         }
         self.allowed[model] = mask;
+        self.best_suffix[model] = best_suffix(&self.costs[model], mask);
         self.allowed_epoch += 1;
         Ok(())
     }
@@ -418,12 +423,41 @@ impl Engine {
             / self.period(model)
     }
 
-    /// E* of a whole frame of `model` (full width): its most energy-efficient accelerator.
+    /// E* of a whole frame of `model` (full width): its most energy-efficient allowed
+    /// accelerator.
     pub fn whole_energy_star(&self, model: usize) -> f64 {
-        self.costs[model]
+        self.best_remaining(&self.probe(model, 0, self.layers(model)))
+            .1
+    }
+    /// Mark `model` as active or not (a phase switched it on or off): load and the shortest
+    /// period count active models only.
+    pub fn set_active(&mut self, model: usize, active: bool) {
+        self.active[model] = active;
+    }
+    pub fn is_active(&self, model: usize) -> bool {
+        self.active[model]
+    }
+    /// Set the probability that a frame of `model` is generated (its cascade trigger).
+    pub fn set_trigger_probability(&mut self, model: usize, p: f64) {
+        self.trigger[model] = if p.is_nan() { 1.0 } else { p.clamp(0.0, 1.0) };
+    }
+    pub fn trigger_probability(&self, model: usize) -> f64 {
+        self.trigger[model]
+    }
+    /// The models that take `model`'s output (cascade).
+    pub fn downstreams(&self, model: usize) -> impl Iterator<Item = usize> + '_ {
+        self.downstreams[model].iter().copied()
+    }
+    /// The unfinished job of frame `frame` of `model`, if released and pending.
+    pub fn waiting_job(&self, model: usize, frame: u64) -> Option<&Job> {
+        self.order
             .iter()
-            .map(|c| c.energy_mj(0, c.layers()))
-            .fold(f64::INFINITY, f64::min)
+            .filter_map(|id| self.jobs.get(id))
+            .find(|j| j.model == model && j.frame == frame)
+    }
+    /// Whether frame `frame` of `model` (or a later one) has been released.
+    pub fn released(&self, model: usize, frame: u64) -> bool {
+        self.newest[model].is_some_and(|f| f >= frame)
     }
     /// Share of the model's last W frames that missed.
     pub fn fairness(&self, model: usize) -> f64 {
@@ -441,8 +475,23 @@ impl Engine {
     pub fn period(&self, model: usize) -> f64 {
         self.models[model].period_ms
     }
+    /// Shortest period among the active models (all models if none is active).
     pub fn shortest_period(&self) -> f64 {
-        self.shortest_period
+        let act = self
+            .models
+            .iter()
+            .zip(&self.active)
+            .filter(|(_, a)| **a)
+            .map(|(m, _)| m.period_ms)
+            .fold(f64::INFINITY, f64::min);
+        if act.is_finite() {
+            act
+        } else {
+            self.models
+                .iter()
+                .map(|m| m.period_ms)
+                .fold(f64::INFINITY, f64::min)
+        }
     }
     /// Ready jobs: not running, cascade satisfied.
     pub fn ready_jobs(&self) -> impl Iterator<Item = &Job> {
@@ -471,10 +520,30 @@ impl Engine {
         self.idle_accs()
             .filter(move |&a| self.allowed(job.model, a))
     }
-    /// Load ρ = Σ_ready L*(j) / (|A| · shortest period), capped at 1.
+    /// Load ρ = Σ_ready L*(j) / (|A| · shortest period), capped at 1, where A is the set of
+    /// accelerators that some active model may run on and the period is the shortest among
+    /// active models (models of an inactive phase and accelerators nobody may use do not
+    /// dilute it).
     pub fn load(&self) -> f64 {
+        let (work, capacity) = self.load_parts();
+        (work / capacity).min(1.0)
+    }
+    /// The two terms of ρ: Σ_ready L*(j) (ms of work) and |A| · shortest period (ms of
+    /// capacity), for callers that need the load without one job.
+    pub fn load_parts(&self) -> (f64, f64) {
         let s: f64 = self.ready_jobs().map(|j| self.best_remaining(j).0).sum();
-        (s / (self.accs.len() as f64 * self.shortest_period)).min(1.0)
+        let mask = self
+            .allowed
+            .iter()
+            .zip(&self.active)
+            .filter(|(_, a)| **a)
+            .fold(0u64, |m, (x, _)| m | x);
+        let n = if mask == 0 {
+            self.accs.len()
+        } else {
+            mask.count_ones() as usize
+        };
+        (s, n as f64 * self.shortest_period())
     }
     /// A counter that changes at every `step` (policies keep per-step state with it).
     pub fn step_seq(&self) -> u64 {
@@ -576,19 +645,21 @@ impl Engine {
     pub fn step(&mut self, now: f64) -> Vec<Action> {
         self.step_seq += 1;
         let mut out = Vec::new();
-        if self.drop_expired {
-            let expired: Vec<JobId> = self
-                .order
-                .iter()
-                .filter(|id| {
-                    let j = &self.jobs[id];
-                    !j.running && j.next_layer == 0 && now > j.deadline_ms
-                })
-                .copied()
-                .collect();
-            for id in expired {
-                self.drop_job(id, DropReason::Expired, &mut out);
-            }
+        // One expiry rule for every policy and for all work that is not running, started
+        // (preempted) or not: a job whose deadline has passed is dropped. Without it a
+        // layer-block policy that starts every job at once would keep hopeless, already-late
+        // jobs runnable forever (and EDF would run them first).
+        let expired: Vec<JobId> = self
+            .order
+            .iter()
+            .filter(|id| {
+                let j = &self.jobs[id];
+                !j.running && now > j.deadline_ms
+            })
+            .copied()
+            .collect();
+        for id in expired {
+            self.drop_job(id, DropReason::Expired, &mut out);
         }
         let mut policy = std::mem::replace(&mut self.policy, Box::new(crate::policy::Noop));
         for (id, reason) in policy.drops(now, self) {

@@ -73,6 +73,10 @@ pub fn run(cat: &Catalog, sc: &Scenario, hw: &Hardware, seed: u32) -> Result<Par
             .cmp(sc.models[b].name.as_bytes())
     });
 
+    // E* per model (whole model on its most energy-efficient accelerator), for UXCost
+    let e_star: Vec<f64> = (0..nm)
+        .map(|m| en[m].iter().cloned().fold(f32::INFINITY, f32::min) as f64)
+        .collect();
     let mut rng = GlibcRand::new(seed);
     let mut next = vec![0u64; nm];
     let mut queues: Vec<VecDeque<Req>> = (0..nm).map(|_| VecDeque::new()).collect();
@@ -115,14 +119,22 @@ pub fn run(cat: &Catalog, sc: &Scenario, hw: &Hardware, seed: u32) -> Result<Par
                         dropped: false,
                         energy_mj: energy as f64,
                         accuracy: 1.0,
+                        e_star_mj: e_star[m],
                     });
                 }
             }
         }
-        // 3. drop late queued frames
-        for (m, q) in queues.iter_mut().enumerate() {
-            q.retain(|r| {
-                if now > r.deadline {
+        // 3. drop late queued frames: in passes over the queues in name order, at most the
+        //    head of each queue per pass (the artifact's `DropLateFrames`; the log order
+        //    decides the order in which models enter the score's sum)
+        loop {
+            let mut changed = false;
+            for &m in &order {
+                let Some(head) = queues[m].front() else {
+                    continue;
+                };
+                if now > head.deadline {
+                    let r = queues[m].pop_front().unwrap();
                     frames.push(FrameRecord {
                         model: m,
                         frame: r.frame,
@@ -132,12 +144,14 @@ pub fn run(cat: &Catalog, sc: &Scenario, hw: &Hardware, seed: u32) -> Result<Par
                         dropped: true,
                         energy_mj: 0.0,
                         accuracy: 1.0,
+                        e_star_mj: e_star[m],
                     });
-                    false
-                } else {
-                    true
+                    changed = true;
                 }
-            });
+            }
+            if !changed {
+                break;
+            }
         }
         // 4. dispatch passes
         loop {
@@ -153,7 +167,7 @@ pub fn run(cat: &Catalog, sc: &Scenario, hw: &Hardware, seed: u32) -> Result<Par
                 }
                 let best = (0..na)
                     .filter(|&a| running[a].is_none())
-                    .min_by(|&a, &b| lat[m][a].partial_cmp(&lat[m][b]).unwrap().then(a.cmp(&b)));
+                    .min_by(|&a, &b| lat[m][a].total_cmp(&lat[m][b]).then(a.cmp(&b)));
                 if let Some(a) = best {
                     let req = queues[m].pop_front().unwrap();
                     running[a] = Some((m, req, now + lat[m][a], en[m][a]));
@@ -180,9 +194,6 @@ pub fn run(cat: &Catalog, sc: &Scenario, hw: &Hardware, seed: u32) -> Result<Par
         }
         now = t;
     }
-    let e_star = (0..nm)
-        .map(|m| en[m].iter().cloned().fold(f32::INFINITY, f32::min) as f64)
-        .collect();
     Ok(ParityRun {
         model_names: sc.models.iter().map(|m| m.name.clone()).collect(),
         e_star,

@@ -23,8 +23,7 @@ impl Policy for Edf {
     fn pick(&mut self, _now: f64, e: &Engine) -> Option<Pick> {
         let j = e.ready_jobs().min_by(|a, b| {
             a.deadline_ms
-                .partial_cmp(&b.deadline_ms)
-                .unwrap()
+                .total_cmp(&b.deadline_ms)
                 .then(a.model.cmp(&b.model))
                 .then(a.id.cmp(&b.id))
         })?;

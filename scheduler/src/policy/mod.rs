@@ -25,12 +25,8 @@ pub struct Pick {
 /// A scheduling policy.
 pub trait Policy: Send {
     fn name(&self) -> &'static str;
-    /// Whether queued jobs whose deadline passed are dropped by the engine (the XRBench
-    /// runtime rule, shared by the baselines so they are not penalised by hopeless work).
-    fn drops_expired(&self) -> bool {
-        true
-    }
-    /// Proactive drops at `now`.
+    /// Proactive drops at `now` (on top of the engine's expiry rule, which every policy shares:
+    /// work that is not running is dropped once its deadline has passed).
     fn drops(&mut self, _now: f64, _e: &Engine) -> Vec<(JobId, DropReason)> {
         Vec::new()
     }
@@ -83,8 +79,7 @@ pub(crate) fn fastest_idle(e: &Engine, job: &crate::engine::Job) -> Option<usize
     e.idle_accs_for(job).min_by(|&a, &b| {
         e.remaining(job, a)
             .0
-            .partial_cmp(&e.remaining(job, b).0)
-            .unwrap()
+            .total_cmp(&e.remaining(job, b).0)
             .then(a.cmp(&b))
     })
 }

@@ -29,8 +29,7 @@ impl Policy for Planaria {
     fn pick(&mut self, now: f64, e: &Engine) -> Option<Pick> {
         let j = e.ready_jobs().min_by(|a, b| {
             a.deadline_ms
-                .partial_cmp(&b.deadline_ms)
-                .unwrap()
+                .total_cmp(&b.deadline_ms)
                 .then(a.id.cmp(&b.id))
         })?;
         let fits = e

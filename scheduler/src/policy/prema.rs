@@ -41,8 +41,6 @@ impl Policy for Prema {
             .ready_jobs()
             .map(|j| {
                 let (l, _) = e.best_remaining(j);
-                let iso = e.layers(j.model) as f64; // scale-free isolation proxy below
-                let _ = iso;
                 let token =
                     priority(e, j.model) * ((now - j.release_ms).max(0.0) + 1e-3) / l.max(1e-6);
                 (j, token, l)
@@ -52,7 +50,7 @@ impl Policy for Prema {
         let (j, _, _) = cands
             .into_iter()
             .filter(|c| c.1 >= 0.5 * max_t)
-            .min_by(|a, b| a.2.partial_cmp(&b.2).unwrap().then(a.0.id.cmp(&b.0.id)))?;
+            .min_by(|a, b| a.2.total_cmp(&b.2).then(a.0.id.cmp(&b.0.id)))?;
         let acc = fastest_idle(e, j)?;
         Some(Pick {
             job: j.id,

@@ -6,8 +6,9 @@
 //! system load ρ. Pairs that would finish late are taken only when no pair that makes its
 //! deadline exists for any ready job. The best pair runs its next block of B layers; at the
 //! block boundary the choice is made again (preemption only there; migration costs the
-//! boundary activation's off-chip write and read). Infeasible jobs are dropped proactively,
-//! with the same frame of their downstream models. Every score is O(1) (suffix sums).
+//! boundary activation's off-chip write and read). A job that can no longer make its deadline
+//! (by a true lower bound) is dropped only when dropping is worth more than serving it late
+//! (DESIGN §3.4, [`Sdrm3::drop_value`]). Every score is O(1) (suffix sums).
 
 use super::{Pick, Policy};
 use crate::engine::{DropReason, Engine, JobId};
@@ -21,8 +22,12 @@ pub struct Weights {
     pub energy: f64,
     pub progress: f64,
     pub staleness: f64,
-    /// Drop when d − t − L* < −θ_drop · period.
+    /// Drop an infeasible job only when the drop's value exceeds θ_drop × E*(frame)
+    /// (0: whenever dropping saves more than it costs).
     pub theta_drop: f64,
+    /// Block-aware costs (see [`Sdrm3::layerwise`]): a discrete choice the tuner makes by
+    /// replaying the same frames both ways; not part of the continuous vector.
+    pub layerwise: bool,
 }
 
 impl Default for Weights {
@@ -35,12 +40,47 @@ impl Default for Weights {
             progress: 0.25,
             staleness: 0.5,
             theta_drop: 0.0,
+            layerwise: false,
         }
     }
 }
 
 impl Weights {
     pub const DIM: usize = 7;
+    /// Indices into [`Weights::to_vec`] (the tuner perturbs the vector).
+    pub const URGENCY: usize = 0;
+    pub const FAIRNESS: usize = 1;
+    pub const LATENCY: usize = 2;
+    pub const ENERGY: usize = 3;
+    pub const PROGRESS: usize = 4;
+    pub const STALENESS: usize = 5;
+    pub const THETA_DROP: usize = 6;
+    /// The starting points the tuner compares on the same replayed frames before it starts
+    /// its gradient steps: the design's weights and a deadline-first profile (urgency
+    /// dominant, close to least-slack-first), each with whole-model and block-aware costs.
+    pub fn profiles() -> [Weights; 4] {
+        let d = Weights::default();
+        let deadline = Weights {
+            urgency: 3.0,
+            fairness: 0.25,
+            latency: 0.25,
+            energy: 0.1,
+            progress: 0.1,
+            ..d
+        };
+        [
+            d,
+            Weights {
+                layerwise: true,
+                ..d
+            },
+            deadline,
+            Weights {
+                layerwise: true,
+                ..deadline
+            },
+        ]
+    }
     pub fn to_vec(self) -> [f64; 7] {
         [
             self.urgency,
@@ -53,14 +93,17 @@ impl Weights {
         ]
     }
     pub fn from_vec(v: [f64; 7]) -> Self {
+        // NaN-safe: a NaN weight (a broken measurement) becomes 0
+        let pos = |x: f64| if x.is_nan() { 0.0 } else { x.max(0.0) };
         Weights {
-            urgency: v[0].max(0.0),
-            fairness: v[1].max(0.0),
-            latency: v[2].max(0.0),
-            energy: v[3].max(0.0),
-            progress: v[4].max(0.0),
-            staleness: v[5].max(0.0),
-            theta_drop: v[6].clamp(0.0, 1.0),
+            urgency: pos(v[Self::URGENCY]),
+            fairness: pos(v[Self::FAIRNESS]),
+            latency: pos(v[Self::LATENCY]),
+            energy: pos(v[Self::ENERGY]),
+            progress: pos(v[Self::PROGRESS]),
+            staleness: pos(v[Self::STALENESS]),
+            theta_drop: pos(v[Self::THETA_DROP]).min(1.0),
+            layerwise: false,
         }
     }
 }
@@ -92,15 +135,18 @@ impl Default for Sdrm3 {
 }
 
 impl Sdrm3 {
+    fn lw(&self) -> bool {
+        self.layerwise || self.weights.layerwise
+    }
     fn best(&self, e: &Engine, j: &crate::engine::Job) -> (f64, f64) {
-        if self.layerwise {
+        if self.lw() {
             e.layerwise_best(j, j.next_layer)
         } else {
             e.best_remaining(j)
         }
     }
     fn pair(&self, e: &Engine, j: &crate::engine::Job, a: usize) -> (f64, f64) {
-        if self.layerwise {
+        if self.lw() {
             let to = (j.next_layer + self.block.max(1)).min(j.end_layer);
             let (bl, be, _) = e.block_cost(j, a, j.next_layer, to);
             let (rl, re) = e.layerwise_best(j, to);
@@ -111,18 +157,107 @@ impl Sdrm3 {
     }
 }
 
+/// What one miss is worth in mJ under UXCost = Ē × Miss: one more miss adds Ē/N, one more
+/// mJ adds Miss/N, so a miss is worth Ē / Miss mJ. Ē is estimated by the mean E* of a frame
+/// of the active models, Miss by the recent miss share (floored at 1/(2W): no history is not
+/// a zero miss rate).
+pub fn miss_value_mj(e: &Engine) -> f64 {
+    let n = e.models().len();
+    let (mut ebar, mut miss, mut k) = (0.0, 0.0, 0usize);
+    for m in 0..n {
+        if !e.is_active(m) {
+            continue;
+        }
+        ebar += e.whole_energy_star(m);
+        miss += e.fairness(m);
+        k += 1;
+    }
+    if k == 0 {
+        return 0.0;
+    }
+    let floor = 1.0 / (2.0 * crate::engine::FAIR_W as f64);
+    (ebar / k as f64) / (miss / k as f64).max(floor)
+}
+
+impl Sdrm3 {
+    /// The value (in mJ) of dropping ready job `j` now, and its E*(frame); None when the job
+    /// may still make its deadline, judged by a true lower bound (every remaining layer on its
+    /// fastest allowed accelerator, no migration, starting now), so a feasible job is never
+    /// dropped. An infeasible job is a miss whether it is served late or dropped; what differs:
+    /// - energy: serving executes its remaining work (at best E*_rem); dropping is charged
+    ///   E*(frame) by UXCost, so a nearly finished job is cheaper to serve;
+    /// - load: dropping frees L*_rem of accelerator time; under the load ρ₋ⱼ of the *other*
+    ///   ready work that saves ρ₋ⱼ · L*_rem / (shortest period) misses (at most one), plus
+    ///   w_N more when a newer frame of the same model already waits behind it (staleness);
+    ///   with nothing else waiting, freeing time saves nothing;
+    /// - the cascade: its downstream frames are dropped with it; each released one that could
+    ///   still make its own deadline after this job is served late is a miss that serving would
+    ///   not cause; a downstream frame not yet released counts with its trigger probability.
+    ///
+    /// Misses are converted to mJ with [`miss_value_mj`].
+    pub fn drop_value(
+        &self,
+        now: f64,
+        e: &Engine,
+        j: &crate::engine::Job,
+        (work, capacity): (f64, f64),
+        miss_value: f64,
+    ) -> Option<(f64, f64)> {
+        let (lb, _) = e.layerwise_best(j, j.next_layer);
+        if now + lb <= j.deadline_ms {
+            return None;
+        }
+        let (l_rem, e_rem) = e.best_remaining(j);
+        let mut whole = j.clone();
+        whole.next_layer = 0;
+        whole.last_acc = None;
+        let e_frame = e.best_remaining(&whole).1;
+        let stale = if e.stale(j) {
+            self.weights.staleness
+        } else {
+            0.0
+        };
+        let rho_others = ((work - l_rem) / capacity).clamp(0.0, 1.0);
+        let relieved = (rho_others * l_rem / e.shortest_period()).min(1.0) + stale;
+        let mut cascade = 0.0;
+        for d in e.downstreams(j.model) {
+            let down_lb = e.layerwise_best(&e.probe(d, 0, e.layers(d)), 0).0;
+            match e.waiting_job(d, j.frame) {
+                Some(dj) => {
+                    if now + lb + down_lb <= dj.deadline_ms {
+                        cascade += 1.0;
+                    }
+                }
+                None if !e.released(d, j.frame) => {
+                    let deadline = j.deadline_ms - e.period(j.model) + e.period(d);
+                    if now + lb + down_lb <= deadline {
+                        cascade += e.trigger_probability(d);
+                    }
+                }
+                None => {}
+            }
+        }
+        let value = (e_rem - e_frame) + (relieved - cascade) * miss_value;
+        let value = if value.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            value
+        };
+        Some((value, e_frame))
+    }
+}
+
 impl Policy for Sdrm3 {
     fn name(&self) -> &'static str {
         "sdrm3"
     }
-    fn drops_expired(&self) -> bool {
-        false // it drops proactively, before the deadline passes
-    }
     fn drops(&mut self, now: f64, e: &Engine) -> Vec<(JobId, DropReason)> {
+        let miss_value = miss_value_mj(e);
+        let load = e.load_parts();
         e.ready_jobs()
             .filter(|j| {
-                let (l_star, _) = self.best(e, j);
-                j.deadline_ms - now - l_star < -self.weights.theta_drop * e.period(j.model)
+                let v = self.drop_value(now, e, j, load, miss_value);
+                v.is_some_and(|(value, e_frame)| value > self.weights.theta_drop * e_frame)
             })
             .map(|j| (j.id, DropReason::Infeasible))
             .collect()
@@ -148,6 +283,8 @@ impl Policy for Sdrm3 {
                 let s = base
                     + w.latency * (l_star / l.max(1e-12))
                     + w.energy * (e_star / en.max(1e-12)) * (1.0 - rho);
+                // NaN-safe: a NaN score loses every comparison
+                let s = if s.is_nan() { f64::NEG_INFINITY } else { s };
                 let cand = (on_time, s, j.deadline_ms, j.model, j.id, a);
                 let better = match &best {
                     None => true,

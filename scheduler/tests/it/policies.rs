@@ -74,38 +74,132 @@ fn fcfs_runs_in_arrival_order_whole_model() {
     assert_eq!(d[0].3, e.layers(1), "whole model, no preemption");
 }
 
+fn drops(acts: &[Action]) -> Vec<(u64, DropReason)> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Drop { job, reason, .. } => Some((*job, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn sdrm3_drops_an_infeasible_frame_and_its_cascade() {
-    // ES -> GE cascade; ES frame 0 cannot finish within 0.1 ms on any accelerator
+fn sdrm3_serves_an_infeasible_frame_late_when_nothing_else_waits() {
+    // ES frame 0 cannot finish within 0.1 ms, but nothing else waits: dropping frees no time
+    // for anyone and is charged E*(frame) >= the energy of serving it, so SDRM3 serves it.
     let mut e = engine(
         "sdrm3",
-        models(&[("ES_RITNet", 16.0, None), ("GE_FBNet_C", 16.0, Some(0))]),
+        models(&[("ES_RITNet", 16.0, None)]),
         "Dual_4K_WS_OS",
     );
     let es = e.release(0.0, 0, 0, 0.1, None);
-    let ge = e.release(0.0, 1, 0, 16.0, None);
     let acts = e.step(0.0);
-    assert!(
-        acts.contains(&Action::Drop {
-            job: es,
-            reason: DropReason::Infeasible,
-            energy_mj: 0.0
-        }),
-        "{acts:?}"
+    assert!(drops(&acts).is_empty(), "{acts:?}");
+    assert!(dispatches(&acts).iter().any(|d| d.0 == es));
+}
+
+#[test]
+fn sdrm3_drops_an_infeasible_frame_and_its_cascade_under_load() {
+    // Dual_4K_WS_OS. ES frame 0 (deadline 0.1 ms) is hopeless; its GE frame cannot make its
+    // own deadline (0.1 ms) either, so the cascade costs no extra miss. Four HT frames
+    // (16.37 ms each at best, deadline 100 ms) load the machine: ρ₋ⱼ = 4 · 16.37 /
+    // (2 accelerators · 16 ms shortest period) > 1, capped at 1, so dropping ES frees
+    // L*_ES / 16 = 2.79 / 16 ≈ 0.17 of a miss for the others at no energy cost (it has not
+    // started: E_rem = E*(frame)). Value > 0: drop, and GE goes with it.
+    let mut e = engine(
+        "sdrm3",
+        models(&[
+            ("ES_RITNet", 16.0, None),
+            ("GE_FBNet_C", 16.0, Some(0)),
+            ("HT_hand_graph_cnn_half", 100.0, None),
+        ]),
+        "Dual_4K_WS_OS",
     );
-    assert!(
-        acts.contains(&Action::Drop {
-            job: ge,
-            reason: DropReason::Cascade,
-            energy_mj: 0.0
-        }),
-        "{acts:?}"
+    let es = e.release(0.0, 0, 0, 0.1, None);
+    let ge = e.release(0.0, 1, 0, 0.1, None);
+    for f in 0..4 {
+        e.release(0.0, 2, f, 100.0, None);
+    }
+    let acts = e.step(0.0);
+    let d = drops(&acts);
+    assert!(d.contains(&(es, DropReason::Infeasible)), "{acts:?}");
+    assert!(d.contains(&(ge, DropReason::Cascade)), "{acts:?}");
+}
+
+#[test]
+fn sdrm3_keeps_an_infeasible_frame_whose_downstream_can_still_make_it() {
+    // Same load, but GE frame 0 is due at 50 ms: served late, ES still lets GE finish in
+    // time (2.79 + 7.07 ms at best), so dropping ES would cost GE's miss (1) to save ≈ 0.17:
+    // not worth it.
+    let mut e = engine(
+        "sdrm3",
+        models(&[
+            ("ES_RITNet", 16.0, None),
+            ("GE_FBNet_C", 16.0, Some(0)),
+            ("HT_hand_graph_cnn_half", 100.0, None),
+        ]),
+        "Dual_4K_WS_OS",
     );
-    assert_eq!(e.pending(), 0);
-    // a feasible frame is not dropped
-    let ok = e.release(1.0, 0, 1, 17.0, None);
-    let acts = e.step(1.0);
-    assert!(dispatches(&acts).iter().any(|d| d.0 == ok));
+    e.release(0.0, 0, 0, 0.1, None);
+    e.release(0.0, 1, 0, 50.0, None);
+    for f in 0..4 {
+        e.release(0.0, 2, f, 100.0, None);
+    }
+    let acts = e.step(0.0);
+    assert!(drops(&acts).is_empty(), "{acts:?}");
+}
+
+#[test]
+fn sdrm3_feasibility_uses_a_true_lower_bound() {
+    // Quad_4K_WS_OS_WS_OS: GE_FBNet_C takes 11.63 ms whole on WS and 14.98 on OS, but
+    // 8.76 ms when every layer runs where it is fastest (Σ per-layer minima of
+    // layer_costs.csv). Due in 10 ms and under load, it is not infeasible: a layer-block
+    // scheduler can still finish it in time, so it must not be dropped.
+    let mut e = engine(
+        "sdrm3",
+        models(&[
+            ("GE_FBNet_C", 16.0, None),
+            ("HT_hand_graph_cnn_half", 100.0, None),
+        ]),
+        "Quad_4K_WS_OS_WS_OS",
+    );
+    let ge = e.release(0.0, 0, 0, 10.0, None);
+    for f in 0..8 {
+        e.release(0.0, 1, f, 100.0, None);
+    }
+    let j = e.job(ge).unwrap().clone();
+    assert!((e.best_remaining(&j).0 - 11.627853).abs() < 1e-6);
+    assert!((e.layerwise_best(&j, 0).0 - 8.761113).abs() < 1e-6);
+    let acts = e.step(0.0);
+    assert!(!drops(&acts).iter().any(|d| d.0 == ge), "{acts:?}");
+}
+
+#[test]
+fn every_policy_expires_preempted_work_too() {
+    // A job that has run one layer block and waits (preempted) past its deadline is dropped
+    // like a queued one, by every layer-block policy: one expiry rule for all not-running work.
+    for p in ["edf", "prema", "planaria", "sdrm3"] {
+        let mut e = engine(
+            p,
+            models(&[("HT_hand_graph_cnn_half", 22.0, None)]),
+            "Dual_4K_WS_OS",
+        );
+        let id = e.release(0.0, 0, 0, 5.0, None);
+        let acts = e.step(0.0);
+        let (acc, lat) = match acts.as_slice() {
+            [Action::Dispatch {
+                acc, latency_ms, ..
+            }] => (*acc, *latency_ms),
+            other => panic!("{p}: {other:?}"),
+        };
+        assert!(e.block_done(lat, acc).is_none());
+        assert!(e.job(id).unwrap().next_layer > 0, "{p}: it started");
+        let acts = e.step(5.5);
+        assert!(
+            drops(&acts).contains(&(id, DropReason::Expired)),
+            "{p}: {acts:?}"
+        );
+    }
 }
 
 #[test]
@@ -119,19 +213,31 @@ fn sdrm3_preempts_only_at_block_boundaries() {
         "Single_4K_WS",
     );
     let slow = e.release(0.0, 0, 0, 100.0, None);
-    let d = dispatches(&e.step(0.0));
-    assert_eq!(d, vec![(slow, 0, 0, 1)], "one layer at a time");
-    // an urgent job arrives while the accelerator is busy: nothing is dispatched until the block ends
+    let acts = e.step(0.0);
+    assert_eq!(
+        dispatches(&acts),
+        vec![(slow, 0, 0, 1)],
+        "one layer at a time"
+    );
+    let block = match acts[0] {
+        Action::Dispatch { latency_ms, .. } => latency_ms,
+        _ => unreachable!(),
+    };
+    // HT layer 0 on Single_4K WS: 191,296 cycles at 1 GHz (layer_costs.csv)
+    assert!((block - 0.191296).abs() < 1e-9, "block {block}");
+    // an urgent job arrives while the accelerator is busy: nothing is dispatched before
+    // the block ends
     let urgent = e.release(0.01, 1, 0, 3.0, None);
+    assert!(dispatches(&e.step(0.01)).is_empty());
     assert!(
-        dispatches(&e.step(0.01)).is_empty(),
+        dispatches(&e.step(block * 0.99)).is_empty(),
         "no preemption inside a block"
     );
     assert!(
-        e.block_done(0.05, 0).is_none(),
+        e.block_done(block, 0).is_none(),
         "the slow job is not finished"
     );
-    let d = dispatches(&e.step(0.05));
+    let d = dispatches(&e.step(block));
     assert_eq!(
         d[0].0, urgent,
         "at the boundary the urgent job takes the accelerator"
@@ -148,7 +254,7 @@ fn migration_costs_the_boundary_activation() {
     let id = e.release(0.0, 0, 0, 100.0, None);
     let d = dispatches(&e.step(0.0));
     let first_acc = d[0].1;
-    e.block_done(0.1, first_acc);
+    e.block_done(0.5, first_acc);
     let j = e.job(id).unwrap().clone();
     let other = 1 - first_acc;
     let (lat_move, en_move, migrated) = e.block_cost(&j, other, 1, 2);
@@ -157,7 +263,20 @@ fn migration_costs_the_boundary_activation() {
     stay.last_acc = Some(other);
     let (lat_stay, en_stay, m2) = e.block_cost(&stay, other, 1, 2);
     assert!(!m2);
-    assert!(lat_move > lat_stay && en_move > en_stay);
+    // HT layer 0 (layer_costs.csv): N=1, K=64, Y=X=128, R=S=7 -> output 1·64·122·122 =
+    // 952,576 bytes (int8). Written and read back off-chip at 128 bytes/cycle (1 GHz):
+    // 2 · 952,576 / 128 cycles = 14,884 ns = 0.014884 ms; at 0.16 nJ/byte:
+    // 2 · 952,576 · 0.16 nJ = 304,824.32 nJ = 0.30482432 "mJ".
+    assert!(
+        (lat_move - lat_stay - 0.014884).abs() < 1e-9,
+        "{}",
+        lat_move - lat_stay
+    );
+    assert!(
+        (en_move - en_stay - 0.30482432).abs() < 1e-9,
+        "{}",
+        en_move - en_stay
+    );
 }
 
 #[test]
@@ -246,17 +365,54 @@ fn unknown_policy_lists_the_valid_ones() {
 
 #[test]
 fn layerwise_sdrm3_meets_a_cascade_that_no_single_accelerator_can() {
-    // social_interactionB on Quad_4K: ES then GE within 16.7 ms; neither model's whole-model
-    // latency on one accelerator fits behind ES, but running each GE layer where it is fastest does.
+    // social_interactionB on Quad_4K_WS_OS_WS_OS: ES then GE (cascade) every 1000/60 ms.
+    // Whole-model costs: ES ≥ 5.266 ms (OS), GE ≥ 11.628 ms (WS): 16.894 ms > 16.667, so
+    // with whole-model costs no GE frame can be planned on time. Per-layer minima: ES 5.137 +
+    // GE 8.761 = 13.898 ms < 16.667 (2.77 ms spare for migrations, ≈ 0.01 ms each), and the
+    // whole load (ES + GE per 16.667 ms, AS 1.42 ms per 33.3 ms) is 0.88 of one of the 4
+    // accelerators: block-aware SDRM3 can meet every frame. The thresholds follow: literal
+    // gets no GE frame on time, block-aware misses nothing.
     let cat = Catalog::embedded();
+    let period = 1000.0 / 60.0;
+    let probe = engine(
+        "sdrm3",
+        models(&[("ES_RITNet", period, None), ("GE_FBNet_C", period, Some(0))]),
+        "Quad_4K_WS_OS_WS_OS",
+    );
+    let whole = |m: usize| probe.best_remaining(&probe.probe(m, 0, probe.layers(m))).0;
+    let layer = |m: usize| {
+        probe
+            .layerwise_best(&probe.probe(m, 0, probe.layers(m)), 0)
+            .0
+    };
+    assert!(whole(0) + whole(1) > period, "{} + {}", whole(0), whole(1));
+    assert!(
+        layer(0) + layer(1) < period - 2.0,
+        "{} + {}",
+        layer(0),
+        layer(1)
+    );
+
     let mut c =
         edgeplane_scheduler::SimConfig::new("social_interactionB", "Quad_4K_WS_OS_WS_OS", "sdrm3");
     c.duration_ms = 1000.0;
-    let literal = edgeplane_scheduler::sim::run(cat, &c).unwrap().report;
+    let literal = edgeplane_scheduler::sim::run(cat, &c).unwrap();
     c.sdrm3_layerwise = true;
-    let layerwise = edgeplane_scheduler::sim::run(cat, &c).unwrap().report;
-    assert!(layerwise.miss_rate < 0.05, "{}", layerwise.miss_rate);
-    assert!(literal.miss_rate > 0.2, "{}", literal.miss_rate);
+    let layerwise = edgeplane_scheduler::sim::run(cat, &c).unwrap();
+    let ge = literal
+        .model_names
+        .iter()
+        .position(|n| n == "GE_FBNet_C")
+        .unwrap();
+    let on_time = |r: &edgeplane_scheduler::SimResult, m: usize| {
+        r.frames
+            .iter()
+            .filter(|f| f.model == m && f.done_ms.is_some_and(|d| d <= f.deadline_ms + 1e-9))
+            .count()
+    };
+    assert_eq!(on_time(&literal, ge), 0);
+    assert!(literal.frames.iter().filter(|f| f.model == ge).count() >= 59);
+    assert_eq!(layerwise.report.miss_rate, 0.0, "{:?}", layerwise.report);
 }
 
 #[test]
