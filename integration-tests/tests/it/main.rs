@@ -4,4 +4,5 @@
 mod agent;
 mod cluster;
 mod coordinator;
+mod docker;
 mod support;
