@@ -4,6 +4,7 @@
 //! - [`load`]: the open-loop load generator against an edge agent
 
 pub mod admin;
+pub mod bench_agents;
 pub mod load;
 pub mod sim;
 
@@ -80,6 +81,8 @@ pub enum BenchCommand {
     Sdrm3(sim::BenchArgs),
     /// Acknowledged writes/s and latency against a coordinator cluster.
     Raft(admin::BenchRaftArgs),
+    /// Many lightweight agent sessions against a cluster: leader CPU, leader change, mass expiry.
+    Agents(bench_agents::BenchAgentsArgs),
 }
 
 /// Entry point of the binary: parse, run, map errors to a non-zero exit code.
@@ -114,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(a) => sim::sim(a),
         Command::Bench(BenchCommand::Sdrm3(a)) => sim::bench(a),
         Command::Bench(BenchCommand::Raft(a)) => admin::bench_raft(&g, a).await,
+        Command::Bench(BenchCommand::Agents(a)) => bench_agents::bench_agents(&g, a).await,
         Command::Cluster(c) => admin::cluster(&g, c).await,
         Command::Models(c) => admin::models(&g, c).await,
         Command::Nodes(c) => admin::nodes(&g, c).await,
