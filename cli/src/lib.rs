@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod chaos;
+pub mod bench_agents;
 pub mod load;
 pub mod partition;
 pub mod plot;
@@ -90,6 +91,8 @@ pub enum BenchCommand {
     Raft(admin::BenchRaftArgs),
     /// GPU partitioning modes in virtual time (seed experiment or the dynamic variant).
     Partition(partition::PartitionArgs),
+    /// Many lightweight agent sessions against a cluster: leader CPU, leader change, mass expiry.
+    Agents(bench_agents::BenchAgentsArgs),
 }
 
 /// Entry point of the binary: parse, run, map errors to a non-zero exit code.
@@ -125,6 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Sdrm3(a)) => sim::bench(a),
         Command::Bench(BenchCommand::Raft(a)) => admin::bench_raft(&g, a).await,
         Command::Bench(BenchCommand::Partition(a)) => partition::bench_partition(a),
+        Command::Bench(BenchCommand::Agents(a)) => bench_agents::bench_agents(&g, a).await,
         Command::Cluster(c) => admin::cluster(&g, c).await,
         Command::Models(c) => admin::models(&g, c).await,
         Command::Nodes(c) => admin::nodes(&g, c).await,

@@ -15,3 +15,9 @@ pub mod admin {
 pub mod agent {
     tonic::include_proto!("edgeplane.agent.v1");
 }
+
+/// The subset of etcd's v3 API (KV Put/Range, Maintenance Status) that the side-by-side
+/// benchmark against etcd drives; Edgeplane itself serves none of it.
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}

@@ -6,4 +6,5 @@ mod chaos;
 mod cluster;
 mod coord_defects;
 mod coordinator;
+mod docker;
 mod support;
