@@ -6,8 +6,8 @@
 //! - [`partition`]: `bench partition` (GPU partitioning modes in virtual time)
 
 pub mod admin;
-pub mod chaos;
 pub mod bench_agents;
+pub mod chaos;
 pub mod load;
 pub mod partition;
 pub mod plot;
