@@ -453,7 +453,8 @@ impl RaftTransport for TransportService {
                 return Err(tonic::Status::unavailable("link cut by fault injection"))
             }
             Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-            None => {}
+            // one-way faults cut what this replica sends, not what it receives
+            Some(Fault::DropOutbound) | None => {}
         }
         if self
             .transport
