@@ -131,7 +131,11 @@ impl PlanPolicy for Static {
 /// Deviations: gpulet reorganises with background model loading; here a change is the simulator's
 /// make-before-break with the same worker start time as adaptive. gpulet's temporal-sharing check
 /// (duty cycle) is replaced by the shared round-robin rule in [`capacity::time_share`]. A model that
-/// cannot be placed is refused (gpulet would drop its requests at the frontend).
+/// cannot be placed is refused (gpulet would drop its requests at the frontend). Plans happen only at
+/// epoch boundaries (every 20 s from t = 0), so a model deployed between epochs waits for the next
+/// one, as with gpulet's epoch scheduler. With one GPU and three models the two-gpulet limit forces
+/// two models to time-share one gpulet; when that misses a tight SLO (resnet18, 45 ms) the model is
+/// refused: that is the rule's outcome here, not a weakened rule.
 #[derive(Debug, Default)]
 pub struct Gpulet {
     last_rates: Option<Vec<f64>>,

@@ -1,3 +1,4 @@
 //! Planner properties (proptest) and decisions checked by hand.
 mod props;
 mod rules;
+mod sim;
