@@ -409,6 +409,9 @@ impl RaftLoop {
         if entries.is_empty() {
             return Ok(());
         }
+        // Answers go out after the state is published, so a caller that reads right after
+        // its write was acknowledged sees it (even with a stale read on this replica).
+        let mut replies = Vec::new();
         for e in entries {
             let index = e.index;
             let is_conf = e.get_entry_type() == EntryType::EntryConfChangeV2;
@@ -453,7 +456,7 @@ impl RaftLoop {
                     }
                 };
                 self.shared.metrics.observe_proposal(p.start.elapsed());
-                let _ = p.tx.send(reply);
+                replies.push((p.tx, reply));
             }
             // Anything pending below this index was overwritten and never applied.
             while let Some((&k, _)) = self.pending.first_key_value() {
@@ -461,12 +464,18 @@ impl RaftLoop {
                     break;
                 }
                 let p = self.pending.remove(&k).expect("present");
-                let _ = p.tx.send(Err(Error::NotApplied(
-                    "the entry was overwritten by a new leader".into(),
-                )));
+                replies.push((
+                    p.tx,
+                    Err(Error::NotApplied(
+                        "the entry was overwritten by a new leader".into(),
+                    )),
+                ));
             }
         }
         self.publish_state();
+        for (tx, r) in replies {
+            let _ = tx.send(r);
+        }
         self.node.mut_store().set_applied(self.applied)?;
         self.reads.resolve(self.applied);
         Ok(())
