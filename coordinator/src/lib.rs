@@ -31,6 +31,8 @@
 //! - `handle.leadership() -> tokio::sync::watch::Receiver<node::Leadership>`
 //!   (`leader_id`, `term`, `is_leader`): start/stop leader-only work (leases, rate aggregation,
 //!   grace periods after failover) on changes.
+//! - `Coordinator::exit_reason().await` (or `handle.exit_reason()`): the replica was removed
+//!   from the cluster, or its storage failed; a binary must then end (non-zero on failure).
 //! - `handle.leader_client_addr() -> Option<String>` and `handle.members()` for redirecting
 //!   agents; `handle.join_token() -> Option<&str>` is the `--join-token` value.
 //! - Mounting a gRPC service on `--client-addr`: push a [`server::ServiceInstaller`] into

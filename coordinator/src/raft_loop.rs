@@ -233,7 +233,16 @@ impl RaftLoop {
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(index, compacted_to = ?compacted.map(|c| c.0), "snapshot taken, log compacted");
                     }
-                    Err(e) => tracing::error!(error = %e, "building a snapshot failed"),
+                    Err(e @ crate::storage::StorageError::Invalid(_)) => {
+                        tracing::info!(reason = %e, "snapshot build skipped")
+                    }
+                    Err(e) => {
+                        // The disk failed under the builder: crash-only, like the log.
+                        tracing::error!(error = %e, "writing a snapshot failed; exiting");
+                        self.shared
+                            .exit
+                            .send_replace(Some(ExitReason::Fatal(e.to_string())));
+                    }
                 }
             }
             Request::RemovedByPeer(peer) => {
