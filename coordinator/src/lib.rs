@@ -9,8 +9,8 @@
 //!   and retry policy); [`raft_loop`]: the Raft loop (one thread per replica: Ready handling,
 //!   apply, conf changes, snapshots) with [`reads`] (ReadIndex bookkeeping); [`error`]: the
 //!   errors callers see ("not applied" vs "outcome unknown").
-//! - [`inbox`]: the seams between them (the loop's inbox, the [`inbox::Outbox`] the loop sends
-//!   through, the [`inbox::LeaderClient`] followers forward through), so that the loop, the
+//! - `inbox`: the seams between them (the loop's inbox, the `inbox::Outbox` the loop sends
+//!   through, the `inbox::LeaderClient` followers forward through), so that the loop, the
 //!   transport and forwarding never import each other.
 //! - [`transport`]: gRPC peer transport with reconnect/backoff and fault injection;
 //!   [`forward`]: follower → leader forwarding of writes.

@@ -3,7 +3,7 @@
 //!
 //! Why a thread and not a tokio task: every Ready may do blocking sled writes and an fsync;
 //! on a thread they never stall the async runtime that serves gRPC. The thread receives
-//! [`Request`]s through its [`crate::inbox::Inbox`], ticks every `tick`, and handles each
+//! `Request`s through its `crate::inbox::Inbox`, ticks every `tick`, and handles each
 //! Ready in the order raft-rs requires:
 //! 1. send the leader's messages (they may go out before the local append),
 //! 2. install a received snapshot (durable), restore the state machine from it and publish it,
