@@ -34,12 +34,12 @@ async fn scenario(kind: FaultKind) {
     let mut target = Target::local(procs).expect("target");
     let cfg = ScenarioConfig {
         kind,
-        duration: Duration::from_secs(8),
+        duration: Duration::from_secs(10),
         warm: Duration::from_millis(600),
         hold: Duration::from_millis(1500),
         snapshot_entries: SNAPSHOT_ENTRIES,
         workload: WorkloadConfig {
-            clients: 32,
+            clients: 48,
             keys: 8,
             op_timeout: Duration::from_secs(1),
             seed: 1 + kind as u64,
