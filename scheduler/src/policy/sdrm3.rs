@@ -222,19 +222,17 @@ impl Sdrm3 {
         let mut cascade = 0.0;
         for d in e.downstreams(j.model) {
             let down_lb = e.layerwise_best(&e.probe(d, 0, e.layers(d)), 0).0;
-            match e.waiting_job(d, j.frame) {
-                Some(dj) => {
-                    if now + lb + down_lb <= dj.deadline_ms {
-                        cascade += 1.0;
-                    }
-                }
-                None if !e.released(d, j.frame) => {
-                    let deadline = j.deadline_ms - e.period(j.model) + e.period(d);
-                    if now + lb + down_lb <= deadline {
-                        cascade += e.trigger_probability(d);
-                    }
-                }
-                None => {}
+            // (deadline of the downstream frame, weight of its miss)
+            let (deadline, weight) = match e.waiting_job(d, j.frame) {
+                Some(dj) => (dj.deadline_ms, 1.0),
+                None if !e.released(d, j.frame) => (
+                    j.deadline_ms - e.period(j.model) + e.period(d),
+                    e.trigger_probability(d),
+                ),
+                None => continue,
+            };
+            if now + lb + down_lb <= deadline {
+                cascade += weight;
             }
         }
         let value = (e_rem - e_frame) + (relieved - cascade) * miss_value;
