@@ -212,6 +212,13 @@ impl Sdrm3 {
         whole.next_layer = 0;
         whole.last_acc = None;
         let e_frame = e.best_remaining(&whole).1;
+        // Work that is not running expires at its deadline (the shared rule), so an
+        // infeasible job can only complete late if its last block can start in time. If not,
+        // serving it only wastes energy before it is dropped anyway (with its cascade): drop.
+        let last_block = e
+            .layerwise_best(j, j.end_layer.saturating_sub(self.block.max(1)))
+            .0;
+        let doomed = now + lb - last_block > j.deadline_ms;
         let stale = if e.stale(j) {
             self.weights.staleness
         } else {
@@ -235,7 +242,11 @@ impl Sdrm3 {
                 cascade += weight;
             }
         }
-        let value = (e_rem - e_frame) + (relieved - cascade) * miss_value;
+        let value = if doomed {
+            e_rem + relieved * miss_value
+        } else {
+            (e_rem - e_frame) + (relieved - cascade) * miss_value
+        };
         let value = if value.is_nan() {
             f64::NEG_INFINITY
         } else {
