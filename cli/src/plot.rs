@@ -34,6 +34,32 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
+/// `social_interactionA` -> `SIA`: the capitals and the first letter of each part.
+fn short_scenario(s: &str) -> String {
+    s.split('_')
+        .map(|p| {
+            let mut c = p.chars();
+            let first = c.next().map(|x| x.to_ascii_uppercase());
+            first
+                .into_iter()
+                .chain(c.filter(|x| x.is_ascii_uppercase()))
+                .collect::<String>()
+        })
+        .collect()
+}
+
+/// `Quad_4K_WS_OS_WS_OS` -> `Q4:WOWO`.
+fn short_hardware(h: &str) -> String {
+    let mut parts = h.split('_');
+    let size = parts.next().and_then(|p| p.chars().next()).unwrap_or('?');
+    let pes = parts
+        .next()
+        .map(|p| p.trim_end_matches('K').to_string())
+        .unwrap_or_default();
+    let flows: String = parts.filter_map(|p| p.chars().next()).collect();
+    format!("{size}{pes}:{flows}")
+}
+
 /// A grouped bar chart, one group per (scenario, hardware) cell and one bar per policy:
 /// UXCost normalised to the cell's `xrbench`, on a log scale (lower is better).
 pub fn uxcost_png(path: &Path, rows: &[Row], policies: &[&str]) -> anyhow::Result<()> {
@@ -56,7 +82,7 @@ pub fn uxcost_png(path: &Path, rows: &[Row], policies: &[&str]) -> anyhow::Resul
         (0.01, 10.0)
     };
     let n = rows.len().max(1);
-    let width = (160 + 60 * n as u32).max(900);
+    let width = (160 + 80 * n as u32).max(900);
     let root = BitMapBackend::new(path, (width, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let mut chart = ChartBuilder::on(&root)
@@ -65,27 +91,33 @@ pub fn uxcost_png(path: &Path, rows: &[Row], policies: &[&str]) -> anyhow::Resul
             ("sans-serif", 22),
         )
         .margin(15)
-        .x_label_area_size(170)
+        .x_label_area_size(60)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..n as f64, (lo..hi).log_scale())
+        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, (lo..hi).log_scale())
         .map_err(|e| anyhow!("{e}"))?;
     let labels: Vec<String> = rows
         .iter()
-        .map(|r| format!("{} / {}", r.scenario, r.hardware))
+        .map(|r| {
+            format!(
+                "{} {}",
+                short_scenario(&r.scenario),
+                short_hardware(&r.hardware)
+            )
+        })
         .collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n)
+        .x_labels(n + 1)
         .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            labels.get(i).cloned().unwrap_or_default()
+            // one label per group, at its centre (integer x)
+            if (x - x.round()).abs() > 1e-6 || *x < 0.0 {
+                return String::new();
+            }
+            labels.get(x.round() as usize).cloned().unwrap_or_default()
         })
-        .x_label_style(
-            ("sans-serif", 11)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
+        .x_label_style(("sans-serif", 11))
+        .x_desc("cell: scenario initials, hardware (D/Q = Dual/Quad, 4/8 = K PEs, W/O = WS/OS accelerators)")
         .y_desc("UXCost / xrbench")
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
@@ -94,7 +126,7 @@ pub fn uxcost_png(path: &Path, rows: &[Row], policies: &[&str]) -> anyhow::Resul
         let color = COLORS[pi % COLORS.len()];
         chart
             .draw_series(vals.iter().enumerate().map(|(ci, v)| {
-                let x0 = ci as f64 + 0.1 + 0.8 * pi as f64 / k;
+                let x0 = ci as f64 - 0.4 + 0.8 * pi as f64 / k;
                 let x1 = x0 + 0.8 / k;
                 Rectangle::new([(x0, lo), (x1, v[pi])], color.filled())
             }))

@@ -77,26 +77,35 @@ impl AdminService {
     /// Live figures live in the leader's memory: a follower asks the leader, so every member
     /// gives the same answer. `None` when this replica should answer itself (it leads, the
     /// request was already forwarded once, or no leader is known).
-    async fn leader_for_live_figures<T>(&self, req: &Request<T>) -> Option<String> {
+    /// A stale read only waits briefly for the leader (it must stay available without one).
+    async fn leader_for_live_figures(
+        &self,
+        req: &Request<api::ReadRequest>,
+    ) -> Option<(String, Duration)> {
         if req.metadata().get(FORWARDED).is_some() || self.live.is_none() {
             return None;
         }
         if self.handle.leadership().borrow().is_leader {
             return None;
         }
-        self.handle
-            .wait_leader_client_addr(self.handle.request_timeout())
-            .await
+        let wait = if req.get_ref().stale {
+            Duration::from_millis(500)
+        } else {
+            self.handle.request_timeout()
+        };
+        let addr = self.handle.wait_leader_client_addr(wait).await?;
+        Some((addr, wait))
     }
 
     async fn leader_client(
         &self,
         addr: &str,
+        timeout: Duration,
     ) -> Option<api::admin_client::AdminClient<tonic::transport::Channel>> {
         let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .ok()?
             .connect_timeout(Duration::from_millis(300))
-            .timeout(self.handle.request_timeout())
+            .timeout(timeout)
             .tcp_nodelay(true);
         Some(api::admin_client::AdminClient::new(
             ep.connect().await.ok()?,
@@ -212,8 +221,8 @@ impl Admin for AdminService {
         req: Request<api::ReadRequest>,
     ) -> Result<Response<api::ListModelsResponse>, Status> {
         let mut live_unknown = false;
-        if let Some(addr) = self.leader_for_live_figures(&req).await {
-            if let Some(mut c) = self.leader_client(&addr).await {
+        if let Some((addr, wait)) = self.leader_for_live_figures(&req).await {
+            if let Some(mut c) = self.leader_client(&addr, wait).await {
                 if let Ok(r) = c.list_models(forwarded(*req.get_ref())).await {
                     return Ok(r);
                 }
@@ -301,8 +310,8 @@ impl Admin for AdminService {
         req: Request<api::ReadRequest>,
     ) -> Result<Response<api::ListNodesResponse>, Status> {
         let mut live_unknown = false;
-        if let Some(addr) = self.leader_for_live_figures(&req).await {
-            if let Some(mut c) = self.leader_client(&addr).await {
+        if let Some((addr, wait)) = self.leader_for_live_figures(&req).await {
+            if let Some(mut c) = self.leader_client(&addr, wait).await {
                 if let Ok(r) = c.list_nodes(forwarded(*req.get_ref())).await {
                     return Ok(r);
                 }

@@ -1,8 +1,8 @@
 //! The seams around the Raft loop, so that the loop, the peer transport and follower
 //! forwarding do not import each other:
-//! - [`Inbox`]: what anyone may send to the loop ([`Request`]s over a channel);
-//! - [`Outbox`]: where the loop sends Raft messages (implemented by the transport);
-//! - [`LeaderClient`]: how a follower hands a write to the leader (implemented by forwarding).
+//! - `Inbox`: what anyone may send to the loop (`Request`s over a channel);
+//! - `Outbox`: where the loop sends Raft messages (implemented by the transport);
+//! - `LeaderClient`: how a follower hands a write to the leader (implemented by forwarding).
 
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;

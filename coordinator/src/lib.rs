@@ -9,8 +9,8 @@
 //!   and retry policy); [`raft_loop`]: the Raft loop (one thread per replica: Ready handling,
 //!   apply, conf changes, snapshots) with [`reads`] (ReadIndex bookkeeping); [`error`]: the
 //!   errors callers see ("not applied" vs "outcome unknown").
-//! - [`inbox`]: the seams between them (the loop's inbox, the [`inbox::Outbox`] the loop sends
-//!   through, the [`inbox::LeaderClient`] followers forward through), so that the loop, the
+//! - `inbox`: the seams between them (the loop's inbox, the `inbox::Outbox` the loop sends
+//!   through, the `inbox::LeaderClient` followers forward through), so that the loop, the
 //!   transport and forwarding never import each other.
 //! - [`transport`]: gRPC peer transport with reconnect/backoff and fault injection;
 //!   [`forward`]: follower → leader forwarding of writes.
@@ -31,6 +31,8 @@
 //! - `handle.leadership() -> tokio::sync::watch::Receiver<node::Leadership>`
 //!   (`leader_id`, `term`, `is_leader`): start/stop leader-only work (leases, rate aggregation,
 //!   grace periods after failover) on changes.
+//! - `Coordinator::exit_reason().await` (or `handle.exit_reason()`): the replica was removed
+//!   from the cluster, or its storage failed; a binary must then end (non-zero on failure).
 //! - `handle.leader_client_addr() -> Option<String>` and `handle.members()` for redirecting
 //!   agents; `handle.join_token() -> Option<&str>` is the `--join-token` value.
 //! - Mounting a gRPC service on `--client-addr`: push a [`server::ServiceInstaller`] into

@@ -1,8 +1,8 @@
 //! [`Handle`]: the client API of the local replica and its retry policy.
 //!
 //! The Raft loop itself lives in [`crate::raft_loop`]; this module only talks to it through
-//! the [`Inbox`] and reads what it publishes in [`Shared`]. Writes are forwarded to the
-//! leader through a [`LeaderClient`].
+//! the `Inbox` and reads what it publishes in `Shared`. Writes are forwarded to the
+//! leader through a `LeaderClient`.
 //!
 //! Retry policy: every write carries a (client id, seq); writes without one get a fresh
 //! id from this replica, so a retry of an unknown outcome is exactly-once (the state

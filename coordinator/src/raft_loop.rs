@@ -3,7 +3,7 @@
 //!
 //! Why a thread and not a tokio task: every Ready may do blocking sled writes and an fsync;
 //! on a thread they never stall the async runtime that serves gRPC. The thread receives
-//! [`Request`]s through its [`crate::inbox::Inbox`], ticks every `tick`, and handles each
+//! `Request`s through its `crate::inbox::Inbox`, ticks every `tick`, and handles each
 //! Ready in the order raft-rs requires:
 //! 1. send the leader's messages (they may go out before the local append),
 //! 2. install a received snapshot (durable), restore the state machine from it and publish it,
@@ -233,7 +233,16 @@ impl RaftLoop {
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(index, compacted_to = ?compacted.map(|c| c.0), "snapshot taken, log compacted");
                     }
-                    Err(e) => tracing::error!(error = %e, "building a snapshot failed"),
+                    Err(e @ crate::storage::StorageError::Invalid(_)) => {
+                        tracing::info!(reason = %e, "snapshot build skipped")
+                    }
+                    Err(e) => {
+                        // The disk failed under the builder: crash-only, like the log.
+                        tracing::error!(error = %e, "writing a snapshot failed; exiting");
+                        self.shared
+                            .exit
+                            .send_replace(Some(ExitReason::Fatal(e.to_string())));
+                    }
                 }
             }
             Request::RemovedByPeer(peer) => {
@@ -409,6 +418,9 @@ impl RaftLoop {
         if entries.is_empty() {
             return Ok(());
         }
+        // Answers go out after the state is published, so a caller that reads right after
+        // its write was acknowledged sees it (even with a stale read on this replica).
+        let mut replies = Vec::new();
         for e in entries {
             let index = e.index;
             let is_conf = e.get_entry_type() == EntryType::EntryConfChangeV2;
@@ -453,7 +465,7 @@ impl RaftLoop {
                     }
                 };
                 self.shared.metrics.observe_proposal(p.start.elapsed());
-                let _ = p.tx.send(reply);
+                replies.push((p.tx, reply));
             }
             // Anything pending below this index was overwritten and never applied.
             while let Some((&k, _)) = self.pending.first_key_value() {
@@ -461,12 +473,18 @@ impl RaftLoop {
                     break;
                 }
                 let p = self.pending.remove(&k).expect("present");
-                let _ = p.tx.send(Err(Error::NotApplied(
-                    "the entry was overwritten by a new leader".into(),
-                )));
+                replies.push((
+                    p.tx,
+                    Err(Error::NotApplied(
+                        "the entry was overwritten by a new leader".into(),
+                    )),
+                ));
             }
         }
         self.publish_state();
+        for (tx, r) in replies {
+            let _ = tx.send(r);
+        }
         self.node.mut_store().set_applied(self.applied)?;
         self.reads.resolve(self.applied);
         Ok(())

@@ -360,6 +360,65 @@ mod tests {
     use super::*;
     use tokio_stream::StreamExt as _;
 
+    fn free_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    /// Defect 9: a write that comes without a client id (agent registration, lease expiry,
+    /// member announcements, admin calls without meta) still gets one, so the session cache
+    /// makes its retries exactly-once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_without_a_client_id_get_one_and_a_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = free_addr();
+        let cfg = Config {
+            id: 1,
+            client_addr: free_addr(),
+            peer_addr: peer.clone(),
+            initial_cluster: [(1u64, peer)].into_iter().collect(),
+            data_dir: dir.path().to_path_buf(),
+            metrics_addr: None,
+            join_token: None,
+            join: false,
+            tick_ms: 20,
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            snapshot_entries: 10_000,
+            request_timeout_ms: 3000,
+            enable_fault_injection: false,
+        };
+        let coord = Coordinator::start(cfg, Extensions::default())
+            .await
+            .unwrap();
+        let h = coord.handle();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !h.leadership().borrow().is_leader {
+            assert!(std::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let r = h
+            .propose(pb::Command {
+                client_id: 0,
+                seq: 0,
+                kind: Some(Kind::DeployModel(pb::DeployModel {
+                    name: "m".into(),
+                    slo_ms: 10.0,
+                    rate: 1.0,
+                    memory_mb: 1,
+                })),
+            })
+            .await
+            .unwrap();
+        let st = h.stale_state();
+        assert!(
+            st.sessions.values().any(|s| s.result.index == r.index),
+            "no session recorded the write at {}",
+            r.index
+        );
+        coord.shutdown().await;
+    }
+
     #[tokio::test]
     async fn accepted_sockets_have_nodelay() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

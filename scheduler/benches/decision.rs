@@ -47,7 +47,7 @@ fn engine_with(policy: &str, jobs: usize) -> Engine {
         }
         let frame = (i / nm) as u64;
         let p = e.period(m);
-        let hopeless = ready % 4 == 0;
+        let hopeless = ready.is_multiple_of(4);
         let deadline = if hopeless {
             1.0
         } else {

@@ -34,12 +34,12 @@ async fn scenario(kind: FaultKind) {
     let mut target = Target::local(procs).expect("target");
     let cfg = ScenarioConfig {
         kind,
-        duration: Duration::from_secs(8),
+        duration: Duration::from_secs(10),
         warm: Duration::from_millis(600),
         hold: Duration::from_millis(1500),
         snapshot_entries: SNAPSHOT_ENTRIES,
         workload: WorkloadConfig {
-            clients: 32,
+            clients: 48,
             keys: 8,
             op_timeout: Duration::from_secs(1),
             seed: 1 + kind as u64,
@@ -155,7 +155,12 @@ async fn chaos_partition_follower() {
     scenario(FaultKind::PartitionFollower).await;
 }
 
+// Found (1 run in 6): the old leader, cut off one way, fell behind, installed snapshot 301
+// and then answered a linearizable read from revision 167 (after 299 was acknowledged): the
+// unpublished snapshot install again. Any scenario where a replica falls more than
+// SNAPSHOT_ENTRIES behind can meet it before the fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "finds defect 1 of issue 7 (stale reads after a snapshot install); fix on branch wt-coord"]
 async fn chaos_one_way() {
     scenario(FaultKind::OneWay).await;
 }

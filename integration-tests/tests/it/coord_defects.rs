@@ -500,3 +500,45 @@ async fn large_snapshot_reaches_a_lagging_follower_in_chunks() {
     let log = c.log_of(lagger);
     assert!(log.contains("received a chunked snapshot"), "{log}");
 }
+
+/// Defect 3 (second half): linearizable reads issued while there is no leader (raft-rs
+/// drops them) or pending when the leader dies are re-issued to the new leader and answer,
+/// instead of timing out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_issued_during_an_election_answer_after_it() {
+    let _g = SERIAL.lock().await;
+    let opts = Opts {
+        request_timeout_ms: 6000,
+        ..Default::default()
+    };
+    let mut c = Cluster::start(3, opts);
+    let leader = c.leader(Duration::from_secs(10)).await;
+    c.deploy_via(leader, "e", 8, 1, 1.0).await.unwrap();
+    let followers: Vec<u64> = c.running().into_iter().filter(|x| *x != leader).collect();
+    let mut clients = Vec::new();
+    for id in &followers {
+        clients.push((*id, c.client(*id).await.unwrap()));
+    }
+    c.kill(leader);
+    // Sent at once, while the followers still believe in the dead leader or hold an
+    // election (the election timeout is 500 ms, the request timeout 6 s).
+    let mut tasks = Vec::new();
+    for (id, mut cl) in clients {
+        for _ in 0..3 {
+            let mut cl2 = cl.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = cl2.list_models(api::ReadRequest { stale: false }).await;
+                (id, r.map(|r| r.into_inner().models.len()))
+            }));
+        }
+        let _ = &mut cl;
+    }
+    for t in tasks {
+        let (id, r) = t.await.unwrap();
+        assert_eq!(
+            r.map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+            Ok(1),
+            "read through replica {id} during the election"
+        );
+    }
+}

@@ -212,6 +212,13 @@ impl Sdrm3 {
         whole.next_layer = 0;
         whole.last_acc = None;
         let e_frame = e.best_remaining(&whole).1;
+        // Work that is not running expires at its deadline (the shared rule), so an
+        // infeasible job can only complete late if its last block can start in time. If not,
+        // serving it only wastes energy before it is dropped anyway (with its cascade): drop.
+        let last_block = e
+            .layerwise_best(j, j.end_layer.saturating_sub(self.block.max(1)))
+            .0;
+        let doomed = now + lb - last_block > j.deadline_ms;
         let stale = if e.stale(j) {
             self.weights.staleness
         } else {
@@ -222,22 +229,24 @@ impl Sdrm3 {
         let mut cascade = 0.0;
         for d in e.downstreams(j.model) {
             let down_lb = e.layerwise_best(&e.probe(d, 0, e.layers(d)), 0).0;
-            match e.waiting_job(d, j.frame) {
-                Some(dj) => {
-                    if now + lb + down_lb <= dj.deadline_ms {
-                        cascade += 1.0;
-                    }
-                }
-                None if !e.released(d, j.frame) => {
-                    let deadline = j.deadline_ms - e.period(j.model) + e.period(d);
-                    if now + lb + down_lb <= deadline {
-                        cascade += e.trigger_probability(d);
-                    }
-                }
-                None => {}
+            // (deadline of the downstream frame, weight of its miss)
+            let (deadline, weight) = match e.waiting_job(d, j.frame) {
+                Some(dj) => (dj.deadline_ms, 1.0),
+                None if !e.released(d, j.frame) => (
+                    j.deadline_ms - e.period(j.model) + e.period(d),
+                    e.trigger_probability(d),
+                ),
+                None => continue,
+            };
+            if now + lb + down_lb <= deadline {
+                cascade += weight;
             }
         }
-        let value = (e_rem - e_frame) + (relieved - cascade) * miss_value;
+        let value = if doomed {
+            e_rem + relieved * miss_value
+        } else {
+            (e_rem - e_frame) + (relieved - cascade) * miss_value
+        };
         let value = if value.is_nan() {
             f64::NEG_INFINITY
         } else {

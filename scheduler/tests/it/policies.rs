@@ -83,10 +83,36 @@ fn drops(acts: &[Action]) -> Vec<(u64, DropReason)> {
         .collect()
 }
 
+/// A deadline at which `model`'s frame cannot finish on time (by the lower bound) but its
+/// last layer can still start in time: it can complete late.
+fn late_but_completable(e: &Engine, model: usize) -> f64 {
+    let j = e.probe(model, 0, e.layers(model));
+    let lb = e.layerwise_best(&j, 0).0;
+    let last = e.layerwise_best(&j, e.layers(model) - 1).0;
+    lb - last / 2.0
+}
+
 #[test]
 fn sdrm3_serves_an_infeasible_frame_late_when_nothing_else_waits() {
-    // ES frame 0 cannot finish within 0.1 ms, but nothing else waits: dropping frees no time
-    // for anyone and is charged E*(frame) >= the energy of serving it, so SDRM3 serves it.
+    // ES frame 0 cannot finish in time but its last layer can start in time, and nothing
+    // else waits: dropping frees no time for anyone and is charged E*(frame) >= the energy of
+    // serving it, so SDRM3 serves it (late).
+    let mut e = engine(
+        "sdrm3",
+        models(&[("ES_RITNet", 16.0, None)]),
+        "Dual_4K_WS_OS",
+    );
+    let d = late_but_completable(&e, 0);
+    let es = e.release(0.0, 0, 0, d, None);
+    let acts = e.step(0.0);
+    assert!(drops(&acts).is_empty(), "{acts:?}");
+    assert!(dispatches(&acts).iter().any(|d| d.0 == es));
+}
+
+#[test]
+fn sdrm3_drops_a_doomed_frame_even_when_nothing_else_waits() {
+    // Due in 0.1 ms, ES (≥ 2.79 ms) cannot even start its last layer in time: not-running
+    // work expires at its deadline, so serving it would only burn energy before the drop.
     let mut e = engine(
         "sdrm3",
         models(&[("ES_RITNet", 16.0, None)]),
@@ -94,8 +120,7 @@ fn sdrm3_serves_an_infeasible_frame_late_when_nothing_else_waits() {
     );
     let es = e.release(0.0, 0, 0, 0.1, None);
     let acts = e.step(0.0);
-    assert!(drops(&acts).is_empty(), "{acts:?}");
-    assert!(dispatches(&acts).iter().any(|d| d.0 == es));
+    assert_eq!(drops(&acts), vec![(es, DropReason::Infeasible)], "{acts:?}");
 }
 
 #[test]
@@ -128,9 +153,9 @@ fn sdrm3_drops_an_infeasible_frame_and_its_cascade_under_load() {
 
 #[test]
 fn sdrm3_keeps_an_infeasible_frame_whose_downstream_can_still_make_it() {
-    // Same load, but GE frame 0 is due at 50 ms: served late, ES still lets GE finish in
-    // time (2.79 + 7.07 ms at best), so dropping ES would cost GE's miss (1) to save ≈ 0.17:
-    // not worth it.
+    // Same load, but ES can still complete late (its last layer can start in time) and GE
+    // frame 0 is due at 50 ms: served late, ES still lets GE finish in time (2.79 + 7.07 ms
+    // at best), so dropping ES would cost GE's miss (1) to save ≈ 0.17: not worth it.
     let mut e = engine(
         "sdrm3",
         models(&[
@@ -140,7 +165,8 @@ fn sdrm3_keeps_an_infeasible_frame_whose_downstream_can_still_make_it() {
         ]),
         "Dual_4K_WS_OS",
     );
-    e.release(0.0, 0, 0, 0.1, None);
+    let d = late_but_completable(&e, 0);
+    e.release(0.0, 0, 0, d, None);
     e.release(0.0, 1, 0, 50.0, None);
     for f in 0..4 {
         e.release(0.0, 2, f, 100.0, None);
@@ -184,7 +210,8 @@ fn every_policy_expires_preempted_work_too() {
             models(&[("HT_hand_graph_cnn_half", 22.0, None)]),
             "Dual_4K_WS_OS",
         );
-        let id = e.release(0.0, 0, 0, 5.0, None);
+        let d = late_but_completable(&e, 0);
+        let id = e.release(0.0, 0, 0, d, None);
         let acts = e.step(0.0);
         let (acc, lat) = match acts.as_slice() {
             [Action::Dispatch {
@@ -194,7 +221,7 @@ fn every_policy_expires_preempted_work_too() {
         };
         assert!(e.block_done(lat, acc).is_none());
         assert!(e.job(id).unwrap().next_layer > 0, "{p}: it started");
-        let acts = e.step(5.5);
+        let acts = e.step(d + 0.5);
         assert!(
             drops(&acts).contains(&(id, DropReason::Expired)),
             "{p}: {acts:?}"
