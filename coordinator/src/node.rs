@@ -78,6 +78,9 @@ pub enum ExitReason {
 /// State the loop publishes for readers.
 pub(crate) struct Shared {
     pub state: RwLock<Arc<State>>,
+    /// Bumped each time a new state is published: lets watchers (agent sessions) wait for a
+    /// change instead of polling.
+    pub state_version: watch::Sender<u64>,
     pub status: Mutex<RaftStatus>,
     pub leadership: watch::Sender<Leadership>,
     pub exit: watch::Sender<Option<ExitReason>>,
@@ -88,6 +91,7 @@ impl Shared {
     pub(crate) fn new(metrics: Arc<Metrics>) -> Arc<Shared> {
         Arc::new(Shared {
             state: RwLock::new(Arc::new(State::default())),
+            state_version: watch::channel(0).0,
             status: Mutex::new(Default::default()),
             leadership: watch::channel(Default::default()).0,
             exit: watch::channel(None).0,
@@ -219,6 +223,12 @@ impl Handle {
     }
 
     /// The state as applied locally, without any coordination (may be stale).
+    /// Changes each time the local replica publishes a new state (applied entries or an
+    /// installed snapshot); read the state itself with [`Handle::stale_state`].
+    pub fn state_changes(&self) -> watch::Receiver<u64> {
+        self.inner.shared.state_version.subscribe()
+    }
+
     pub fn stale_state(&self) -> Arc<State> {
         self.inner.shared.state.read().expect("state lock").clone()
     }

@@ -611,6 +611,7 @@ impl RaftLoop {
 
     fn publish_state(&self) {
         *self.shared.state.write().expect("state lock") = Arc::new(self.state.clone());
+        self.shared.state_version.send_modify(|v| *v += 1);
     }
 
     fn publish_leadership(&mut self) {

@@ -332,6 +332,17 @@ pub fn validate(cmd: &pb::Command) -> Result<(), CommandError> {
                 .ok_or_else(|| CommandError::invalid("member", "missing"))?;
             check_member(m)?;
         }
+        Kind::ExpireNodes(e) => {
+            if e.names.is_empty() {
+                return Err(CommandError::invalid(
+                    "names",
+                    "must name at least one node",
+                ));
+            }
+            for (i, n) in e.names.iter().enumerate() {
+                check_name(&format!("names[{i}]"), n)?;
+            }
+        }
     }
     Ok(())
 }
@@ -701,6 +712,18 @@ impl State {
                 };
                 old.peer_addr = m.peer_addr.clone();
                 old.client_addr = m.client_addr.clone();
+                Ok(0)
+            }
+            Kind::ExpireNodes(e) => {
+                // Only nodes still ready: one that re-registered or was removed since the
+                // leader decided is left as it is.
+                for name in &e.names {
+                    if let Some(n) = self.nodes.get_mut(name) {
+                        if n.status == NodeStatus::Ready {
+                            n.status = NodeStatus::Lost;
+                        }
+                    }
+                }
                 Ok(0)
             }
         }
