@@ -74,25 +74,23 @@ impl AdminService {
         self.handle.read(!stale).await.map_err(status)
     }
 
-    /// Live figures live in the leader's memory: a follower asks the leader, so every member
-    /// gives the same answer. `None` when this replica should answer itself (it leads, the
-    /// request was already forwarded once, or no leader is known).
-    /// A stale read only waits briefly for the leader (it must stay available without one).
+    /// Live figures live in the leader's memory: for a linearizable read a follower asks the
+    /// leader, so every member gives the same answer. `None` when this replica should answer
+    /// itself (it leads, the read is stale, the request was already forwarded once, or no
+    /// leader is known).
+    /// A stale read is this replica's own view (tests and operators use it to see what a
+    /// member holds), so it is never forwarded; its live figures are then marked unknown.
     async fn leader_for_live_figures(
         &self,
         req: &Request<api::ReadRequest>,
     ) -> Option<(String, Duration)> {
-        if req.metadata().get(FORWARDED).is_some() || self.live.is_none() {
+        if req.get_ref().stale || req.metadata().get(FORWARDED).is_some() || self.live.is_none() {
             return None;
         }
         if self.handle.leadership().borrow().is_leader {
             return None;
         }
-        let wait = if req.get_ref().stale {
-            Duration::from_millis(500)
-        } else {
-            self.handle.request_timeout()
-        };
+        let wait = self.handle.request_timeout();
         let addr = self.handle.wait_leader_client_addr(wait).await?;
         Some((addr, wait))
     }

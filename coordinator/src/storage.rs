@@ -676,6 +676,15 @@ impl RaftStore {
                 )));
             }
         }
+        if entries.is_empty() && !sync {
+            // Only the commit index moved: keep it in memory (it is written with the next
+            // synced hard state, and re-learnt from the leader after a crash). Every sled
+            // write costs a sync_file_range of its own, so this is not written at all.
+            if let Some(hs) = hs {
+                self.hard_state = hs.clone();
+            }
+            return Ok(());
+        }
         self.backend.append(entries, hs, sync)?;
         if let Some(first) = entries.first() {
             let keep = (first.index - self.first()) as usize;
@@ -977,10 +986,11 @@ mod tests {
         hs.term = 2;
         s.append(&[ent(2, 2)], Some(&hs), true).unwrap();
         assert_eq!(s.fsync_count() - base, 1);
-        // Only the commit index moved: written, not synced.
+        // Only the commit index moved: kept in memory, neither written nor synced.
         hs.commit = 2;
         s.append(&[], Some(&hs), false).unwrap();
         assert_eq!(s.fsync_count() - base, 1);
+        assert_eq!(s.hard_state().commit, 2);
         // Ten single-entry appends: ten fsyncs (one per entry), not 3 per entry as before.
         for i in 3..13 {
             s.append(&[ent(i, 2)], None, true).unwrap();
@@ -989,7 +999,9 @@ mod tests {
         drop(s);
         let s = open(dir.path());
         assert_eq!(s.last_index().unwrap(), 12);
-        assert_eq!(s.hard_state().commit, 2);
+        // The unsynced commit index is re-learnt from the leader; term and vote are durable.
+        assert_eq!(s.hard_state().commit, 1);
+        assert_eq!(s.hard_state().term, 2);
     }
 
     #[test]
