@@ -69,7 +69,10 @@ pub struct Flags {
     /// Exit after the scenario finished (prints its summary as JSON on stdout).
     #[arg(long)]
     pub exit_after_scenario: bool,
-    /// With SDRM3: also switch Supernet sub-networks with load (the online tuner always runs).
+    /// With SDRM3: run the online weight tuner beside the real-time loop.
+    #[arg(long)]
+    pub tune: bool,
+    /// With SDRM3: switch Supernet sub-networks with load.
     #[arg(long)]
     pub supernet: bool,
     /// Run the scenario through the same scheduling core in virtual time (no server, no
@@ -108,6 +111,7 @@ struct FileConfig {
     join_token: Option<String>,
     scenario: Option<String>,
     scenario_duration_ms: Option<u64>,
+    tune: Option<bool>,
     supernet: Option<bool>,
     policy: Option<String>,
     seed: Option<u64>,
@@ -165,6 +169,7 @@ pub struct AgentConfig {
     pub exit_after_scenario: bool,
     #[serde(skip)]
     pub virtual_time: bool,
+    pub tune: bool,
     pub supernet: bool,
     pub policy: String,
     pub seed: u64,
@@ -282,6 +287,7 @@ impl AgentConfig {
             scenario_duration_ms,
             exit_after_scenario: flags.exit_after_scenario,
             virtual_time: flags.virtual_time,
+            tune: flags.tune || file.tune.unwrap_or(false),
             supernet: flags.supernet || file.supernet.unwrap_or(false),
             policy,
             seed: flags.seed.or(file.seed).unwrap_or(1),

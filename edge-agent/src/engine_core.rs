@@ -1,8 +1,8 @@
 //! [`SchedulingCore`] over the scheduler crate's online [`Engine`]: SDRM3 and every baseline,
 //! the same code the native simulator runs in virtual time.
 //!
-//! With SDRM3 the agent also runs the simulator's controllers on its live traffic: the SPSA
-//! tuner (every window, the window's arrivals are replayed through a fresh engine in virtual
+//! With SDRM3 the agent can also run the simulator's controllers on its live traffic
+//! (`--tune`, `--supernet`): the SPSA tuner (every window, the window's arrivals are replayed through a fresh engine in virtual
 //! time on a background thread, so the real-time loop never waits for it; the new weights
 //! are applied at the next decision after the replay finished) and, when enabled, the
 //! Supernet width controller (O(models) at a window boundary, inline).
@@ -133,7 +133,7 @@ impl EngineCore {
                 window,
                 next: window,
                 arrivals: Vec::new(),
-                tuner: Some(Tuner::new(0)),
+                tuner: None,
                 inflight: None,
                 supernet: None,
                 rho: (0.0, 0),
@@ -146,6 +146,13 @@ impl EngineCore {
             pending: Vec::new(),
             ctl,
         })
+    }
+
+    /// Run SDRM3's online tuner (SDRM3 only).
+    pub fn enable_tuner(&mut self) {
+        if let Some(c) = self.ctl.as_mut() {
+            c.tuner = Some(Tuner::new(0));
+        }
     }
 
     /// Also switch Supernet sub-networks with load (SDRM3 only).

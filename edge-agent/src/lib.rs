@@ -58,6 +58,7 @@ pub fn run_virtual(cfg: &AgentConfig) -> Result<serde_json::Value, AgentError> {
         &cfg.policy,
         &accelerators,
         cfg.scenario.as_deref(),
+        cfg.tune,
         cfg.supernet,
     )
     .map_err(AgentError::Policy)?;
@@ -92,6 +93,7 @@ pub async fn run(
         &cfg.policy,
         &accelerators,
         cfg.scenario.as_deref(),
+        cfg.tune,
         cfg.supernet,
     )
     .map_err(AgentError::Policy)?;

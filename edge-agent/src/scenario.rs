@@ -268,8 +268,16 @@ mod tests {
         ))
         .unwrap();
         let ids: Vec<String> = accs.iter().map(|a| a.id.clone()).collect();
-        let core = crate::core::build("sdrm3", &accs, Some("social_interactionB")).unwrap();
-        let s = simulate(core, &ids, "social_interactionB", 2000, 1).unwrap();
+        let tuned = |tune| {
+            crate::core::build_with("sdrm3", &accs, Some("social_interactionB"), tune, false)
+                .unwrap()
+        };
+        let plain = simulate(tuned(false), &ids, "social_interactionB", 2000, 1).unwrap();
+        assert_eq!(
+            plain.models["GE_FBNet_C"].met, 0,
+            "defaults: no GE frame on time"
+        );
+        let s = simulate(tuned(true), &ids, "social_interactionB", 2000, 1).unwrap();
         let ge = &s.models["GE_FBNet_C"];
         assert!(
             ge.met as f64 > 0.5 * ge.arrivals as f64,
@@ -278,8 +286,7 @@ mod tests {
             ge.arrivals
         );
         // deterministic in virtual time although the replays run on a thread
-        let core = crate::core::build("sdrm3", &accs, Some("social_interactionB")).unwrap();
-        let again = simulate(core, &ids, "social_interactionB", 2000, 1).unwrap();
+        let again = simulate(tuned(true), &ids, "social_interactionB", 2000, 1).unwrap();
         assert_eq!(again.models["GE_FBNet_C"].met, ge.met);
     }
 
@@ -293,9 +300,14 @@ mod tests {
         .unwrap();
         let ids: Vec<String> = accs.iter().map(|a| a.id.clone()).collect();
         let met = |supernet: bool| {
-            let core =
-                crate::core::build_with("sdrm3", &accs, Some("social_interactionA"), supernet)
-                    .unwrap();
+            let core = crate::core::build_with(
+                "sdrm3",
+                &accs,
+                Some("social_interactionA"),
+                false,
+                supernet,
+            )
+            .unwrap();
             let s = simulate(core, &ids, "social_interactionA", 3000, 1).unwrap();
             s.models.values().map(|m| m.met).sum::<u64>()
         };
