@@ -523,3 +523,32 @@ fn herald_balances_load_when_one_accelerator_would_saturate() {
     // each accelerator's share per 10 ms period stays below saturation
     assert!(per_acc.iter().all(|&t| t < 10.0), "{per_acc:?}");
 }
+
+#[test]
+fn e_star_and_load_respect_the_allowed_accelerators_and_active_models() {
+    // ES_RITNet on Dual_4K_WS_OS (README table): WS 2.79 ms / 36.6 mJ, OS 3.32 ms / 26.6 mJ.
+    let mut e = engine(
+        "sdrm3",
+        models(&[("ES_RITNet", 16.0, None), ("KD_res8_narrow", 4.0, None)]),
+        "Dual_4K_WS_OS",
+    );
+    assert!(
+        (e.whole_energy_star(0) - 26.6).abs() < 0.1,
+        "{}",
+        e.whole_energy_star(0)
+    );
+    e.set_allowed(0, &[0]).unwrap();
+    e.set_allowed(1, &[0]).unwrap();
+    // only WS allowed: E* is WS's energy, not the cheaper OS one it may not use
+    assert!(
+        (e.whole_energy_star(0) - 36.6).abs() < 0.1,
+        "{}",
+        e.whole_energy_star(0)
+    );
+    // KD (period 4 ms) is switched off: ρ = L*_ES / (1 allowed accelerator × 16 ms)
+    e.set_active(1, false);
+    let id = e.release(0.0, 0, 0, 16.0, None);
+    let l = e.best_remaining(e.job(id).unwrap()).0;
+    assert!((l - 2.79).abs() < 0.01, "{l}");
+    assert!((e.load() - l / 16.0).abs() < 1e-12, "ρ {}", e.load());
+}
