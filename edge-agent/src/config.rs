@@ -69,6 +69,12 @@ pub struct Flags {
     /// Exit after the scenario finished (prints its summary as JSON on stdout).
     #[arg(long)]
     pub exit_after_scenario: bool,
+    /// With SDRM3: run the online weight tuner beside the real-time loop.
+    #[arg(long)]
+    pub tune: bool,
+    /// With SDRM3: switch Supernet sub-networks with load.
+    #[arg(long)]
+    pub supernet: bool,
     /// Run the scenario through the same scheduling core in virtual time (no server, no
     /// wall clock), print its summary and exit: the reference a real-time run is held to.
     #[arg(long)]
@@ -105,6 +111,8 @@ struct FileConfig {
     join_token: Option<String>,
     scenario: Option<String>,
     scenario_duration_ms: Option<u64>,
+    tune: Option<bool>,
+    supernet: Option<bool>,
     policy: Option<String>,
     seed: Option<u64>,
     report_interval_ms: Option<u64>,
@@ -161,6 +169,8 @@ pub struct AgentConfig {
     pub exit_after_scenario: bool,
     #[serde(skip)]
     pub virtual_time: bool,
+    pub tune: bool,
+    pub supernet: bool,
     pub policy: String,
     pub seed: u64,
     pub report_interval_ms: u64,
@@ -277,6 +287,8 @@ impl AgentConfig {
             scenario_duration_ms,
             exit_after_scenario: flags.exit_after_scenario,
             virtual_time: flags.virtual_time,
+            tune: flags.tune || file.tune.unwrap_or(false),
+            supernet: flags.supernet || file.supernet.unwrap_or(false),
             policy,
             seed: flags.seed.or(file.seed).unwrap_or(1),
             report_interval_ms,

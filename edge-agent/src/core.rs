@@ -79,14 +79,28 @@ pub fn build(
     accelerators: &[Accelerator],
     scenario: Option<&str>,
 ) -> Result<Box<dyn SchedulingCore>, String> {
+    build_with(policy, accelerators, scenario, false, false)
+}
+
+/// [`build`], optionally with SDRM3's online tuner and Supernet controller switched on.
+pub fn build_with(
+    policy: &str,
+    accelerators: &[Accelerator],
+    scenario: Option<&str>,
+    tune: bool,
+    supernet: bool,
+) -> Result<Box<dyn SchedulingCore>, String> {
     check_policy(policy)?;
     let simulated = accelerators.iter().any(|a| a.sim.is_some());
     if policy != WHOLE_EDF && simulated {
-        return Ok(Box::new(crate::engine_core::EngineCore::new(
-            policy,
-            accelerators,
-            scenario,
-        )?));
+        let mut core = crate::engine_core::EngineCore::new(policy, accelerators, scenario)?;
+        if tune {
+            core.enable_tuner();
+        }
+        if supernet {
+            core.enable_supernet();
+        }
+        return Ok(Box::new(core));
     }
     if policy != WHOLE_EDF {
         tracing::warn!(

@@ -1,10 +1,48 @@
 //! [`SchedulingCore`] over the scheduler crate's online [`Engine`]: SDRM3 and every baseline,
 //! the same code the native simulator runs in virtual time.
+//!
+//! With SDRM3 the agent can also run the simulator's controllers on its live traffic
+//! (`--tune`, `--supernet`): the SPSA tuner (every window, the window's arrivals are replayed through a fresh engine in virtual
+//! time on a background thread, so the real-time loop never waits for it; the new weights
+//! are applied at the next decision after the replay finished) and, when enabled, the
+//! Supernet width controller (O(models) at a window boundary, inline).
 
 use crate::core::{Action, CoreError, JobId, SchedulingCore};
 use crate::discovery::Accelerator;
 use edgeplane_scheduler::engine::{Action as EAction, DropReason, Engine, EngineModel};
-use edgeplane_scheduler::Catalog;
+use edgeplane_scheduler::sim::{replay, Arrival, EngineSpec};
+use edgeplane_scheduler::tuner::{Supernet, Tuner, TunerStep};
+use edgeplane_scheduler::{Catalog, Weights};
+use std::sync::mpsc;
+
+/// Window of the agent's controllers: max(200 ms, 2 × longest period), as in the simulator.
+fn window_ms(models: &[EngineModel]) -> f64 {
+    models
+        .iter()
+        .map(|m| 2.0 * m.period_ms)
+        .fold(200.0, f64::max)
+}
+
+/// The tuner and Supernet controller running beside the real-time loop.
+struct Controllers {
+    spec: EngineSpec,
+    window: f64,
+    next: f64,
+    arrivals: Vec<Arrival>,
+    /// The tuner while idle; None while a replay runs on its thread.
+    tuner: Option<Tuner>,
+    inflight: Option<mpsc::Receiver<(Tuner, Weights)>>,
+    supernet: Option<Supernet>,
+    rho: (f64, u64),
+    outcomes: (u64, u64),
+}
+
+impl Controllers {
+    /// The tuner's log so far (empty while a replay holds it).
+    fn log(&self) -> &[TunerStep] {
+        self.tuner.as_ref().map(|t| t.log.as_slice()).unwrap_or(&[])
+    }
+}
 
 pub struct EngineCore {
     engine: Engine,
@@ -12,6 +50,7 @@ pub struct EngineCore {
     frames: Vec<u64>,
     /// Drops decided at release (cascade of a failed upstream frame), reported at next step.
     pending: Vec<Action>,
+    ctl: Option<Controllers>,
 }
 
 impl EngineCore {
@@ -40,6 +79,7 @@ impl EngineCore {
             return Err("no simulated accelerator: the engine needs cost tables".into());
         }
         let mut models: Vec<EngineModel> = Vec::new();
+        let mut scenario_models = 0;
         if let Some(name) = scenario {
             let sc = cat.scenario(name).map_err(|e| e.to_string())?;
             for m in &sc.models {
@@ -50,6 +90,7 @@ impl EngineCore {
                     upstream: None,
                 });
             }
+            scenario_models = sc.models.len();
             for (i, m) in sc.models.iter().enumerate() {
                 models[i].upstream = m
                     .depends_on
@@ -71,13 +112,134 @@ impl EngineCore {
             });
         }
         let pol = edgeplane_scheduler::policy::by_name(policy).map_err(|e| e.to_string())?;
-        let engine = Engine::new(cat, &accs, models, pol).map_err(|e| e.to_string())?;
+        let engine = Engine::new(cat, &accs, models.clone(), pol).map_err(|e| e.to_string())?;
         let n = engine.models().len();
+        let ctl = (policy == "sdrm3").then(|| {
+            // the scenario's models set the window when one runs (the rest of the catalogue
+            // only serves `Infer` calls)
+            let window = if scenario_models > 0 {
+                window_ms(&models[..scenario_models])
+            } else {
+                window_ms(&models)
+            };
+            Controllers {
+                spec: EngineSpec {
+                    accelerators: accs.clone(),
+                    probabilities: vec![1.0; n],
+                    active: vec![true; n],
+                    models,
+                    layerwise: false,
+                },
+                window,
+                next: window,
+                arrivals: Vec::new(),
+                tuner: None,
+                inflight: None,
+                supernet: None,
+                rho: (0.0, 0),
+                outcomes: (0, 0),
+            }
+        });
         Ok(EngineCore {
             engine,
             frames: vec![0; n],
             pending: Vec::new(),
+            ctl,
         })
+    }
+
+    /// Run SDRM3's online tuner (SDRM3 only).
+    pub fn enable_tuner(&mut self) {
+        if let Some(c) = self.ctl.as_mut() {
+            c.tuner = Some(Tuner::new(0));
+        }
+    }
+
+    /// Also switch Supernet sub-networks with load (SDRM3 only).
+    pub fn enable_supernet(&mut self) {
+        if let Some(c) = self.ctl.as_mut() {
+            c.supernet = Some(Supernet::default());
+        }
+    }
+
+    /// SDRM3's current weights (None for other policies).
+    pub fn weights(&mut self) -> Option<Weights> {
+        self.engine.policy_mut().weights_mut().map(|w| *w)
+    }
+
+    /// The tuner's steps so far.
+    pub fn tuner_log(&self) -> Vec<TunerStep> {
+        self.ctl
+            .as_ref()
+            .map(|c| c.log().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Wait for a replay in flight (tests and the end of a virtual-time run).
+    pub fn settle(&mut self) {
+        if let Some(c) = self.ctl.as_mut() {
+            if let Some(rx) = c.inflight.take() {
+                if let Ok((t, w)) = rx.recv() {
+                    c.tuner = Some(t);
+                    if let Some(pw) = self.engine.policy_mut().weights_mut() {
+                        *pw = w;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Controllers' work at a decision: collect a finished replay, and at a window boundary
+    /// hand the window's arrivals to a new replay and let Supernet switch widths.
+    ///
+    /// The previous window's replay is collected at the next boundary, a whole window later
+    /// (a replay of one window takes milliseconds, so the real-time loop does not wait in
+    /// practice), which also makes the weights change at the same instants in virtual time
+    /// as in wall time: virtual-time runs stay deterministic.
+    fn control(&mut self, now_ms: f64) {
+        let Some(c) = self.ctl.as_mut() else { return };
+        c.rho.0 += self.engine.load();
+        c.rho.1 += 1;
+        if now_ms < c.next {
+            return;
+        }
+        c.next = now_ms + c.window;
+        self.settle();
+        let Some(c) = self.ctl.as_mut() else { return };
+        let arrivals = std::mem::take(&mut c.arrivals);
+        if let Some(mut tuner) = c.tuner.take() {
+            let w = self
+                .engine
+                .policy_mut()
+                .weights_mut()
+                .map(|w| *w)
+                .unwrap_or_default();
+            let spec = c.spec.clone();
+            let (tx, rx) = mpsc::channel();
+            c.inflight = Some(rx);
+            std::thread::spawn(move || {
+                let mut w2 = w;
+                let cat = Catalog::embedded();
+                let mut eval = |x: Weights| replay(cat, &spec, x, &arrivals).map(|r| r.uxcost);
+                if let Err(e) = tuner.on_window(now_ms, &mut w2, &mut eval) {
+                    tracing::warn!(error = %e, "tuner replay failed; weights kept");
+                    w2 = w;
+                }
+                let _ = tx.send((tuner, w2));
+            });
+        }
+        if let Some(s) = c.supernet.as_mut() {
+            let rho = c.rho.0 / c.rho.1.max(1) as f64;
+            let (missed, total) = c.outcomes;
+            let miss = if total == 0 {
+                0.0
+            } else {
+                missed as f64 / total as f64
+            };
+            s.on_window(&mut self.engine, rho, miss);
+        }
+        c.rho = (0.0, 0);
+        c.outcomes = (0, 0);
     }
 
     fn convert(&self, a: EAction, out: &mut Vec<Action>) {
@@ -118,6 +280,16 @@ impl SchedulingCore for EngineCore {
             .ok_or_else(|| CoreError::UnknownModel(model.into()))?;
         let frame = self.frames[m];
         self.frames[m] += 1;
+        if let Some(c) = self.ctl.as_mut() {
+            c.arrivals.push(Arrival {
+                time_ms: now_ms,
+                model: m,
+                frame,
+                deadline_ms,
+                end_layer: None,
+                width: self.engine.width(m),
+            });
+        }
         let id = self.engine.release(now_ms, m, frame, deadline_ms, None);
         if let Some(u) = self.engine.models()[m].upstream {
             if self.engine.upstream_failed(u, frame) {
@@ -134,14 +306,24 @@ impl SchedulingCore for EngineCore {
     }
 
     fn step(&mut self, now_ms: f64) -> Vec<Action> {
+        self.control(now_ms);
         let mut out = std::mem::take(&mut self.pending);
         for a in self.engine.step(now_ms) {
+            if let (EAction::Drop { .. }, Some(c)) = (&a, self.ctl.as_mut()) {
+                c.outcomes.0 += 1;
+                c.outcomes.1 += 1;
+            }
             self.convert(a, &mut out);
         }
         out
     }
 
     fn block_done(&mut self, now_ms: f64, acc: usize) {
-        let _ = self.engine.block_done(now_ms, acc);
+        if let Some(EAction::Complete { late, .. }) = self.engine.block_done(now_ms, acc) {
+            if let Some(c) = self.ctl.as_mut() {
+                c.outcomes.0 += u64::from(late);
+                c.outcomes.1 += 1;
+            }
+        }
     }
 }

@@ -54,8 +54,14 @@ pub enum AgentError {
 pub fn run_virtual(cfg: &AgentConfig) -> Result<serde_json::Value, AgentError> {
     let accelerators = discovery::discover(&cfg.accelerators)?;
     let ids: Vec<String> = accelerators.iter().map(|a| a.id.clone()).collect();
-    let core = core::build(&cfg.policy, &accelerators, cfg.scenario.as_deref())
-        .map_err(AgentError::Policy)?;
+    let core = core::build_with(
+        &cfg.policy,
+        &accelerators,
+        cfg.scenario.as_deref(),
+        cfg.tune,
+        cfg.supernet,
+    )
+    .map_err(AgentError::Policy)?;
     let name = cfg.scenario.clone().unwrap_or_default();
     let mut st = scenario::simulate(core, &ids, &name, cfg.scenario_duration_ms, cfg.seed)?;
     let mut s = st.summary_json();
@@ -83,8 +89,14 @@ pub async fn run(
     if let Some(a) = &persisted {
         tracing::info!(epoch = a.epoch, "serving the persisted assignment");
     }
-    let core = core::build(&cfg.policy, &accelerators, cfg.scenario.as_deref())
-        .map_err(AgentError::Policy)?;
+    let core = core::build_with(
+        &cfg.policy,
+        &accelerators,
+        cfg.scenario.as_deref(),
+        cfg.tune,
+        cfg.supernet,
+    )
+    .map_err(AgentError::Policy)?;
     let executors: Vec<Arc<dyn runtime::Executor>> = accelerators
         .iter()
         .map(|_| Arc::new(runtime::SimExecutor::default()) as Arc<dyn runtime::Executor>)

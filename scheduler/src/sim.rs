@@ -458,36 +458,16 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
         let mut acts = Vec::new();
         for (ev, frame) in releases {
             let Ev::Release(m) = ev else { continue };
-            let period = wl.models[m].period_ms;
-            let t_next = (frame + 1) as f64 * period;
+            let t_next = (frame + 1) as f64 * wl.models[m].period_ms;
             if t_next < cfg.duration_ms {
                 d.push(t_next, Ev::Release(m), frame + 1);
             }
             if !wl.active[phase_idx].contains(&m) {
                 continue;
             }
-            let gen_ok = match wl.models[m].upstream {
-                Some(u) => generated.contains(&(u, frame)),
-                None => true,
-            };
-            let draw: f64 = rng.gen();
-            if !gen_ok || draw >= wl.probs[m] {
+            let Some(a) = generate(&mut rng, &mut generated, &wl, cfg, &d.engine, now, m, frame)
+            else {
                 continue;
-            }
-            generated.insert((m, frame));
-            let layers = d.engine.layers(m);
-            let end = if cfg.early_exit_prob > 0.0 && rng.gen::<f64>() < cfg.early_exit_prob {
-                Some(((layers as f64) * rng.gen_range(0.5..0.9)).ceil() as usize)
-            } else {
-                None
-            };
-            let a = Arrival {
-                time_ms: now,
-                model: m,
-                frame,
-                deadline_ms: now + period,
-                end_layer: end,
-                width: d.engine.width(m),
             };
             arrivals.push(a);
             d.release(&a, &mut acts);
@@ -517,6 +497,44 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
         width_switches: win.supernet.map(|s| s.switches).unwrap_or(0),
         decisions: d.decisions,
         arrivals,
+    })
+}
+
+/// Frame `frame` of model `m` is due at `now`: draw whether it is generated (its trigger
+/// probability, and only if its upstream frame was) and whether it exits early.
+#[allow(clippy::too_many_arguments)]
+fn generate(
+    rng: &mut ChaCha8Rng,
+    generated: &mut HashSet<(usize, u64)>,
+    wl: &Workload,
+    cfg: &SimConfig,
+    engine: &Engine,
+    now: f64,
+    m: usize,
+    frame: u64,
+) -> Option<Arrival> {
+    let gen_ok = match wl.models[m].upstream {
+        Some(u) => generated.contains(&(u, frame)),
+        None => true,
+    };
+    let draw: f64 = rng.gen();
+    if !gen_ok || draw >= wl.probs[m] {
+        return None;
+    }
+    generated.insert((m, frame));
+    let layers = engine.layers(m);
+    let end = if cfg.early_exit_prob > 0.0 && rng.gen::<f64>() < cfg.early_exit_prob {
+        Some(((layers as f64) * rng.gen_range(0.5..0.9)).ceil() as usize)
+    } else {
+        None
+    };
+    Some(Arrival {
+        time_ms: now,
+        model: m,
+        frame,
+        deadline_ms: now + wl.models[m].period_ms,
+        end_layer: end,
+        width: engine.width(m),
     })
 }
 

@@ -56,9 +56,10 @@ impl Weights {
     pub const STALENESS: usize = 5;
     pub const THETA_DROP: usize = 6;
     /// The starting points the tuner compares on the same replayed frames before it starts
-    /// its gradient steps: the design's weights and a deadline-first profile (urgency
-    /// dominant, close to least-slack-first), each with whole-model and block-aware costs.
-    pub fn profiles() -> [Weights; 4] {
+    /// its gradient steps: the design's weights, a deadline-first profile (urgency dominant,
+    /// close to least-slack-first) and an energy-first one (w_en = 2), each with whole-model
+    /// and block-aware costs.
+    pub fn profiles() -> [Weights; 6] {
         let d = Weights::default();
         let deadline = Weights {
             urgency: 3.0,
@@ -66,6 +67,11 @@ impl Weights {
             latency: 0.25,
             energy: 0.1,
             progress: 0.1,
+            ..d
+        };
+        let energy = Weights {
+            energy: 2.0,
+            latency: 0.25,
             ..d
         };
         [
@@ -78,6 +84,11 @@ impl Weights {
             Weights {
                 layerwise: true,
                 ..deadline
+            },
+            energy,
+            Weights {
+                layerwise: true,
+                ..energy
             },
         ]
     }

@@ -483,3 +483,72 @@ fn every_policy_obeys_the_accelerators_a_model_is_assigned_to() {
         .to_string()
         .contains("does not exist"));
 }
+
+#[test]
+fn herald_balances_load_when_one_accelerator_would_saturate() {
+    // HT every 10 ms on Dual_4K_WS_OS: 16.37 ms of work per frame on the WS accelerator
+    // alone (29.77 on OS) is > 1.6× that accelerator's time, so a map that ignores load
+    // cannot keep up. Herald's load term (delay / (1 − u)) must send a share of the layers
+    // to the other accelerator so that neither gets more than a period's work per frame.
+    // (The earlier term, EDP × (1 + share of load), puts ≥ 10 ms of it on one: it fails.)
+    let mut e = engine(
+        "herald",
+        models(&[("HT_hand_graph_cnn_half", 10.0, None)]),
+        "Dual_4K_WS_OS",
+    );
+    let id = e.release(0.0, 0, 0, 1000.0, None);
+    let mut now = 0.0;
+    let mut per_acc = [0.0f64; 2];
+    for _ in 0..1000 {
+        let acts = e.step(now);
+        let Some((acc, lat)) = acts.iter().find_map(|a| match a {
+            Action::Dispatch {
+                acc, latency_ms, ..
+            } => Some((*acc, *latency_ms)),
+            _ => None,
+        }) else {
+            break;
+        };
+        per_acc[acc] += lat;
+        now += lat;
+        if e.block_done(now, acc).is_some() {
+            break;
+        }
+    }
+    assert!(e.job(id).is_none(), "the frame completed");
+    assert!(
+        per_acc[0] > 0.0 && per_acc[1] > 0.0,
+        "both accelerators carry layers: {per_acc:?}"
+    );
+    // each accelerator's share per 10 ms period stays below saturation
+    assert!(per_acc.iter().all(|&t| t < 10.0), "{per_acc:?}");
+}
+
+#[test]
+fn e_star_and_load_respect_the_allowed_accelerators_and_active_models() {
+    // ES_RITNet on Dual_4K_WS_OS (README table): WS 2.79 ms / 36.6 mJ, OS 3.32 ms / 26.6 mJ.
+    let mut e = engine(
+        "sdrm3",
+        models(&[("ES_RITNet", 16.0, None), ("KD_res8_narrow", 4.0, None)]),
+        "Dual_4K_WS_OS",
+    );
+    assert!(
+        (e.whole_energy_star(0) - 26.6).abs() < 0.1,
+        "{}",
+        e.whole_energy_star(0)
+    );
+    e.set_allowed(0, &[0]).unwrap();
+    e.set_allowed(1, &[0]).unwrap();
+    // only WS allowed: E* is WS's energy, not the cheaper OS one it may not use
+    assert!(
+        (e.whole_energy_star(0) - 36.6).abs() < 0.1,
+        "{}",
+        e.whole_energy_star(0)
+    );
+    // KD (period 4 ms) is switched off: ρ = L*_ES / (1 allowed accelerator × 16 ms)
+    e.set_active(1, false);
+    let id = e.release(0.0, 0, 0, 16.0, None);
+    let l = e.best_remaining(e.job(id).unwrap()).0;
+    assert!((l - 2.79).abs() < 0.01, "{l}");
+    assert!((e.load() - l / 16.0).abs() < 1e-12, "ρ {}", e.load());
+}
