@@ -113,9 +113,8 @@ async fn scenario(kind: FaultKind) {
 // Found a revision going backwards (1 run in 4): the restarted old leader installed a
 // snapshot at index 302 and then answered a linearizable read from its pre-snapshot state
 // (revision 289) after a write at 292 was acknowledged: the unpublished snapshot install.
-// Passes 4 runs in 4 with wt-coord 4d072cd merged in.
+// Fixed (issue 7 defect 1 and 11 fixes): regression test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finds defect 1 of issue 7 (stale reads after a snapshot install); fix on branch wt-coord"]
 async fn chaos_kill_leader() {
     scenario(FaultKind::KillLeader).await;
 }
@@ -128,7 +127,6 @@ async fn chaos_kill_follower() {
 // Found (1 run in 7): replica 3, restarted after the majority kill, installed snapshot 920 and
 // answered linearizable reads from revision 857 after 896..913 were acknowledged: defect 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finds defect 1 of issue 7 (stale reads after a snapshot install); fix on branch wt-coord"]
 async fn chaos_kill_majority() {
     scenario(FaultKind::KillMajority).await;
 }
@@ -168,7 +166,6 @@ async fn chaos_partition_follower() {
 // unpublished snapshot install again. Any scenario where a replica falls more than
 // SNAPSHOT_ENTRIES behind can meet it before the fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finds defect 1 of issue 7 (stale reads after a snapshot install); fix on branch wt-coord"]
 async fn chaos_one_way() {
     scenario(FaultKind::OneWay).await;
 }
@@ -182,7 +179,6 @@ async fn chaos_flapping() {
 // members still named the removed replica as leader 5 s later (every run: the second round
 // removes the leader). Passes 4 runs in 4 with wt-coord 4d072cd merged in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finds defect 11 of issue 7 (a removed leader stays in charge); fix on branch wt-coord"]
 async fn chaos_member_replace() {
     scenario(FaultKind::MemberReplace).await;
 }
