@@ -64,7 +64,7 @@ impl Client {
     }
 
     /// A linearizable read of one key: etcd's default Range (not `serializable`), Edgeplane's
-    /// ReadIndex read.
+    /// `GetModel` (ReadIndex).
     pub async fn read(&mut self, key: &str) -> Result<bool, tonic::Status> {
         match self {
             Client::Etcd(kv) => {
@@ -79,10 +79,13 @@ impl Client {
             }
             Client::Edgeplane { admin, .. } => {
                 let r = admin
-                    .list_models(ReadRequest { stale: false })
+                    .get_model(GetModelRequest {
+                        name: key.to_string(),
+                        stale: false,
+                    })
                     .await?
                     .into_inner();
-                Ok(r.models.iter().any(|m| m.name == key))
+                Ok(r.model.is_some())
             }
         }
     }
