@@ -2,7 +2,7 @@
 //! under the client's own key; a read is a linearizable read of one key.
 
 use edgeplane_proto::admin::{
-    admin_client::AdminClient, DeployModelRequest, ReadRequest, WriteMeta,
+    admin_client::AdminClient, DeployModelRequest, GetModelRequest, WriteMeta,
 };
 use edgeplane_proto::etcd::{kv_client::KvClient, PutRequest, RangeRequest};
 use tonic::transport::Channel;
