@@ -859,6 +859,43 @@ mod tests {
     }
 
     #[test]
+    fn expire_nodes_marks_only_ready_nodes_lost_and_names_bad_fields() {
+        let mut s = State::default();
+        for (i, n) in ["a", "b", "c"].iter().enumerate() {
+            s.apply(&register(n, 30 + i as u64), 2 + i as u64);
+        }
+        let drain = pb::Command {
+            client_id: 40,
+            seq: 1,
+            kind: Some(Kind::SetNodeStatus(pb::SetNodeStatus {
+                name: "c".into(),
+                status: pb::NodeStatus::Draining as i32,
+            })),
+        };
+        s.apply(&drain, 5);
+        let expire = |names: &[&str]| pb::Command {
+            client_id: 41,
+            seq: 1,
+            kind: Some(Kind::ExpireNodes(pb::ExpireNodes {
+                names: names.iter().map(|n| n.to_string()).collect(),
+            })),
+        };
+        // "gone" was never registered: skipped, the rest still applies (one entry for all)
+        assert_eq!(s.apply(&expire(&["a", "c", "gone"]), 6).result.code, 0);
+        assert_eq!(s.nodes["a"].status, NodeStatus::Lost);
+        assert_eq!(s.nodes["b"].status, NodeStatus::Ready);
+        assert_eq!(
+            s.nodes["c"].status,
+            NodeStatus::Draining,
+            "only ready nodes expire"
+        );
+        let e = validate(&expire(&[])).unwrap_err();
+        assert!(e.to_string().contains("names"), "{e}");
+        let e = validate(&expire(&["ok", " "])).unwrap_err();
+        assert!(e.to_string().contains("names[1]"), "{e}");
+    }
+
+    #[test]
     fn sessions_are_evicted_oldest_write_first() {
         let mut s = State::default();
         for i in 0..(MAX_SESSIONS as u64 + 3) {

@@ -2,6 +2,7 @@
 //! Each module starts real binaries on loopback and talks to them over gRPC.
 
 mod agent;
+mod agents_scale;
 mod chaos;
 mod cluster;
 mod coord_defects;

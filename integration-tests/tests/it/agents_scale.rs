@@ -1,0 +1,58 @@
+//! Agents at scale against real replicas: `edgeplane bench agents` holds hundreds of agent
+//! sessions from one process; while they report none is marked lost, and when they all go
+//! silent at once the leader commits their expiry as one batch within lease + 2 s (before the
+//! batch existed this took one Raft entry per node, one after the other).
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cluster::{bin, Cluster, Opts, SERIAL};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_expiry_of_300_agents_is_one_batch_within_lease_plus_2s() {
+    let _g = SERIAL.lock().await;
+    let lease_ms = 3000u64;
+    let opts = Opts {
+        join_token: Some("tok".into()),
+        env: vec![
+            (
+                "EDGEPLANE_COORDINATOR_AGENT_LEASE_MS".into(),
+                lease_ms.to_string(),
+            ),
+            ("EDGEPLANE_COORDINATOR_AGENT_RENEW_MS".into(), "500".into()),
+        ],
+        ..Default::default()
+    };
+    let c = Cluster::start(3, opts);
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let out = Command::new(bin("edgeplane"))
+        .args(["--endpoints", &c.replicas[&leader].client_addr])
+        .args(["bench", "agents", "--count", "300", "--duration-s", "5"])
+        .args(["--report-interval-ms", "500", "--join-token", "tok"])
+        .args(["--expire", "--format", "json"])
+        .output()
+        .expect("run edgeplane bench agents");
+    assert!(
+        out.status.success(),
+        "bench agents failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    eprintln!("bench agents: {r}");
+    assert_eq!(r["registered"], 300, "{r}");
+    assert_eq!(
+        r["nodes_ready_at_end"], 300,
+        "a reporting agent was lost: {r}"
+    );
+    assert_eq!(r["nodes_lost_at_end"], 0, "{r}");
+    assert!(r["acks_accepted"].as_u64().unwrap() >= 300 * 5, "{r}");
+    let expiry_s = r["expiry_s"].as_f64().expect("expiry measured");
+    assert!(
+        expiry_s <= (lease_ms as f64 / 1000.0) + 2.0,
+        "mass expiry took {expiry_s:.2} s, lease is {lease_ms} ms: {r}"
+    );
+    // The last reports are spread over one report interval (500 ms), the leader checks leases
+    // every lease/10 (300 ms): a few ExpireNodes entries, never one per node (300 before).
+    let entries = r["expiry_raft_entries"].as_u64().unwrap();
+    assert!(entries <= 5, "mass expiry used {entries} Raft entries: {r}");
+}
