@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 
 /// The font every figure uses (DejaVu Sans, Bitstream Vera licence, configs/gpu/fonts): compiled in
 /// so the PNGs need no system font library.
-static FONT: &[u8] = include_bytes!("../../configs/gpu/fonts/DejaVuSans.ttf");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Variant {
@@ -334,17 +333,6 @@ fn write_csv(out: &Path, sc: &Scenario, results: &[SimResult]) -> anyhow::Result
     Ok(())
 }
 
-fn font() -> anyhow::Result<()> {
-    static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let ok = *ONCE.get_or_init(|| {
-        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
-    });
-    if !ok {
-        bail!("cannot load the compiled-in font");
-    }
-    Ok(())
-}
-
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -362,7 +350,7 @@ fn perr<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 
 /// Per-second p99 latency of every model, one panel per mode (like the seed's Fig. 2).
 fn draw_latency(path: &Path, sc: &Scenario, results: &[SimResult]) -> anyhow::Result<()> {
-    font()?;
+    crate::plot::ensure_font()?;
     let h = 260 * results.len() as u32;
     let root = BitMapBackend::new(path, (1200, h)).into_drawing_area();
     root.fill(&WHITE).map_err(perr)?;
@@ -429,7 +417,7 @@ fn draw_latency(path: &Path, sc: &Scenario, results: &[SimResult]) -> anyhow::Re
 /// Share of each GPU held by each model over time under `adaptive` (a time-shared partition's
 /// share is split evenly among its models), one panel per GPU.
 fn draw_shares(path: &Path, sc: &Scenario, r: &SimResult) -> anyhow::Result<()> {
-    font()?;
+    crate::plot::ensure_font()?;
     let ng = sc.gpus.len();
     let root = BitMapBackend::new(path, (1200, 300 * ng as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(perr)?;

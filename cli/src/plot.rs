@@ -9,18 +9,19 @@ use anyhow::{anyhow, Context};
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 use std::path::Path;
-use std::sync::Once;
+use std::sync::OnceLock;
 
 static FONT: &[u8] = include_bytes!("../../configs/gpu/fonts/DejaVuSans.ttf");
 
-fn ensure_font() -> anyhow::Result<()> {
-    static ONCE: Once = Once::new();
-    let mut res = Ok(());
-    ONCE.call_once(|| {
-        res = register_font("sans-serif", FontStyle::Normal, FONT)
-            .map_err(|_| anyhow!("the embedded DejaVu Sans font does not parse"));
-    });
-    res
+/// Registers the compiled-in font once; every chart of the CLI (`bench sdrm3`, `bench
+/// partition`) calls this before drawing text.
+pub(crate) fn ensure_font() -> anyhow::Result<()> {
+    static OK: OnceLock<bool> = OnceLock::new();
+    if *OK.get_or_init(|| register_font("sans-serif", FontStyle::Normal, FONT).is_ok()) {
+        Ok(())
+    } else {
+        Err(anyhow!("the embedded DejaVu Sans font does not parse"))
+    }
 }
 
 const COLORS: [RGBColor; 8] = [
