@@ -83,7 +83,10 @@ async fn handle_register_pin_and_read() {
         ))
         .await
         .unwrap();
-    assert_eq!(r.epoch, 1);
+    // Placement epochs are the log index of the change (they only grow, for the life of the
+    // cluster, across node removal and snapshot restores).
+    assert_eq!(r.epoch, r.index);
+    assert!(r.epoch > 0);
     let err = h
         .propose(cmd(
             4,
@@ -98,7 +101,7 @@ async fn handle_register_pin_and_read() {
     let st = h.read(true).await.unwrap();
     let n = &st.nodes["edge-1"];
     assert_eq!(n.models(), vec!["ES".to_string()]);
-    assert_eq!(n.assignment_epoch, 1);
+    assert_eq!(n.assignment_epoch, r.epoch);
     // The replica announces its client address through the log shortly after start.
     tokio::time::timeout(Duration::from_secs(10), async {
         while h.leader_client_addr().as_deref() != Some(h.client_addr()) {
