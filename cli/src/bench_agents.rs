@@ -126,6 +126,7 @@ async fn node_statuses(ch: &Channel, prefix: &str) -> Option<(usize, usize)> {
 async fn agent(
     name: String,
     mut ch: Channel,
+    members: Arc<Vec<Channel>>,
     a: Arc<(String, Duration)>,
     c: Arc<Counters>,
     end: Instant,
@@ -175,6 +176,7 @@ async fn agent(
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    ch = members[rand::random::<usize>() % members.len()].clone();
                     continue;
                 }
             }
@@ -197,6 +199,7 @@ async fn agent(
             Err(_) => {
                 c.session_errors.fetch_add(1, Relaxed);
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                ch = members[rand::random::<usize>() % members.len()].clone();
                 continue;
             }
         };
@@ -249,7 +252,12 @@ async fn agent(
                     ch = e.connect_lazy();
                 }
             }
-            Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Some(_) => {
+                // the member went away (a killed leader): like the real agent, try another
+                // member, which answers with a redirect to the leader
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                ch = members[rand::random::<usize>() % members.len()].clone();
+            }
         }
     }
 }
@@ -282,6 +290,12 @@ pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<
     ));
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(a.duration_s);
+    let members = Arc::new(
+        g.endpoints
+            .iter()
+            .map(|e| endpoint(e).map(|e| e.connect_lazy()))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
     let mut tasks = Vec::with_capacity(a.count);
     let mut ch = None;
     for i in 0..a.count {
@@ -293,6 +307,7 @@ pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<
         tasks.push(tokio::spawn(agent(
             format!("{}-{i}", a.prefix),
             ch,
+            members.clone(),
             shared.clone(),
             c.clone(),
             end,
