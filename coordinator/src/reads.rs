@@ -9,8 +9,20 @@
 //! Why reads are re-issued: raft-rs 0.7 drops a ReadIndex request without a word when there
 //! is no leader, when the leader has not yet committed an entry in its term, or when the
 //! leader changes while the request is pending. The tracker re-sends every request still
-//! waiting for its index after `reissue` and at every leader change; a duplicate answer for
-//! the same context is ignored.
+//! waiting for its index after `reissue` and at every leader change.
+//!
+//! Why every re-issue gets a fresh context (never the same bytes twice): raft-rs answers
+//! pending reads in queue order — a heartbeat ack for context X releases X *and every read
+//! queued before X*, on the assumption that the heartbeat carrying X went out after all of
+//! them were queued. Re-queuing an X that the leader had already answered breaks that
+//! assumption: an ack still in flight from an *earlier* heartbeat round for X (e.g. held in a
+//! peer's send queue while the leader was SIGSTOPped) then releases reads that arrived after
+//! that round, at the old commit index, although a new leader may have committed writes in
+//! between. That is how a resumed leader served revision 928 after 942 had been acknowledged
+//! (issue 7, pause-leader). With a fresh context per issue, an ack can only come from a
+//! heartbeat sent after that context was queued, so it proves leadership at a time after
+//! every read queued before it. The first read state for any of a read's contexts answers
+//! it; later ones are ignored.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,13 +37,19 @@ struct Waiting {
     tx: ReadTx,
     started: Instant,
     last_sent: Instant,
+    /// Every context this read was issued under (one per issue).
+    ctxs: Vec<Vec<u8>>,
 }
 
 /// Reads waiting for a read index, then for the local apply to reach it.
 pub(crate) struct ReadTracker {
     prefix: [u8; 16],
+    /// Counter of the next context (and of the next read's id).
     next: u64,
-    waiting_index: HashMap<Vec<u8>, Waiting>,
+    /// Reads waiting for a read index, by read id.
+    waiting_index: HashMap<u64, Waiting>,
+    /// Every context issued for a read still waiting for its index -> that read's id.
+    by_ctx: HashMap<Vec<u8>, u64>,
     waiting_apply: Vec<(u64, ReadTx)>,
 }
 
@@ -62,35 +80,48 @@ impl ReadTracker {
             prefix,
             next: 1,
             waiting_index: HashMap::new(),
+            by_ctx: HashMap::new(),
             waiting_apply: Vec::new(),
         }
     }
 
+    /// A context never issued before by this process: (replica id, boot nonce, counter).
+    fn fresh_ctx(prefix: &[u8; 16], next: &mut u64) -> Vec<u8> {
+        let mut ctx = Vec::with_capacity(24);
+        ctx.extend_from_slice(prefix);
+        ctx.extend_from_slice(&next.to_be_bytes());
+        *next += 1;
+        ctx
+    }
+
     /// Register a read; returns the context to pass to `RawNode::read_index`.
     pub(crate) fn start(&mut self, tx: ReadTx, now: Instant) -> Vec<u8> {
-        let mut ctx = Vec::with_capacity(24);
-        ctx.extend_from_slice(&self.prefix);
-        ctx.extend_from_slice(&self.next.to_be_bytes());
-        self.next += 1;
+        let id = self.next;
+        let ctx = Self::fresh_ctx(&self.prefix, &mut self.next);
+        self.by_ctx.insert(ctx.clone(), id);
         self.waiting_index.insert(
-            ctx.clone(),
+            id,
             Waiting {
                 tx,
                 started: now,
                 last_sent: now,
+                ctxs: vec![ctx.clone()],
             },
         );
         ctx
     }
 
-    /// Contexts to send again: those sent at least `every` ago, or all when `all` (a leader
-    /// change).
+    /// Contexts to send again: one fresh context for each read sent at least `every` ago,
+    /// or for all when `all` (a leader change).
     pub(crate) fn due(&mut self, now: Instant, every: Duration, all: bool) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        for (ctx, w) in self.waiting_index.iter_mut() {
+        for (id, w) in self.waiting_index.iter_mut() {
             if all || now.duration_since(w.last_sent) >= every {
                 w.last_sent = now;
-                out.push(ctx.clone());
+                let ctx = Self::fresh_ctx(&self.prefix, &mut self.next);
+                self.by_ctx.insert(ctx.clone(), *id);
+                w.ctxs.push(ctx.clone());
+                out.push(ctx);
             }
         }
         out
@@ -98,7 +129,13 @@ impl ReadTracker {
 
     /// The cluster confirmed `ctx` at read index `index`.
     pub(crate) fn on_read_state(&mut self, ctx: &[u8], index: u64) {
-        if let Some(w) = self.waiting_index.remove(ctx) {
+        let Some(id) = self.by_ctx.remove(ctx) else {
+            return;
+        };
+        if let Some(w) = self.waiting_index.remove(&id) {
+            for c in &w.ctxs {
+                self.by_ctx.remove(c);
+            }
             self.waiting_apply.push((index, w.tx));
         }
     }
@@ -119,14 +156,27 @@ impl ReadTracker {
 
     /// Forget reads whose caller gave up (timed out or went away).
     pub(crate) fn expire(&mut self, timeout: Duration, now: Instant) {
-        self.waiting_index
-            .retain(|_, w| now.duration_since(w.started) < timeout && !w.tx.is_closed());
+        let by_ctx = &mut self.by_ctx;
+        self.waiting_index.retain(|_, w| {
+            let keep = now.duration_since(w.started) < timeout && !w.tx.is_closed();
+            if !keep {
+                for c in &w.ctxs {
+                    by_ctx.remove(c);
+                }
+            }
+            keep
+        });
         self.waiting_apply.retain(|(_, tx)| !tx.is_closed());
     }
 
     #[cfg(test)]
     pub(crate) fn waiting(&self) -> usize {
         self.waiting_index.len() + self.waiting_apply.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn contexts(&self) -> usize {
+        self.by_ctx.len()
     }
 }
 
@@ -153,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn waiting_reads_are_reissued_and_answered_once() {
+    fn waiting_reads_are_reissued_under_fresh_contexts_and_answered_once() {
         let t0 = Instant::now();
         let mut t = ReadTracker::new(1, 42);
         let (tx, mut rx) = oneshot::channel();
@@ -162,21 +212,208 @@ mod tests {
         assert!(t
             .due(t0 + Duration::from_millis(50), every, false)
             .is_empty());
-        assert_eq!(
-            t.due(t0 + Duration::from_millis(150), every, false),
-            vec![ctx.clone()]
-        );
-        // A leader change re-sends everything at once.
-        assert_eq!(
-            t.due(t0 + Duration::from_millis(160), every, true),
-            vec![ctx.clone()]
-        );
-        t.on_read_state(&ctx, 10);
-        t.on_read_state(&ctx, 11); // a duplicate answer for a re-issued request
+        let again = t.due(t0 + Duration::from_millis(150), every, false);
+        assert_eq!(again.len(), 1);
+        assert_ne!(again[0], ctx, "a re-issue must not reuse a context");
+        // A leader change re-sends everything at once, again under a new context.
+        let all = t.due(t0 + Duration::from_millis(160), every, true);
+        assert_eq!(all.len(), 1);
+        assert!(all[0] != ctx && all[0] != again[0]);
+        assert_eq!(t.contexts(), 3);
+        // The answer for any of the read's contexts answers it (here the second one);
+        // answers for its other contexts are ignored.
+        t.on_read_state(&again[0], 10);
+        t.on_read_state(&ctx, 11);
+        t.on_read_state(&all[0], 12);
+        assert_eq!(t.contexts(), 0);
         t.resolve(9);
         assert!(rx.try_recv().is_err());
         t.resolve(10);
         assert!(matches!(rx.try_recv(), Ok(Ok(()))));
         assert_eq!(t.waiting(), 0);
+    }
+
+    #[test]
+    fn expired_reads_forget_their_contexts() {
+        let t0 = Instant::now();
+        let mut t = ReadTracker::new(1, 7);
+        let (tx, _rx) = oneshot::channel();
+        t.start(tx, t0);
+        t.due(
+            t0 + Duration::from_millis(200),
+            Duration::from_millis(100),
+            false,
+        );
+        assert_eq!(t.contexts(), 2);
+        t.expire(Duration::from_secs(1), t0 + Duration::from_secs(2));
+        assert_eq!((t.waiting(), t.contexts()), (0, 0));
+    }
+
+    /// Issue 7, pause-leader: a leader paused (SIGSTOP) past the election timeout must not
+    /// answer a read that arrives after its resume from its pre-pause commit index.
+    ///
+    /// Real raft-rs 0.7 nodes (in-memory storage, messages delivered by hand, so the
+    /// interleaving is exact): node 1 leads and confirms read X with a heartbeat round;
+    /// both acks are held back (they sit in the peers' send queues while node 1 is paused).
+    /// Nodes 2 and 3 elect node 2 and commit a write. Node 1 resumes: the first held ack
+    /// answers X; then read A arrives; the tick re-issues X (the tracker has not yet seen X's
+    /// read state); then the second held ack for X arrives. With X re-queued under the same
+    /// context behind A, that stale ack released A at node 1's old commit index (below the
+    /// write node 2 had acknowledged): a stale linearizable read. With a fresh context per
+    /// issue the stale ack matches nothing pending, and A waits for a real confirmation.
+    #[test]
+    fn a_stale_heartbeat_ack_does_not_release_a_newer_read() {
+        use raft::eraftpb::{ConfState, Message, MessageType};
+        use raft::storage::MemStorage;
+        use raft::{RawNode, StateRole};
+
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut nodes: Vec<RawNode<MemStorage>> = (1..=3u64)
+            .map(|id| {
+                let cfg = raft::Config {
+                    id,
+                    election_tick: 10,
+                    heartbeat_tick: 1,
+                    check_quorum: true,
+                    pre_vote: true,
+                    ..Default::default()
+                };
+                let store =
+                    MemStorage::new_with_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
+                RawNode::new(&cfg, store, &logger).expect("raw node")
+            })
+            .collect();
+
+        /// Persist and advance one node's Ready; returns (messages out, read states).
+        fn ready(n: &mut RawNode<MemStorage>) -> (Vec<Message>, Vec<raft::ReadState>) {
+            let mut out = Vec::new();
+            if !n.has_ready() {
+                return (out, Vec::new());
+            }
+            let mut rd = n.ready();
+            out.extend(rd.take_messages());
+            let rs = rd.take_read_states();
+            let _ = rd.take_committed_entries();
+            n.mut_store().wl().append(rd.entries()).expect("append");
+            if let Some(hs) = rd.hs() {
+                n.mut_store().wl().set_hardstate(hs.clone());
+            }
+            out.extend(rd.take_persisted_messages());
+            let mut light = n.advance(rd);
+            if let Some(c) = light.commit_index() {
+                n.mut_store().wl().mut_hard_state().set_commit(c);
+            }
+            out.extend(light.take_messages());
+            let _ = light.take_committed_entries();
+            n.advance_apply();
+            (out, rs)
+        }
+        /// Deliver messages among `live` (1-based ids) until quiet; others' are dropped.
+        fn pump(nodes: &mut [RawNode<MemStorage>], live: &[u64]) {
+            for _ in 0..100 {
+                let mut msgs = Vec::new();
+                for &id in live {
+                    msgs.extend(ready(&mut nodes[id as usize - 1]).0);
+                }
+                msgs.retain(|m| live.contains(&m.to));
+                if msgs.is_empty() {
+                    return;
+                }
+                for m in msgs {
+                    let to = m.to as usize - 1;
+                    let _ = nodes[to].step(m);
+                }
+            }
+            panic!("messages did not settle");
+        }
+
+        // Node 1 leads term 2 and commits an entry of its term (needed for ReadIndex).
+        nodes[0].campaign().expect("campaign");
+        pump(&mut nodes, &[1, 2, 3]);
+        assert_eq!(nodes[0].raft.state, StateRole::Leader);
+        nodes[0].propose(vec![], b"w1".to_vec()).expect("propose");
+        pump(&mut nodes, &[1, 2, 3]);
+        let old_commit = nodes[0].raft.raft_log.committed;
+
+        let t0 = Instant::now();
+        let mut tracker = ReadTracker::new(1, 99);
+        // Read X: node 1 sends a heartbeat round carrying X; 2 and 3 answer, answers held.
+        let (x_tx, mut x_rx) = oneshot::channel();
+        let x = tracker.start(x_tx, t0);
+        nodes[0].read_index(x.clone());
+        let (hb, _) = ready(&mut nodes[0]);
+        let mut held = Vec::new();
+        for m in hb {
+            assert_eq!(m.get_msg_type(), MessageType::MsgHeartbeat);
+            let to = m.to as usize - 1;
+            nodes[to].step(m).expect("step heartbeat");
+            held.extend(ready(&mut nodes[to]).0.into_iter().filter(|r| r.to == 1));
+        }
+        assert_eq!(held.len(), 2, "both followers acknowledged X");
+
+        // Node 1 is paused: 2 and 3 time out, elect a leader among them and commit a write.
+        for _ in 0..40 {
+            nodes[1].tick();
+            nodes[2].tick();
+            pump(&mut nodes, &[2, 3]);
+            if nodes[1].raft.state == StateRole::Leader || nodes[2].raft.state == StateRole::Leader
+            {
+                break;
+            }
+        }
+        let new_leader = if nodes[1].raft.state == StateRole::Leader {
+            1
+        } else {
+            2
+        };
+        assert_eq!(
+            nodes[new_leader].raft.state,
+            StateRole::Leader,
+            "2 and 3 elected a leader"
+        );
+        nodes[new_leader]
+            .propose(vec![], b"w2".to_vec())
+            .expect("propose");
+        pump(&mut nodes, &[2, 3]);
+        let acknowledged = nodes[new_leader].raft.raft_log.committed;
+        assert!(
+            acknowledged > old_commit,
+            "the new leader committed a write"
+        );
+
+        // Node 1 resumes, still leader of its old term. The first held ack answers X.
+        let mut states = Vec::new();
+        nodes[0].step(held.remove(0)).expect("first ack");
+        // Read A arrives after the write above was acknowledged.
+        let (a_tx, mut a_rx) = oneshot::channel();
+        let a = tracker.start(a_tx, t0 + Duration::from_secs(1));
+        nodes[0].read_index(a);
+        // The tick re-issues reads waiting longer than the re-issue period (X among them:
+        // its read state is still inside raft).
+        for ctx in tracker.due(
+            t0 + Duration::from_secs(1),
+            Duration::from_millis(150),
+            false,
+        ) {
+            nodes[0].read_index(ctx);
+        }
+        // The second held ack, from the heartbeat round sent before the pause.
+        nodes[0].step(held.remove(0)).expect("second ack");
+        states.extend(ready(&mut nodes[0]).1);
+        for rs in &states {
+            tracker.on_read_state(&rs.request_ctx, rs.index);
+        }
+        tracker.resolve(nodes[0].raft.raft_log.committed);
+
+        assert!(
+            matches!(x_rx.try_recv(), Ok(Ok(()))),
+            "X was confirmed before the pause"
+        );
+        assert!(
+            a_rx.try_recv().is_err(),
+            "read A was answered from index {old_commit} although {acknowledged} was \
+             acknowledged before A began (read states: {:?})",
+            states.iter().map(|r| r.index).collect::<Vec<_>>()
+        );
     }
 }
