@@ -14,8 +14,9 @@
 //! Why every re-issue gets a fresh context (never the same bytes twice): raft-rs answers
 //! pending reads in queue order — a heartbeat ack for context X releases X *and every read
 //! queued before X*, on the assumption that the heartbeat carrying X went out after all of
-//! them were queued. Re-queuing an X that the leader had already answered breaks that
-//! assumption: an ack still in flight from an *earlier* heartbeat round for X (e.g. held in a
+//! them were queued. Re-queuing an X that the leader had already answered (a follower's
+//! forwarded read re-sent while the leader was paused, or a local read whose answer is still
+//! inside raft when the tick re-issues it) breaks that assumption: an ack still in flight from an *earlier* heartbeat round for X (e.g. held in a
 //! peer's send queue while the leader was SIGSTOPped) then releases reads that arrived after
 //! that round, at the old commit index, although a new leader may have committed writes in
 //! between. That is how a resumed leader served revision 928 after 942 had been acknowledged
@@ -249,43 +250,44 @@ mod tests {
         assert_eq!((t.waiting(), t.contexts()), (0, 0));
     }
 
-    /// Issue 7, pause-leader: a leader paused (SIGSTOP) past the election timeout must not
-    /// answer a read that arrives after its resume from its pre-pause commit index.
-    ///
-    /// Real raft-rs 0.7 nodes (in-memory storage, messages delivered by hand, so the
-    /// interleaving is exact): node 1 leads and confirms read X with a heartbeat round;
-    /// both acks are held back (they sit in the peers' send queues while node 1 is paused).
-    /// Nodes 2 and 3 elect node 2 and commit a write. Node 1 resumes: the first held ack
-    /// answers X; then read A arrives; the tick re-issues X (the tracker has not yet seen X's
-    /// read state); then the second held ack for X arrives. With X re-queued under the same
-    /// context behind A, that stale ack released A at node 1's old commit index (below the
-    /// write node 2 had acknowledged): a stale linearizable read. With a fresh context per
-    /// issue the stale ack matches nothing pending, and A waits for a real confirmation.
-    #[test]
-    fn a_stale_heartbeat_ack_does_not_release_a_newer_read() {
-        use raft::eraftpb::{ConfState, Message, MessageType};
+    mod raft_nodes {
+        //! Real raft-rs 0.7 nodes on in-memory storage, messages delivered by hand so the
+        //! interleaving of a SIGSTOP/SIGCONT of the leader is exact.
+        use raft::eraftpb::{ConfState, Message};
         use raft::storage::MemStorage;
         use raft::{RawNode, StateRole};
 
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let mut nodes: Vec<RawNode<MemStorage>> = (1..=3u64)
-            .map(|id| {
-                let cfg = raft::Config {
-                    id,
-                    election_tick: 10,
-                    heartbeat_tick: 1,
-                    check_quorum: true,
-                    pre_vote: true,
-                    ..Default::default()
-                };
-                let store =
-                    MemStorage::new_with_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
-                RawNode::new(&cfg, store, &logger).expect("raw node")
-            })
-            .collect();
+        pub type Node = RawNode<MemStorage>;
+
+        /// Three voters, production settings (check quorum, pre-vote); node 1 leads and has
+        /// committed an entry of its term (ReadIndex needs one).
+        pub fn cluster() -> Vec<Node> {
+            let logger = slog::Logger::root(slog::Discard, slog::o!());
+            let mut nodes: Vec<Node> = (1..=3u64)
+                .map(|id| {
+                    let cfg = raft::Config {
+                        id,
+                        election_tick: 10,
+                        heartbeat_tick: 1,
+                        check_quorum: true,
+                        pre_vote: true,
+                        ..Default::default()
+                    };
+                    let cs = ConfState::from((vec![1, 2, 3], vec![]));
+                    RawNode::new(&cfg, MemStorage::new_with_conf_state(cs), &logger)
+                        .expect("raw node")
+                })
+                .collect();
+            nodes[0].campaign().expect("campaign");
+            pump(&mut nodes, &[1, 2, 3]);
+            assert_eq!(nodes[0].raft.state, StateRole::Leader);
+            nodes[0].propose(vec![], b"w1".to_vec()).expect("propose");
+            pump(&mut nodes, &[1, 2, 3]);
+            nodes
+        }
 
         /// Persist and advance one node's Ready; returns (messages out, read states).
-        fn ready(n: &mut RawNode<MemStorage>) -> (Vec<Message>, Vec<raft::ReadState>) {
+        pub fn ready(n: &mut Node) -> (Vec<Message>, Vec<raft::ReadState>) {
             let mut out = Vec::new();
             if !n.has_ready() {
                 return (out, Vec::new());
@@ -308,8 +310,9 @@ mod tests {
             n.advance_apply();
             (out, rs)
         }
-        /// Deliver messages among `live` (1-based ids) until quiet; others' are dropped.
-        fn pump(nodes: &mut [RawNode<MemStorage>], live: &[u64]) {
+
+        /// Deliver messages among `live` (ids) until quiet; messages to others are dropped.
+        pub fn pump(nodes: &mut [Node], live: &[u64]) {
             for _ in 0..100 {
                 let mut msgs = Vec::new();
                 for &id in live {
@@ -327,14 +330,53 @@ mod tests {
             panic!("messages did not settle");
         }
 
-        // Node 1 leads term 2 and commits an entry of its term (needed for ReadIndex).
-        nodes[0].campaign().expect("campaign");
-        pump(&mut nodes, &[1, 2, 3]);
-        assert_eq!(nodes[0].raft.state, StateRole::Leader);
-        nodes[0].propose(vec![], b"w1".to_vec()).expect("propose");
-        pump(&mut nodes, &[1, 2, 3]);
-        let old_commit = nodes[0].raft.raft_log.committed;
+        /// Node 1 is paused: 2 and 3 time out, elect a leader among them and commit a
+        /// write. Returns that write's index.
+        pub fn elect_without_node_1(nodes: &mut [Node]) -> u64 {
+            for _ in 0..40 {
+                nodes[1].tick();
+                nodes[2].tick();
+                pump(nodes, &[2, 3]);
+                if nodes[1].raft.state == StateRole::Leader
+                    || nodes[2].raft.state == StateRole::Leader
+                {
+                    break;
+                }
+            }
+            let l = if nodes[1].raft.state == StateRole::Leader {
+                1
+            } else {
+                2
+            };
+            assert_eq!(
+                nodes[l].raft.state,
+                StateRole::Leader,
+                "2 and 3 elected a leader"
+            );
+            nodes[l].propose(vec![], b"w2".to_vec()).expect("propose");
+            pump(nodes, &[2, 3]);
+            nodes[l].raft.raft_log.committed
+        }
+    }
 
+    /// Issue 7, pause-leader: a leader paused (SIGSTOP) past the election timeout must not
+    /// answer a read that arrives after its resume from its pre-pause commit index.
+    ///
+    /// Node 1 leads and confirms its read X with a heartbeat round; both acks are held back
+    /// (they sit in the peers' send queues while node 1 is paused). Nodes 2 and 3 elect a
+    /// leader and commit a write. Node 1 resumes: the first held ack answers X; then read A
+    /// arrives; the tick re-issues X (the tracker has not yet seen X's read state); then the
+    /// second held ack for X arrives. With X re-queued under the same context behind A,
+    /// that stale ack released A at node 1's old commit index (below the write already
+    /// acknowledged): a stale linearizable read. With a fresh context per issue the stale
+    /// ack matches nothing pending, and A waits for a real confirmation.
+    #[test]
+    fn a_stale_heartbeat_ack_does_not_release_a_newer_read() {
+        use raft::eraftpb::MessageType;
+        use raft_nodes::*;
+
+        let mut nodes = cluster();
+        let old_commit = nodes[0].raft.raft_log.committed;
         let t0 = Instant::now();
         let mut tracker = ReadTracker::new(1, 99);
         // Read X: node 1 sends a heartbeat round carrying X; 2 and 3 answer, answers held.
@@ -351,38 +393,13 @@ mod tests {
         }
         assert_eq!(held.len(), 2, "both followers acknowledged X");
 
-        // Node 1 is paused: 2 and 3 time out, elect a leader among them and commit a write.
-        for _ in 0..40 {
-            nodes[1].tick();
-            nodes[2].tick();
-            pump(&mut nodes, &[2, 3]);
-            if nodes[1].raft.state == StateRole::Leader || nodes[2].raft.state == StateRole::Leader
-            {
-                break;
-            }
-        }
-        let new_leader = if nodes[1].raft.state == StateRole::Leader {
-            1
-        } else {
-            2
-        };
-        assert_eq!(
-            nodes[new_leader].raft.state,
-            StateRole::Leader,
-            "2 and 3 elected a leader"
-        );
-        nodes[new_leader]
-            .propose(vec![], b"w2".to_vec())
-            .expect("propose");
-        pump(&mut nodes, &[2, 3]);
-        let acknowledged = nodes[new_leader].raft.raft_log.committed;
+        let acknowledged = elect_without_node_1(&mut nodes);
         assert!(
             acknowledged > old_commit,
             "the new leader committed a write"
         );
 
         // Node 1 resumes, still leader of its old term. The first held ack answers X.
-        let mut states = Vec::new();
         nodes[0].step(held.remove(0)).expect("first ack");
         // Read A arrives after the write above was acknowledged.
         let (a_tx, mut a_rx) = oneshot::channel();
@@ -399,7 +416,7 @@ mod tests {
         }
         // The second held ack, from the heartbeat round sent before the pause.
         nodes[0].step(held.remove(0)).expect("second ack");
-        states.extend(ready(&mut nodes[0]).1);
+        let states = ready(&mut nodes[0]).1;
         for rs in &states {
             tracker.on_read_state(&rs.request_ctx, rs.index);
         }
@@ -409,6 +426,86 @@ mod tests {
             matches!(x_rx.try_recv(), Ok(Ok(()))),
             "X was confirmed before the pause"
         );
+        assert!(
+            a_rx.try_recv().is_err(),
+            "read A was answered from index {old_commit} although {acknowledged} was \
+             acknowledged before A began (read states: {:?})",
+            states.iter().map(|r| r.index).collect::<Vec<_>>()
+        );
+    }
+
+    /// The variant the chaos suite actually hit (probe logs of the pause-leader scenario):
+    /// follower 3 forwards its read Y to leader 1, and its tracker re-sends Y while node 1 is
+    /// paused (those MsgReadIndex messages wait in node 3's send queue). On resume node 1
+    /// answers Y from the first held heartbeat ack, queues a local read A, then steps the
+    /// re-sent MsgReadIndex: under the same context Y is queued again behind A, and the
+    /// second held ack for Y released A at the pre-pause commit index.
+    #[test]
+    fn a_re_sent_forwarded_read_does_not_let_a_stale_ack_release_a_newer_read() {
+        use raft::eraftpb::MessageType;
+        use raft_nodes::*;
+
+        let mut nodes = cluster();
+        let old_commit = nodes[0].raft.raft_log.committed;
+        let t0 = Instant::now();
+        let mut leader_reads = ReadTracker::new(1, 11);
+        let mut follower_reads = ReadTracker::new(3, 33);
+        // Follower 3 reads Y through leader 1; 1 sends a heartbeat round carrying Y.
+        let (y_tx, _y_rx) = oneshot::channel();
+        let y = follower_reads.start(y_tx, t0);
+        nodes[2].read_index(y);
+        let fwd = ready(&mut nodes[2]).0;
+        assert_eq!(fwd.len(), 1);
+        assert_eq!(fwd[0].get_msg_type(), MessageType::MsgReadIndex);
+        nodes[0]
+            .step(fwd.into_iter().next().unwrap())
+            .expect("forwarded read");
+        let (hb, _) = ready(&mut nodes[0]);
+        let mut held = Vec::new();
+        for m in hb {
+            assert_eq!(m.get_msg_type(), MessageType::MsgHeartbeat);
+            let to = m.to as usize - 1;
+            nodes[to].step(m).expect("step heartbeat");
+            held.extend(ready(&mut nodes[to]).0.into_iter().filter(|r| r.to == 1));
+        }
+        assert_eq!(held.len(), 2, "both followers acknowledged Y");
+        // Node 1 is paused; node 3 re-sends Y (still believing 1 leads): held too.
+        for ctx in follower_reads.due(
+            t0 + Duration::from_millis(200),
+            Duration::from_millis(150),
+            false,
+        ) {
+            nodes[2].read_index(ctx);
+        }
+        let resent: Vec<_> = ready(&mut nodes[2])
+            .0
+            .into_iter()
+            .filter(|m| m.to == 1)
+            .collect();
+        assert_eq!(resent.len(), 1);
+
+        let acknowledged = elect_without_node_1(&mut nodes);
+        assert!(
+            acknowledged > old_commit,
+            "the new leader committed a write"
+        );
+
+        // Node 1 resumes: first held ack answers Y (a MsgReadIndexResp to node 3).
+        nodes[0].step(held.remove(0)).expect("first ack");
+        // A local read A arrives after the write above was acknowledged.
+        let (a_tx, mut a_rx) = oneshot::channel();
+        let a = leader_reads.start(a_tx, t0 + Duration::from_secs(1));
+        nodes[0].read_index(a);
+        // Node 3's re-sent read, then the second held ack.
+        for m in resent {
+            nodes[0].step(m).expect("re-sent read");
+        }
+        nodes[0].step(held.remove(0)).expect("second ack");
+        let states = ready(&mut nodes[0]).1;
+        for rs in &states {
+            leader_reads.on_read_state(&rs.request_ctx, rs.index);
+        }
+        leader_reads.resolve(nodes[0].raft.raft_log.committed);
         assert!(
             a_rx.try_recv().is_err(),
             "read A was answered from index {old_commit} although {acknowledged} was \
