@@ -92,21 +92,33 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
-async fn leader_commit(ch: &Channel) -> Option<(u64, u64)> {
-    let r = AdminClient::new(ch.clone())
-        .cluster_status(admin_api::ReadRequest { stale: false })
-        .await
-        .ok()?
-        .into_inner();
-    Some((r.leader_id, r.commit_index))
+async fn leader_commit(members: &[Channel]) -> Option<(u64, u64)> {
+    for ch in members {
+        if let Ok(r) = AdminClient::new(ch.clone())
+            .cluster_status(admin_api::ReadRequest { stale: false })
+            .await
+        {
+            let r = r.into_inner();
+            return Some((r.leader_id, r.commit_index));
+        }
+    }
+    None
 }
 
-async fn node_statuses(ch: &Channel, prefix: &str) -> Option<(usize, usize)> {
-    let r = AdminClient::new(ch.clone())
-        .list_nodes(admin_api::ReadRequest { stale: false })
-        .await
-        .ok()?
-        .into_inner();
+/// (ready, lost) among this run's nodes, from the first member that answers (any member
+/// forwards a linearizable list to the leader).
+async fn node_statuses(members: &[Channel], prefix: &str) -> Option<(usize, usize)> {
+    let mut answer = None;
+    for ch in members {
+        if let Ok(r) = AdminClient::new(ch.clone())
+            .list_nodes(admin_api::ReadRequest { stale: false })
+            .await
+        {
+            answer = Some(r.into_inner());
+            break;
+        }
+    }
+    let r = answer?;
     let ours = r
         .nodes
         .iter()
@@ -220,7 +232,9 @@ async fn agent(
                         ..Default::default()
                     };
                     if tx.send(api::AgentMessage { body: Some(agent_message::Body::Report(report)) }).await.is_err() {
-                        break None;
+                        // the stream went away (its member died): reconnect, do not stop
+                        c.session_errors.fetch_add(1, Relaxed);
+                        break Some(String::new());
                     }
                     c.reports_sent.fetch_add(1, Relaxed);
                 }
@@ -279,7 +293,7 @@ pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<
         .endpoints
         .first()
         .context("invalid --endpoints: give at least one coordinator address")?;
-    let admin_ch = endpoint(first)?
+    endpoint(first)?
         .connect()
         .await
         .with_context(|| format!("connecting to {first} (is a coordinator listening there?)"))?;
@@ -320,7 +334,7 @@ pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<
     );
     // CPU is measured once every agent holds its session (registration is a one-off cost)
     let mut cpu_from: Option<(Instant, f64)> = None;
-    let (leader0, commit0) = leader_commit(&admin_ch).await.unwrap_or((0, 0));
+    let (leader0, commit0) = leader_commit(&members).await.unwrap_or((0, 0));
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let open = c.sessions_open.load(Relaxed);
@@ -342,7 +356,7 @@ pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<
         _ => None,
     };
     pb.finish_and_clear();
-    let (ready, lost_before) = node_statuses(&admin_ch, &a.prefix).await.unwrap_or((0, 0));
+    let (ready, lost_before) = node_statuses(&members, &a.prefix).await.unwrap_or((0, 0));
     for t in tasks {
         let _ = t.await;
     }
@@ -350,10 +364,10 @@ pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<
     if a.expire {
         // every session is closed now (the tasks ended): time until all are marked lost
         let t0 = Instant::now();
-        let (_, commit_before) = leader_commit(&admin_ch).await.unwrap_or((0, 0));
+        let (_, commit_before) = leader_commit(&members).await.unwrap_or((0, 0));
         let limit = Duration::from_secs(120);
         loop {
-            if let Some((_, lost)) = node_statuses(&admin_ch, &a.prefix).await {
+            if let Some((_, lost)) = node_statuses(&members, &a.prefix).await {
                 if lost >= a.count {
                     break;
                 }
@@ -363,10 +377,10 @@ pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let (_, commit_after) = leader_commit(&admin_ch).await.unwrap_or((0, 0));
+        let (_, commit_after) = leader_commit(&members).await.unwrap_or((0, 0));
         expiry = Some((t0.elapsed(), commit_after.saturating_sub(commit_before)));
     }
-    let (leader1, commit1) = leader_commit(&admin_ch).await.unwrap_or((0, 0));
+    let (leader1, commit1) = leader_commit(&members).await.unwrap_or((0, 0));
     let load = |x: &AtomicU64| x.load(Relaxed);
     let out = json!({
         "agents": a.count, "duration_s": a.duration_s, "report_interval_ms": a.report_interval_ms,

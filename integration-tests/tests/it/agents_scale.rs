@@ -56,3 +56,61 @@ async fn mass_expiry_of_300_agents_is_one_batch_within_lease_plus_2s() {
     let entries = r["expiry_raft_entries"].as_u64().unwrap();
     assert!(entries <= 5, "mass expiry used {entries} Raft entries: {r}");
 }
+
+/// A leader SIGKILL while 300 agent sessions report: every agent finds the new leader within
+/// its grace period and none is marked lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_sigkill_with_300_agent_sessions_loses_none() {
+    let _g = SERIAL.lock().await;
+    let lease_ms = 4000u64;
+    let opts = Opts {
+        join_token: Some("tok".into()),
+        env: vec![
+            (
+                "EDGEPLANE_COORDINATOR_AGENT_LEASE_MS".into(),
+                lease_ms.to_string(),
+            ),
+            ("EDGEPLANE_COORDINATOR_AGENT_RENEW_MS".into(), "500".into()),
+        ],
+        ..Default::default()
+    };
+    let mut c = Cluster::start(3, opts);
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let endpoints = c.endpoints().join(",");
+    // 14 s of sessions: the leader dies at about 4 s, the new leader's grace (4 s) ends long
+    // before the run does, so an agent that did not come back would be marked lost.
+    let bench = Command::new(bin("edgeplane"))
+        .args(["--endpoints", &endpoints])
+        .args(["bench", "agents", "--count", "300", "--duration-s", "14"])
+        .args(["--report-interval-ms", "500", "--join-token", "tok"])
+        .args(["--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start edgeplane bench agents");
+    crate::support::eventually(
+        Duration::from_secs(20),
+        "300 agents registered and ready",
+        || async {
+            let mut cl = c.client(leader).await.ok()?;
+            let n = cl
+                .list_nodes(edgeplane_proto::admin::ReadRequest { stale: false })
+                .await
+                .ok()?
+                .into_inner();
+            (n.nodes.iter().filter(|n| n.status == "ready").count() == 300).then_some(())
+        },
+    )
+    .await;
+    c.kill(leader);
+    let out = tokio::task::spawn_blocking(move || bench.wait_with_output())
+        .await
+        .unwrap()
+        .expect("bench agents output");
+    assert!(out.status.success(), "bench agents failed");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    eprintln!("bench agents across a leader kill: {r}");
+    assert_eq!(r["leader_changed"], true, "{r}");
+    assert_eq!(r["nodes_lost_at_end"], 0, "an agent was lost: {r}");
+    assert_eq!(r["nodes_ready_at_end"], 300, "{r}");
+}
