@@ -368,7 +368,7 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
                     .map(|m| {
                         json!({"name": m.name, "slo_ms": m.slo_ms, "rate": m.rate, "memory_mb": m.memory_mb,
                            "observed_rate": m.observed_rate, "deadline_met_pct": m.deadline_met_pct,
-                           "energy_j": m.energy_j})
+                           "energy_j": m.energy_j, "live_figures_unknown": r.live_figures_unknown})
                     })
                     .collect();
                 print_json(&json!(v));
@@ -388,6 +388,9 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
                         m.deadline_met_pct,
                         m.energy_j
                     );
+                }
+                if r.live_figures_unknown {
+                    println!("{LIVE_FIGURES_UNKNOWN}");
                 }
             }
         }
@@ -415,7 +418,8 @@ pub async fn nodes(g: &GlobalArgs, c: NodesCommand) -> anyhow::Result<()> {
                         "sm_count": a.sm_count, "simulated": a.simulated})).collect::<Vec<_>>(),
                    "assignment_epoch": n.assignment_epoch, "models": n.models,
                    "last_report": {"deadlines_met": lr.deadlines_met, "deadlines_missed": lr.deadlines_missed,
-                                   "energy_j": lr.energy_j}})
+                                   "energy_j": lr.energy_j},
+                   "live_figures_unknown": r.live_figures_unknown})
             })
             .collect();
         print_json(&json!(v));
@@ -438,9 +442,16 @@ pub async fn nodes(g: &GlobalArgs, c: NodesCommand) -> anyhow::Result<()> {
                 n.models.join(",")
             );
         }
+        if r.live_figures_unknown {
+            println!("{LIVE_FIGURES_UNKNOWN}");
+        }
     }
     Ok(())
 }
+
+/// Printed under a stale list answered by a follower: live figures live in the leader's memory.
+const LIVE_FIGURES_UNKNOWN: &str = "(live figures unknown: a stale list from a follower; \
+     drop --stale to get the leader's figures)";
 
 pub async fn member(g: &GlobalArgs, c: MemberCommand) -> anyhow::Result<()> {
     let conn = Conn::new(g)?;
