@@ -74,6 +74,25 @@ impl AdminService {
         self.handle.read(!stale).await.map_err(status)
     }
 
+    /// A model as the API shows it: the replicated record plus the leader's live figures
+    /// (zero when unknown).
+    fn model_info(&self, m: &crate::state::Model) -> api::ModelInfo {
+        let live = self
+            .live
+            .as_ref()
+            .and_then(|l| l.model(&m.name))
+            .unwrap_or_default();
+        api::ModelInfo {
+            name: m.name.clone(),
+            slo_ms: m.slo_ms,
+            rate: m.rate,
+            memory_mb: m.memory_mb,
+            observed_rate: live.rate,
+            deadline_met_pct: live.deadline_met_pct,
+            energy_j: live.energy_j,
+        }
+    }
+
     /// Live figures live in the leader's memory: for a linearizable read a follower asks the
     /// leader, so every member gives the same answer. `None` when this replica should answer
     /// itself (it leads, the read is stale, the request was already forwarded once, or no
@@ -230,26 +249,7 @@ impl Admin for AdminService {
             live_unknown = true;
         }
         let st = self.state(req.into_inner().stale).await?;
-        let models = st
-            .models
-            .values()
-            .map(|m| {
-                let live = self
-                    .live
-                    .as_ref()
-                    .and_then(|l| l.model(&m.name))
-                    .unwrap_or_default();
-                api::ModelInfo {
-                    name: m.name.clone(),
-                    slo_ms: m.slo_ms,
-                    rate: m.rate,
-                    memory_mb: m.memory_mb,
-                    observed_rate: live.rate,
-                    deadline_met_pct: live.deadline_met_pct,
-                    energy_j: live.energy_j,
-                }
-            })
-            .collect();
+        let models = st.models.values().map(|m| self.model_info(m)).collect();
         Ok(Response::new(api::ListModelsResponse {
             models,
             live_figures_unknown: live_unknown,
@@ -271,21 +271,8 @@ impl Admin for AdminService {
             .models
             .get(&r.name)
             .ok_or_else(|| Status::not_found(format!("model {:?} is not deployed", r.name)))?;
-        let live = self
-            .live
-            .as_ref()
-            .and_then(|l| l.model(&m.name))
-            .unwrap_or_default();
         Ok(Response::new(api::GetModelResponse {
-            model: Some(api::ModelInfo {
-                name: m.name.clone(),
-                slo_ms: m.slo_ms,
-                rate: m.rate,
-                memory_mb: m.memory_mb,
-                observed_rate: live.rate,
-                deadline_met_pct: live.deadline_met_pct,
-                energy_j: live.energy_j,
-            }),
+            model: Some(self.model_info(m)),
             applied_index: st.applied_index,
         }))
     }
