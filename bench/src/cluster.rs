@@ -137,6 +137,8 @@ pub fn start_edgeplane(
             .args(["--initial-cluster", &initial])
             .arg("--data-dir")
             .arg(dir.path().join(format!("r{}", i + 1)))
+            // Compared with etcd over plaintext: run plaintext too, explicitly.
+            .arg("--insecure")
             .env("EDGEPLANE_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log_file(dir.path(), &format!("r{}.log", i + 1))?);

@@ -158,6 +158,8 @@ impl LocalCluster {
             .args(["--request-timeout-ms", &o.request_timeout_ms.to_string()])
             .args(["--enable-fault-injection", "true"])
             .args(["--join-token", &o.join_token])
+            // The fault suite checks consistency, not security: plaintext, explicitly.
+            .arg("--insecure")
             .env("EDGEPLANE_LOG", "info,raft=warn")
             .stdout(Stdio::null())
             .stderr(log)

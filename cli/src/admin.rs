@@ -4,65 +4,81 @@
 //! "unavailable"-type failures (connection refused, no leader yet, deadline) move on to the
 //! next member; answers about the input (invalid argument, not found) end the command at
 //! once. Writes carry a random client id and a sequence number, so a write retried on
-//! another member is applied at most once.
+//! another member is applied at most once. Output goes through [`crate::output`] (`--format
+//! table|json` on every command), failures carry their exit code ([`crate::exit`]).
 
 use std::path::PathBuf;
 use std::process::{Child, Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use edgeplane_proto::admin::{self as api, admin_client::AdminClient};
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::exit::{self, Kind};
+pub use crate::output::Format;
+use crate::output::{self, print_json, write_result, FormatArg};
 use crate::GlobalArgs;
-
-#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
-pub enum Format {
-    #[default]
-    Text,
-    Json,
-}
 
 #[derive(Debug, Clone, Args)]
 pub struct ReadOpts {
     /// Serve the read from the member asked, without ReadIndex (may be stale).
     #[arg(long)]
     pub stale: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    /// Output format: `table` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Leader, term, indexes and members.
+    ///
+    /// Example: edgeplane cluster status --endpoints 10.0.0.1:7101,10.0.0.2:7101
     Status(ReadOpts),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
     /// Deploy (or update) a model.
+    ///
+    /// Example: edgeplane models deploy ResNet50 --slo-ms 50 --rate 20 --memory-mb 98
     Deploy {
+        /// Model name (1-63 characters of [A-Za-z0-9._-]).
         name: String,
         /// Latency SLO in milliseconds (> 0).
         #[arg(long)]
         slo_ms: f64,
-        /// Requested rate, requests/s.
+        /// Requested rate, requests/s (>= 0).
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
         /// Memory footprint in MiB.
         #[arg(long, default_value_t = 0)]
         memory_mb: u64,
+        #[command(flatten)]
+        out: FormatArg,
     },
     /// Remove a model.
-    Remove { name: String },
-    /// List models.
+    ///
+    /// Example: edgeplane models remove ResNet50
+    Remove {
+        /// Model name.
+        name: String,
+        #[command(flatten)]
+        out: FormatArg,
+    },
+    /// List models with their live figures (from the leader's agent reports).
+    ///
+    /// Example: edgeplane models list --format json
     List(ReadOpts),
-    /// Show one model (linearizable unless --stale; fails when it is not deployed).
+    /// Show one model (linearizable unless --stale; exit code 4 when it is not deployed).
+    ///
+    /// Example: edgeplane models get ResNet50
     Get {
+        /// Model name.
         name: String,
         #[command(flatten)]
         opts: ReadOpts,
@@ -71,58 +87,142 @@ pub enum ModelsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum NodesCommand {
-    /// List nodes.
+    /// List nodes (edge agents) with status, accelerators and live figures.
+    ///
+    /// Example: edgeplane nodes list
     List(ReadOpts),
+    /// Drain a node: mark it draining (nothing new is placed there), remove its pins and
+    /// empty its plan. `--undo` makes it ready again.
+    ///
+    /// Example: edgeplane nodes drain edge-7; edgeplane nodes drain edge-7 --undo
+    Drain {
+        /// Node name.
+        name: String,
+        /// Make the node ready again instead.
+        #[arg(long)]
+        undo: bool,
+        #[command(flatten)]
+        out: FormatArg,
+    },
+    /// Forget a node and its pins (stop its agent first: a running agent registers again).
+    ///
+    /// Example: edgeplane nodes remove edge-7
+    Remove {
+        /// Node name.
+        name: String,
+        #[command(flatten)]
+        out: FormatArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
-    /// Add a member (voter, or learner with --learner).
+    /// Add a member (voter, or learner with --learner), then start it with
+    /// `--join` on its host.
+    ///
+    /// Example: edgeplane member add 4 --peer-addr 10.0.0.4:7201 --client-addr 10.0.0.4:7101
     Add {
+        /// Member id (> 0, unique, never reused).
         id: u64,
+        /// Raft peer address of the new member (host:port).
         #[arg(long)]
         peer_addr: String,
+        /// Client (Admin/Agent API) address of the new member (host:port).
         #[arg(long)]
         client_addr: String,
+        /// Add as a non-voting learner (promote later by adding it again without --learner).
         #[arg(long)]
         learner: bool,
+        #[command(flatten)]
+        out: FormatArg,
     },
-    /// Remove a member.
-    Remove { id: u64 },
+    /// Remove a member (the leader hands leadership over first).
+    ///
+    /// Example: edgeplane member remove 3
+    Remove {
+        /// Member id.
+        id: u64,
+        #[command(flatten)]
+        out: FormatArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum LeaderCommand {
-    /// Transfer leadership.
+    /// Transfer leadership to a voting member.
+    ///
+    /// Example: edgeplane leader transfer --to 2
     Transfer {
+        /// Id of the voter that should lead.
         #[arg(long)]
         to: u64,
+        #[command(flatten)]
+        out: FormatArg,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
     /// Save a snapshot of the replicated state to a file.
+    ///
+    /// Example: edgeplane snapshot save backup.snap
     Save {
+        /// File to write.
         file: PathBuf,
+        /// Save the answering member's own state without ReadIndex.
         #[arg(long)]
         stale: bool,
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(flatten)]
+        out: FormatArg,
     },
+    /// Restore a saved snapshot into a NEW data dir (offline, like `etcdutl snapshot
+    /// restore`): the replica started on it is the first member of a new cluster holding
+    /// the snapshot's models, nodes and placements. Then add members with `member add`.
+    ///
+    /// Example: edgeplane snapshot restore backup.snap --data-dir /var/lib/edgeplane/r1
+    /// --id 1 --peer-addr 10.0.0.1:7201 --client-addr 10.0.0.1:7101
+    Restore(crate::restore::RestoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PlacementCommand {
-    /// Pin a model to a node (optionally to one accelerator).
+    /// Pin a model to a node (optionally to one accelerator). Without --accelerator the pin
+    /// is node-wide on a node without GPUs (its scheduler uses every accelerator), and on the
+    /// node's first GPU otherwise.
+    ///
+    /// Example: edgeplane placement set --node gpu-box-1 --model ResNet50 --accelerator gpu0
     Set {
+        /// Node name.
         #[arg(long)]
         node: String,
+        /// Model name (must be deployed).
         #[arg(long)]
         model: String,
+        /// Accelerator id on the node (default: its first).
         #[arg(long)]
         accelerator: Option<String>,
+        #[command(flatten)]
+        out: FormatArg,
     },
-    /// Show placements.
-    Show(ReadOpts),
+    /// Show placements: each node's partitions, pins, global load per GPU and model.
+    Show(crate::placement::ShowArgs),
+    /// What the leader's planner would do now and why (`--dry-run`: commits nothing).
+    Plan(crate::placement::PlanArgs),
+    /// Remove a pin: the model leaves the node's plan (exit code 4 when there is none).
+    ///
+    /// Example: edgeplane placement unpin --node gpu-box-1 --model ResNet50
+    Unpin {
+        /// Node name.
+        #[arg(long)]
+        node: String,
+        /// Model name.
+        #[arg(long)]
+        model: String,
+        #[command(flatten)]
+        out: FormatArg,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -139,13 +239,17 @@ pub struct BenchRaftArgs {
     /// Measure linearizable reads (`models list`, ReadIndex) instead of writes.
     #[arg(long)]
     pub reads: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    /// Output format: `table` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// With --local: run the benchmark twice in this run, on a plaintext (--insecure)
+    /// cluster and on a mutual-TLS cluster, and report the cost of TLS.
+    #[arg(long)]
+    pub compare_tls: bool,
 }
 
 /// Connection helper over all endpoints.
-struct Conn {
+pub(crate) struct Conn {
     endpoints: Vec<String>,
     timeout: Duration,
     client_id: u64,
@@ -163,24 +267,22 @@ fn retryable(s: &Status) -> bool {
 }
 
 fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
-    let url = if addr.starts_with("http") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(Endpoint::from_shared(url)
-        .with_context(|| format!("malformed endpoint {addr:?}"))?
+    Ok(crate::tls::endpoint(addr)
+        .map_err(|e| exit::fail(Kind::InvalidInput, format!("endpoint {addr:?}: {e:#}")))?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true))
 }
 
 impl Conn {
-    fn new(g: &GlobalArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(g: &GlobalArgs) -> anyhow::Result<Self> {
         if g.endpoints.is_empty() {
-            bail!("no --endpoints given");
+            return Err(exit::fail(Kind::InvalidInput, "no --endpoints given"));
         }
         if !(g.timeout_s.is_finite() && g.timeout_s > 0.0) {
-            bail!("invalid --timeout-s {}: must be > 0", g.timeout_s);
+            return Err(exit::fail(
+                Kind::InvalidInput,
+                format!("invalid --timeout-s {}: must be > 0", g.timeout_s),
+            ));
         }
         Ok(Conn {
             endpoints: g.endpoints.clone(),
@@ -190,13 +292,14 @@ impl Conn {
     }
 
     /// Run `f` against members in turn until one succeeds or the timeout passes.
-    async fn call<T, F, Fut>(&self, what: &str, mut f: F) -> anyhow::Result<T>
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, mut f: F) -> anyhow::Result<T>
     where
         F: FnMut(AdminClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = Instant::now() + self.timeout;
         let mut last: String;
+        let mut last_kind: Kind;
         let mut i = 0usize;
         loop {
             let addr = &self.endpoints[i % self.endpoints.len()];
@@ -213,20 +316,35 @@ impl Conn {
                         .max(Duration::from_millis(50));
                     match tokio::time::timeout(attempt, f(client)).await {
                         Ok(Ok(r)) => return Ok(r.into_inner()),
-                        Ok(Err(s)) if !retryable(&s) => {
-                            bail!("{what}: {} ({:?})", s.message(), s.code())
+                        Ok(Err(s)) if !retryable(&s) => return Err(exit::status(what, &s)),
+                        Ok(Err(s)) => {
+                            // Unavailable-type codes stay "unavailable"; an internal error
+                            // that persists to the deadline is reported as an error.
+                            last_kind = match Kind::of_code(s.code()) {
+                                Kind::Unavailable => Kind::Unavailable,
+                                _ => Kind::Error,
+                            };
+                            last = format!("{addr}: {} ({:?})", s.message(), s.code())
                         }
-                        Ok(Err(s)) => last = format!("{addr}: {} ({:?})", s.message(), s.code()),
-                        Err(_) => last = format!("{addr}: no answer in time"),
+                        Err(_) => {
+                            last_kind = Kind::Unavailable;
+                            last = format!("{addr}: no answer in time")
+                        }
                     }
                 }
-                Err(e) => last = format!("{addr}: cannot connect: {e}"),
+                Err(e) => {
+                    last_kind = Kind::Unavailable;
+                    last = format!("{addr}: cannot connect: {e}")
+                }
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "{what}: no member answered within {:?} (no leader or cluster unreachable); last error: {last}",
-                    self.timeout
-                );
+                return Err(exit::fail(
+                    last_kind,
+                    format!(
+                        "{what}: no member answered within {:?} (no leader or cluster unreachable); last error: {last}",
+                        self.timeout
+                    ),
+                ));
             }
             if i.is_multiple_of(self.endpoints.len()) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -234,16 +352,12 @@ impl Conn {
         }
     }
 
-    fn meta(&self, seq: u64) -> Option<api::WriteMeta> {
+    pub(crate) fn meta(&self, seq: u64) -> Option<api::WriteMeta> {
         Some(api::WriteMeta {
             client_id: self.client_id,
             seq,
         })
     }
-}
-
-fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("json"));
 }
 
 pub async fn cluster(g: &GlobalArgs, c: ClusterCommand) -> anyhow::Result<()> {
@@ -254,36 +368,67 @@ pub async fn cluster(g: &GlobalArgs, c: ClusterCommand) -> anyhow::Result<()> {
             c.cluster_status(api::ReadRequest { stale: o.stale }).await
         })
         .await?;
-    let members: Vec<_> = r
-        .members
-        .iter()
-        .map(|m| {
-            json!({"id": m.id, "peer_addr": m.peer_addr, "client_addr": m.client_addr,
-                   "role": m.role, "reachable": m.reachable})
-        })
-        .collect();
     if o.format == Format::Json {
+        let members: Vec<_> = r
+            .members
+            .iter()
+            .map(|m| {
+                json!({"id": m.id, "peer_addr": m.peer_addr, "client_addr": m.client_addr,
+                       "role": m.role, "reachable": m.reachable})
+            })
+            .collect();
         print_json(
             &json!({"leader_id": r.leader_id, "term": r.term, "commit_index": r.commit_index,
-            "applied_index": r.applied_index, "members": members}),
+            "applied_index": r.applied_index, "answered_by": r.id, "members": members}),
         );
     } else {
         println!(
             "leader {}  term {}  commit {}  applied {}  (answered by {})",
             r.leader_id, r.term, r.commit_index, r.applied_index, r.id
         );
-        println!(
-            "{:>4}  {:<10} {:<22} {:<22} reachable",
-            "id", "role", "peer", "client"
-        );
+        let mut t = output::table(["id", "role", "peer", "client", "reachable"]);
         for m in &r.members {
-            println!(
-                "{:>4}  {:<10} {:<22} {:<22} {}",
-                m.id, m.role, m.peer_addr, m.client_addr, m.reachable
-            );
+            t.add_row(vec![
+                m.id.to_string(),
+                m.role.clone(),
+                m.peer_addr.clone(),
+                m.client_addr.clone(),
+                m.reachable.to_string(),
+            ]);
         }
+        println!("{t}");
     }
     Ok(())
+}
+
+fn model_json(m: &api::ModelInfo) -> serde_json::Value {
+    json!({"name": m.name, "slo_ms": m.slo_ms, "rate": m.rate, "memory_mb": m.memory_mb,
+           "observed_rate": m.observed_rate, "deadline_met_pct": m.deadline_met_pct,
+           "energy_j": m.energy_j})
+}
+
+fn models_table<'a>(models: impl IntoIterator<Item = &'a api::ModelInfo>) -> comfy_table::Table {
+    let mut t = output::table([
+        "name",
+        "slo_ms",
+        "rate",
+        "memory_mb",
+        "observed/s",
+        "met %",
+        "energy_j",
+    ]);
+    for m in models {
+        t.add_row(vec![
+            m.name.clone(),
+            format!("{:.1}", m.slo_ms),
+            format!("{:.1}", m.rate),
+            m.memory_mb.to_string(),
+            format!("{:.1}", m.observed_rate),
+            format!("{:.1}", m.deadline_met_pct),
+            format!("{:.2}", m.energy_j),
+        ]);
+    }
+    t
 }
 
 pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
@@ -294,6 +439,7 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
             slo_ms,
             rate,
             memory_mb,
+            out,
         } => {
             let meta = conn.meta(1);
             let r = conn
@@ -308,9 +454,17 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
                     async move { c.deploy_model(req).await }
                 })
                 .await?;
-            println!("deployed {name} (index {})", r.index);
+            write_result(
+                out.format,
+                "models deploy",
+                r.index,
+                r.epoch,
+                &r.message,
+                json!({"model": name}),
+                &format!("deployed {name} (index {})", r.index),
+            );
         }
-        ModelsCommand::Remove { name } => {
+        ModelsCommand::Remove { name, out } => {
             let meta = conn.meta(1);
             let r = conn
                 .call("models remove", |mut c| {
@@ -321,7 +475,15 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
                     async move { c.remove_model(req).await }
                 })
                 .await?;
-            println!("removed {name} (index {})", r.index);
+            write_result(
+                out.format,
+                "models remove",
+                r.index,
+                r.epoch,
+                &r.message,
+                json!({"model": name}),
+                &format!("removed {name} (index {})", r.index),
+            );
         }
         ModelsCommand::Get { name, opts: o } => {
             let r = conn
@@ -337,22 +499,12 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
                 .model
                 .ok_or_else(|| anyhow!("models get: the member answered without a model"))?;
             if o.format == Format::Json {
-                print_json(&json!({"name": m.name, "slo_ms": m.slo_ms, "rate": m.rate,
-                    "memory_mb": m.memory_mb, "observed_rate": m.observed_rate,
-                    "deadline_met_pct": m.deadline_met_pct, "energy_j": m.energy_j,
-                    "applied_index": r.applied_index}));
+                let mut v = model_json(&m);
+                v["applied_index"] = json!(r.applied_index);
+                print_json(&v);
             } else {
-                println!(
-                    "{}  slo {:.1} ms  rate {:.1}/s  memory {} MiB  observed {:.1}/s  met {:.1}%  energy {:.2} J  (applied index {})",
-                    m.name,
-                    m.slo_ms,
-                    m.rate,
-                    m.memory_mb,
-                    m.observed_rate,
-                    m.deadline_met_pct,
-                    m.energy_j,
-                    r.applied_index
-                );
+                println!("{}", models_table([&m]));
+                println!("(applied index {})", r.applied_index);
             }
         }
         ModelsCommand::List(o) => {
@@ -366,29 +518,14 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
                     .models
                     .iter()
                     .map(|m| {
-                        json!({"name": m.name, "slo_ms": m.slo_ms, "rate": m.rate, "memory_mb": m.memory_mb,
-                           "observed_rate": m.observed_rate, "deadline_met_pct": m.deadline_met_pct,
-                           "energy_j": m.energy_j, "live_figures_unknown": r.live_figures_unknown})
+                        let mut v = model_json(m);
+                        v["live_figures_unknown"] = json!(r.live_figures_unknown);
+                        v
                     })
                     .collect();
                 print_json(&json!(v));
             } else {
-                println!(
-                    "{:<24} {:>8} {:>8} {:>9} {:>9} {:>7} {:>10}",
-                    "name", "slo_ms", "rate", "memory_mb", "observed", "met%", "energy_j"
-                );
-                for m in &r.models {
-                    println!(
-                        "{:<24} {:>8.1} {:>8.1} {:>9} {:>9.1} {:>7.1} {:>10.2}",
-                        m.name,
-                        m.slo_ms,
-                        m.rate,
-                        m.memory_mb,
-                        m.observed_rate,
-                        m.deadline_met_pct,
-                        m.energy_j
-                    );
-                }
+                println!("{}", models_table(&r.models));
                 if r.live_figures_unknown {
                     println!("{LIVE_FIGURES_UNKNOWN}");
                 }
@@ -400,7 +537,55 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
 
 pub async fn nodes(g: &GlobalArgs, c: NodesCommand) -> anyhow::Result<()> {
     let conn = Conn::new(g)?;
-    let NodesCommand::List(o) = c;
+    let o = match c {
+        NodesCommand::List(o) => o,
+        NodesCommand::Drain { name, undo, out } => {
+            let meta = conn.meta(1);
+            let r = conn
+                .call("nodes drain", |mut c| {
+                    let req = api::DrainNodeRequest {
+                        meta,
+                        name: name.clone(),
+                        undo,
+                    };
+                    async move { c.drain_node(req).await }
+                })
+                .await?;
+            let status = if undo { "ready" } else { "draining" };
+            write_result(
+                out.format,
+                "nodes drain",
+                r.index,
+                r.epoch,
+                &r.message,
+                json!({"node": name, "status": status}),
+                &r.message,
+            );
+            return Ok(());
+        }
+        NodesCommand::Remove { name, out } => {
+            let meta = conn.meta(1);
+            let r = conn
+                .call("nodes remove", |mut c| {
+                    let req = api::RemoveNodeRequest {
+                        meta,
+                        name: name.clone(),
+                    };
+                    async move { c.remove_node(req).await }
+                })
+                .await?;
+            write_result(
+                out.format,
+                "nodes remove",
+                r.index,
+                r.epoch,
+                &r.message,
+                json!({"node": name}),
+                &format!("removed node {name} (index {})", r.index),
+            );
+            return Ok(());
+        }
+    };
     let r = conn
         .call("nodes list", |mut c| async move {
             c.list_nodes(api::ReadRequest { stale: o.stale }).await
@@ -412,10 +597,11 @@ pub async fn nodes(g: &GlobalArgs, c: NodesCommand) -> anyhow::Result<()> {
             .iter()
             .map(|n| {
                 let lr = n.last_report.unwrap_or_default();
-                json!({"name": n.name, "status": n.status,
+                json!({"name": n.name, "status": n.status, "agent_addr": n.agent_addr,
                    "accelerators": n.accelerators.iter().map(|a| json!({"id": a.id, "kind": a.kind,
                         "name": a.name, "memory_mb": a.memory_mb, "mig_capable": a.mig_capable,
-                        "sm_count": a.sm_count, "simulated": a.simulated})).collect::<Vec<_>>(),
+                        "sm_count": a.sm_count, "simulated": a.simulated, "profile": a.profile,
+                        "profiled_models": a.profiled_models})).collect::<Vec<_>>(),
                    "assignment_epoch": n.assignment_epoch, "models": n.models,
                    "last_report": {"deadlines_met": lr.deadlines_met, "deadlines_missed": lr.deadlines_missed,
                                    "energy_j": lr.energy_j},
@@ -424,24 +610,34 @@ pub async fn nodes(g: &GlobalArgs, c: NodesCommand) -> anyhow::Result<()> {
             .collect();
         print_json(&json!(v));
     } else {
-        println!(
-            "{:<16} {:<9} {:>5} {:>6} {:>9} {:>9} {:>10}  models",
-            "name", "status", "accel", "epoch", "met", "missed", "energy_j"
-        );
+        let mut t = output::table([
+            "name", "status", "address", "accel", "profile", "epoch", "met", "missed", "energy_j",
+            "models",
+        ]);
         for n in &r.nodes {
             let lr = n.last_report.unwrap_or_default();
-            println!(
-                "{:<16} {:<9} {:>5} {:>6} {:>9} {:>9} {:>10.2}  {}",
-                n.name,
-                n.status,
-                n.accelerators.len(),
-                n.assignment_epoch,
-                lr.deadlines_met,
-                lr.deadlines_missed,
-                lr.energy_j,
-                n.models.join(",")
-            );
+            t.add_row(vec![
+                n.name.clone(),
+                n.status.clone(),
+                n.agent_addr.clone(),
+                n.accelerators.len().to_string(),
+                // what the planner plans each accelerator with: measured rows, shipped, or none
+                n.accelerators
+                    .iter()
+                    .map(|a| {
+                        let p = a.profile.split(' ').next().unwrap_or("");
+                        format!("{}:{}", a.id, if p.is_empty() { "-" } else { p })
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                n.assignment_epoch.to_string(),
+                lr.deadlines_met.to_string(),
+                lr.deadlines_missed.to_string(),
+                format!("{:.2}", lr.energy_j),
+                n.models.join(","),
+            ]);
         }
+        println!("{t}");
         if r.live_figures_unknown {
             println!("{LIVE_FIGURES_UNKNOWN}");
         }
@@ -462,6 +658,7 @@ pub async fn member(g: &GlobalArgs, c: MemberCommand) -> anyhow::Result<()> {
             peer_addr,
             client_addr,
             learner,
+            out,
         } => {
             let r = conn
                 .call("member add", |mut c| {
@@ -475,20 +672,33 @@ pub async fn member(g: &GlobalArgs, c: MemberCommand) -> anyhow::Result<()> {
                     async move { c.add_member(req).await }
                 })
                 .await?;
-            println!(
-                "added member {id} as {} (index {})",
-                if learner { "learner" } else { "voter" },
-                r.index
+            let role = if learner { "learner" } else { "voter" };
+            write_result(
+                out.format,
+                "member add",
+                r.index,
+                r.epoch,
+                &r.message,
+                json!({"id": id, "role": role, "peer_addr": peer_addr, "client_addr": client_addr}),
+                &format!("added member {id} as {role} (index {})", r.index),
             );
         }
-        MemberCommand::Remove { id } => {
+        MemberCommand::Remove { id, out } => {
             let r = conn
                 .call("member remove", |mut c| {
                     let req = api::RemoveMemberRequest { meta, id };
                     async move { c.remove_member(req).await }
                 })
                 .await?;
-            println!("removed member {id} (index {})", r.index);
+            write_result(
+                out.format,
+                "member remove",
+                r.index,
+                r.epoch,
+                &r.message,
+                json!({"id": id}),
+                &format!("removed member {id} (index {})", r.index),
+            );
         }
     }
     Ok(())
@@ -496,30 +706,54 @@ pub async fn member(g: &GlobalArgs, c: MemberCommand) -> anyhow::Result<()> {
 
 pub async fn leader(g: &GlobalArgs, c: LeaderCommand) -> anyhow::Result<()> {
     let conn = Conn::new(g)?;
-    let LeaderCommand::Transfer { to } = c;
+    let LeaderCommand::Transfer { to, out } = c;
     let r = conn
         .call("leader transfer", |mut c| async move {
             c.transfer_leader(api::TransferLeaderRequest { to }).await
         })
         .await?;
-    println!("leader is now {}", r.leader_id);
+    write_result(
+        out.format,
+        "leader transfer",
+        0,
+        0,
+        "",
+        json!({"leader_id": r.leader_id}),
+        &format!("leader is now {}", r.leader_id),
+    );
     Ok(())
 }
 
-pub async fn snapshot(g: &GlobalArgs, c: SnapshotCommand) -> anyhow::Result<()> {
-    let conn = Conn::new(g)?;
-    let SnapshotCommand::Save { file, stale } = c;
+pub async fn snapshot(c: SnapshotCommand) -> anyhow::Result<()> {
+    let (file, stale, g, out) = match c {
+        SnapshotCommand::Restore(a) => return crate::restore::restore(a),
+        SnapshotCommand::Save {
+            file,
+            stale,
+            conn,
+            out,
+        } => (file, stale, conn, out),
+    };
+    let conn = Conn::new(&g)?;
     let r = conn
         .call("snapshot save", |mut c| async move {
             c.save_snapshot(api::ReadRequest { stale }).await
         })
         .await?;
     std::fs::write(&file, &r.data).with_context(|| format!("writing {}", file.display()))?;
-    println!(
-        "saved snapshot at index {} ({} bytes) to {}",
+    write_result(
+        out.format,
+        "snapshot save",
         r.index,
-        r.data.len(),
-        file.display()
+        0,
+        "",
+        json!({"file": file.display().to_string(), "bytes": r.data.len(), "term": r.term}),
+        &format!(
+            "saved snapshot at index {} ({} bytes) to {}",
+            r.index,
+            r.data.len(),
+            file.display()
+        ),
     );
     Ok(())
 }
@@ -531,6 +765,7 @@ pub async fn placement(g: &GlobalArgs, c: PlacementCommand) -> anyhow::Result<()
             node,
             model,
             accelerator,
+            out,
         } => {
             let meta = conn.meta(1);
             let r = conn
@@ -544,51 +779,43 @@ pub async fn placement(g: &GlobalArgs, c: PlacementCommand) -> anyhow::Result<()
                     async move { c.set_placement(req).await }
                 })
                 .await?;
-            println!("pinned {model} to {node} (assignment epoch {})", r.epoch);
+            write_result(
+                out.format,
+                "placement set",
+                r.index,
+                r.epoch,
+                &r.message,
+                json!({"node": node, "model": model, "accelerator": accelerator}),
+                &format!("pinned {model} to {node} (assignment epoch {})", r.epoch),
+            );
         }
-        PlacementCommand::Show(o) => {
+        PlacementCommand::Unpin { node, model, out } => {
+            let meta = conn.meta(1);
             let r = conn
-                .call("placement show", |mut c| async move {
-                    c.show_placement(api::ReadRequest { stale: o.stale }).await
+                .call("placement unpin", |mut c| {
+                    let req = api::UnpinPlacementRequest {
+                        meta,
+                        node: node.clone(),
+                        model: model.clone(),
+                    };
+                    async move { c.unpin_placement(req).await }
                 })
                 .await?;
-            if o.format == Format::Json {
-                let nodes: Vec<_> = r
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        json!({"node": n.node, "epoch": n.epoch, "partitions": n.partitions.iter().map(|p|
-                        json!({"accelerator": p.accelerator_id, "share_pct": p.share_pct, "models": p.models})).collect::<Vec<_>>()})
-                    })
-                    .collect();
-                let pins: Vec<_> = r
-                    .pins
-                    .iter()
-                    .map(
-                        |p| json!({"node": p.node, "model": p.model, "accelerator": p.accelerator}),
-                    )
-                    .collect();
-                print_json(&json!({"nodes": nodes, "pins": pins}));
-            } else {
-                for n in &r.nodes {
-                    println!("{} (epoch {})", n.node, n.epoch);
-                    for p in &n.partitions {
-                        println!(
-                            "  {} {:>3}%  {}",
-                            p.accelerator_id,
-                            p.share_pct,
-                            p.models.join(",")
-                        );
-                    }
-                }
-                if !r.pins.is_empty() {
-                    println!("pins:");
-                    for p in &r.pins {
-                        println!("  {} -> {} [{}]", p.model, p.node, p.accelerator);
-                    }
-                }
-            }
+            write_result(
+                out.format,
+                "placement unpin",
+                r.index,
+                r.epoch,
+                &r.message,
+                json!({"node": node, "model": model}),
+                &format!(
+                    "unpinned {model} from {node} (assignment epoch {})",
+                    r.epoch
+                ),
+            );
         }
+        PlacementCommand::Show(o) => crate::placement::show(&conn, o).await?,
+        PlacementCommand::Plan(a) => crate::placement::plan(&conn, a).await?,
     }
     Ok(())
 }
@@ -616,7 +843,7 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn start_local_cluster() -> anyhow::Result<LocalCluster> {
+fn start_local_cluster(tls: bool) -> anyhow::Result<LocalCluster> {
     let exe = std::env::current_exe()?;
     let bin = exe
         .parent()
@@ -628,8 +855,28 @@ fn start_local_cluster() -> anyhow::Result<LocalCluster> {
             bin.display()
         );
     }
-    let dir = std::env::temp_dir().join(format!("edgeplane-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "edgeplane-bench-{}-{}",
+        std::process::id(),
+        if tls { "tls" } else { "plain" }
+    ));
     std::fs::create_dir_all(&dir)?;
+    // A throwaway CA and certificates for this run (or plaintext, explicitly).
+    let material = if tls {
+        let m = edgeplane_tls::generate_cluster_material(&dir.join("tls"), &[1, 2, 3], &[])?;
+        let admin = m.admin();
+        crate::tls::set_client(edgeplane_tls::ClientTls(Some(
+            edgeplane_tls::TlsMaterial::load(edgeplane_tls::TlsPaths {
+                ca: m.ca(),
+                cert: admin.cert,
+                key: admin.key,
+            })?,
+        )));
+        Some(m)
+    } else {
+        crate::tls::set_client(edgeplane_tls::ClientTls::insecure());
+        None
+    };
     let mut peers = Vec::new();
     let mut clients = Vec::new();
     for _ in 0..3 {
@@ -648,7 +895,22 @@ fn start_local_cluster() -> anyhow::Result<LocalCluster> {
         endpoints: clients.clone(),
     };
     for i in 0..3 {
-        let child = Proc::new(&bin)
+        let mut cmd = Proc::new(&bin);
+        match &material {
+            Some(m) => {
+                let p = m.member(i as u64 + 1);
+                cmd.arg("--tls-ca")
+                    .arg(m.ca())
+                    .arg("--tls-cert")
+                    .arg(p.cert)
+                    .arg("--tls-key")
+                    .arg(p.key);
+            }
+            None => {
+                cmd.arg("--insecure");
+            }
+        }
+        let child = cmd
             .args(["--id", &(i + 1).to_string()])
             .args(["--client-addr", &clients[i], "--peer-addr", &peers[i]])
             .args(["--initial-cluster", &ic])
@@ -689,15 +951,35 @@ async fn leader_addr(conn: &Conn) -> anyhow::Result<String> {
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
+pub async fn bench_raft(g: &GlobalArgs, a: BenchRaftArgs) -> anyhow::Result<()> {
+    if !a.compare_tls {
+        return bench_raft_run(g, &a, true).await.map(|_| ());
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    if !a.local {
+        bail!("--compare-tls needs --local (it starts both clusters itself)");
+    }
+    let plain = bench_raft_run(g, &a, false).await?;
+    let tls = bench_raft_run(g, &a, true).await?;
+    let cost = if plain > 0.0 {
+        (1.0 - tls / plain) * 100.0
+    } else {
+        0.0
+    };
+    if a.format == Format::Json {
+        print_json(&json!({"clients": a.clients, "insecure_ops_per_s": plain,
+            "tls_ops_per_s": tls, "tls_cost_pct": cost}));
+    } else {
+        println!(
+            "bench raft --compare-tls: {} clients: insecure {plain:.0}/s, mutual TLS {tls:.0}/s, TLS costs {cost:.1} %",
+            a.clients
+        );
+    }
+    Ok(())
 }
 
-pub async fn bench_raft(g: &GlobalArgs, a: BenchRaftArgs) -> anyhow::Result<()> {
+/// One benchmark run; returns the acknowledged operations per second. With `--local`,
+/// `tls` picks a mutual-TLS or a plaintext (`--insecure`) cluster.
+async fn bench_raft_run(g: &GlobalArgs, a: &BenchRaftArgs, tls: bool) -> anyhow::Result<f64> {
     if a.clients == 0 {
         bail!("invalid --clients: must be > 0");
     }
@@ -706,7 +988,7 @@ pub async fn bench_raft(g: &GlobalArgs, a: BenchRaftArgs) -> anyhow::Result<()> 
     }
     let mut g = g.clone();
     let _local = if a.local {
-        let lc = start_local_cluster()?;
+        let lc = start_local_cluster(tls)?;
         g.endpoints = lc.endpoints.clone();
         g.timeout_s = g.timeout_s.max(20.0);
         Some(lc)
@@ -776,22 +1058,23 @@ pub async fn bench_raft(g: &GlobalArgs, a: BenchRaftArgs) -> anyhow::Result<()> 
             (lat, errors)
         }));
     }
-    let mut all = Vec::new();
+    let mut all = crate::latency::Latencies::default();
     let mut errors = 0;
     for t in tasks {
         let (l, e) = t.await?;
-        all.extend(l);
+        for d in l {
+            all.record(d);
+        }
         errors += e;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    all.sort();
     let wps = all.len() as f64 / elapsed;
     let what = if a.reads {
         "linearizable reads"
     } else {
         "writes"
     };
-    let (p50, p99, p999) = (pct(&all, 0.50), pct(&all, 0.99), pct(&all, 0.999));
+    let (p50, p99, p999) = (all.quantile(0.50), all.quantile(0.99), all.quantile(0.999));
     if a.format == Format::Json {
         print_json(
             &json!({"clients": a.clients, "duration_s": elapsed, "acknowledged": all.len(),
@@ -824,5 +1107,5 @@ pub async fn bench_raft(g: &GlobalArgs, a: BenchRaftArgs) -> anyhow::Result<()> 
             p999.as_secs_f64() * 1e3
         );
     }
-    Ok(())
+    Ok(wps)
 }

@@ -18,11 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::GlobalArgs;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
+pub use crate::output::Format;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchAgentsArgs {
@@ -51,6 +47,7 @@ pub struct BenchAgentsArgs {
     /// (and in how many Raft entries).
     #[arg(long)]
     pub expire: bool,
+    /// Output format: `table` for people, `json` for scripts.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
@@ -68,12 +65,7 @@ struct Counters {
 }
 
 fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
-    let url = if addr.starts_with("http") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(Endpoint::from_shared(url)?
+    Ok(crate::tls::endpoint(addr)?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true))
 }
@@ -165,6 +157,8 @@ async fn agent(
                         ..Default::default()
                     }],
                     assignment_epoch: epoch,
+                    csr: String::new(),
+                    joined_from_ip: String::new(),
                 })
                 .await;
             match r {

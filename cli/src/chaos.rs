@@ -57,7 +57,7 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 1000)]
     pub election_timeout_ms: u64,
     /// Output format of the final report.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 
@@ -132,6 +132,10 @@ pub async fn chaos(g: &GlobalArgs, a: ChaosArgs) -> anyhow::Result<()> {
         snapshot_entries: 1000,
         ..ReplicaOpts::default()
     };
+    if a.local {
+        // The local replicas run plaintext (`--insecure`): this suite checks consistency.
+        crate::tls::set_client(edgeplane_tls::ClientTls::insecure());
+    }
     let mut remote = if a.local {
         None
     } else {

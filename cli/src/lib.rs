@@ -6,33 +6,54 @@
 //! - [`partition`]: `bench partition` (GPU partitioning modes in virtual time)
 
 pub mod admin;
+pub mod agent_status;
 pub mod bench_agents;
 pub mod chaos;
+pub mod demo;
+pub mod exit;
+pub mod gpu_box;
+pub mod latency;
 pub mod load;
+pub mod output;
 pub mod partition;
+pub mod partition_live;
+pub mod placement;
 pub mod plot;
+pub mod restore;
 pub mod sim;
+pub mod tls;
+pub mod tokens;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "edgeplane",
     version,
-    about = "Edgeplane: real-time ML inference control plane"
+    about = "Edgeplane: real-time ML inference control plane",
+    after_help = "Examples:\n  \
+edgeplane demo\n  \
+edgeplane cluster status --endpoints 10.0.0.1:7101,10.0.0.2:7101,10.0.0.3:7101\n  \
+edgeplane models deploy ResNet50 --slo-ms 50 --rate 20\n  \
+edgeplane nodes list --format json\n  \
+edgeplane tokens create --ttl 2h --node edge-7\n  \
+edgeplane agent status --agent 10.0.0.21:7301\n  \
+edgeplane completion bash > /etc/bash_completion.d/edgeplane\n\n\
+Every command takes --format table|json. Exit codes: 0 ok, 1 error, 2 unavailable,\n\
+3 invalid input, 4 not found, 5 permission denied, 6 local I/O (see README)."
 )]
 pub struct Cli {
-    #[command(flatten)]
-    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Options every admin command shares.
+/// Connection options of the commands that talk to the coordinator cluster (given after
+/// the command group, e.g. `edgeplane models list --endpoints ...`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalArgs {
-    /// Coordinator client endpoints (any member works; the CLI tries the next on failure).
+    /// Coordinator client endpoints, comma-separated host:port (any member works; the CLI
+    /// tries the next on failure).
     #[arg(
         long,
         global = true,
@@ -44,42 +65,136 @@ pub struct GlobalArgs {
     /// How long to wait for an answer (leader election included), in seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     pub timeout_s: f64,
+    /// Mutual TLS: `--tls-ca`, `--tls-cert`, `--tls-key`, or `--insecure`.
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the main demo (self-contained, no cluster needed).
-    Demo(sim::DemoArgs),
+    /// The whole system on this machine in about a minute: a 3-replica coordinator cluster,
+    /// an XR agent (SDRM3 on simulated NPUs) and a GPU box, load, a leader kill, a report.
+    Demo(demo::DemoArgs),
     /// Simulate one scenario on one hardware set-up with one policy.
     Sim(sim::SimArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Cluster membership and health.
-    #[command(subcommand)]
-    Cluster(admin::ClusterCommand),
+    Cluster {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(subcommand)]
+        cmd: admin::ClusterCommand,
+    },
     /// Models to serve.
-    #[command(subcommand)]
-    Models(admin::ModelsCommand),
-    /// Edge nodes.
-    #[command(subcommand)]
-    Nodes(admin::NodesCommand),
+    Models {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(subcommand)]
+        cmd: admin::ModelsCommand,
+    },
+    /// Edge nodes: list, drain, remove.
+    Nodes {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(subcommand)]
+        cmd: admin::NodesCommand,
+    },
     /// Add or remove coordinator members.
-    #[command(subcommand)]
-    Member(admin::MemberCommand),
+    Member {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(subcommand)]
+        cmd: admin::MemberCommand,
+    },
     /// Leadership.
-    #[command(subcommand)]
-    Leader(admin::LeaderCommand),
-    /// Snapshots of the replicated state.
+    Leader {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(subcommand)]
+        cmd: admin::LeaderCommand,
+    },
+    /// Snapshots of the replicated state: save (online), restore (offline).
     #[command(subcommand)]
     Snapshot(admin::SnapshotCommand),
-    /// Operator-pinned placements (model -> node).
-    #[command(subcommand)]
-    Placement(admin::PlacementCommand),
+    /// Placements: the planner's plan, operator pins, global load, dry runs.
+    Placement {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(subcommand)]
+        cmd: admin::PlacementCommand,
+    },
+    /// Plan changes with their reasons (the replicated plan history).
+    Events {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(flatten)]
+        args: placement::EventsArgs,
+    },
+    /// One edge agent's own view (its Status RPC).
+    Agent {
+        #[command(flatten)]
+        tls: tls::TlsArgs,
+        #[command(subcommand)]
+        cmd: agent_status::AgentCommand,
+    },
     /// Open-loop load generator against an edge agent's Infer API.
-    Load(load::LoadArgs),
+    Load {
+        #[command(flatten)]
+        tls: tls::TlsArgs,
+        #[command(flatten)]
+        args: load::LoadArgs,
+    },
     /// Fault suite: workload + faults, then check the history is linearizable.
-    Chaos(chaos::ChaosArgs),
+    Chaos {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(flatten)]
+        args: chaos::ChaosArgs,
+    },
+    /// Print a shell completion script.
+    ///
+    /// Example: edgeplane completion bash > /etc/bash_completion.d/edgeplane;
+    /// edgeplane completion zsh > "${fpath[1]}/_edgeplane"; edgeplane completion fish >
+    /// ~/.config/fish/completions/edgeplane.fish
+    Completion {
+        /// Shell to generate the script for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Cluster CA and certificates (members, operators with roles, nodes, clients).
+    #[command(subcommand)]
+    Certs(tls::CertsCommand),
+    /// Per-node join tokens: create (printed once), list (never a secret), revoke.
+    Tokens {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(subcommand)]
+        cmd: tokens::TokensCommand,
+    },
+}
+
+impl Command {
+    /// The TLS flags of a command that talks to a coordinator or an agent.
+    fn tls_args(&self) -> Option<&tls::TlsArgs> {
+        match self {
+            Command::Bench(BenchCommand::Raft { conn, .. })
+            | Command::Bench(BenchCommand::Agents { conn, .. })
+            | Command::Cluster { conn, .. }
+            | Command::Models { conn, .. }
+            | Command::Nodes { conn, .. }
+            | Command::Member { conn, .. }
+            | Command::Leader { conn, .. }
+            | Command::Placement { conn, .. }
+            | Command::Events { conn, .. }
+            | Command::Chaos { conn, .. }
+            | Command::Tokens { conn, .. }
+            | Command::Snapshot(admin::SnapshotCommand::Save { conn, .. }) => Some(&conn.tls),
+            Command::Agent { tls, .. } | Command::Load { tls, .. } => Some(tls),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,21 +203,54 @@ pub enum BenchCommand {
     Sdrm3(sim::BenchArgs),
     /// Acknowledged writes/s (or linearizable reads/s with --reads) and latency against a
     /// coordinator cluster.
-    Raft(admin::BenchRaftArgs),
+    Raft {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(flatten)]
+        args: admin::BenchRaftArgs,
+    },
     /// GPU partitioning modes in virtual time (seed experiment or the dynamic variant).
     Partition(partition::PartitionArgs),
     /// Many lightweight agent sessions against a cluster: leader CPU, leader change, mass expiry.
-    Agents(bench_agents::BenchAgentsArgs),
+    Agents {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(flatten)]
+        args: bench_agents::BenchAgentsArgs,
+    },
 }
 
-/// Entry point of the binary: parse, run, map errors to a non-zero exit code.
+/// Entry point of the binary: parse, run, map errors to an exit code ([`exit`]).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `edgeplane internal coordinator|agent ...`: the processes `demo` starts (itself,
+    // re-executed), dispatched before any logging or runtime of the CLI is set up.
+    {
+        let mut raw = std::env::args_os();
+        if raw.nth(1).is_some_and(|a| a == "internal") {
+            return demo::internal(raw.collect());
+        }
+    }
+    let argv = hoist_connection_flags(std::env::args().collect());
+    let json = output::json_requested(&argv);
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; a usage error is invalid
+            // input (3), not clap's default 2, which means "unavailable" here.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(exit::Kind::InvalidInput.code())
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEPLANE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -114,29 +262,203 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            output::print_error(json, &e);
+            exit::exit_code(&e)
         }
     }
 }
 
+/// Connection flags written before the command (`edgeplane --endpoints E models list`, the
+/// form older scripts use) are moved after the command group, where they are defined;
+/// on a command that takes none (`edgeplane --endpoints E sim`) clap then refuses them.
+pub fn hoist_connection_flags(argv: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut hoisted = Vec::new();
+    let mut it = argv.into_iter();
+    if let Some(bin) = it.next() {
+        out.push(bin);
+    }
+    while let Some(a) = it.next() {
+        if matches!(
+            a.as_str(),
+            "--endpoints" | "--timeout-s" | "--tls-ca" | "--tls-cert" | "--tls-key"
+        ) {
+            hoisted.push(a);
+            if let Some(v) = it.next() {
+                hoisted.push(v);
+            }
+        } else if a == "--insecure"
+            || [
+                "--endpoints=",
+                "--timeout-s=",
+                "--tls-ca=",
+                "--tls-cert=",
+                "--tls-key=",
+            ]
+            .iter()
+            .any(|p| a.starts_with(p))
+        {
+            hoisted.push(a);
+        } else if a.starts_with('-') {
+            out.push(a);
+        } else {
+            // `snapshot` and `bench` take the flags on their leaves (`snapshot save`,
+            // `bench raft`): put them after the leaf name there.
+            let leaf_level = a == "snapshot" || a == "bench";
+            out.push(a);
+            if leaf_level {
+                for b in it.by_ref() {
+                    let flag = b.starts_with('-');
+                    out.push(b);
+                    if !flag {
+                        break;
+                    }
+                }
+            }
+            out.append(&mut hoisted);
+            out.extend(it);
+            return out;
+        }
+    }
+    out.append(&mut hoisted);
+    out
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let g = cli.global;
+    if let Some(t) = cli.command.tls_args() {
+        tls::configure_tls(t);
+    }
     match cli.command {
-        Command::Demo(a) => sim::demo(a),
+        Command::Demo(a) => demo::demo(a).await,
         Command::Sim(a) => sim::sim(a),
         Command::Bench(BenchCommand::Sdrm3(a)) => sim::bench(a),
-        Command::Bench(BenchCommand::Raft(a)) => admin::bench_raft(&g, a).await,
+        Command::Bench(BenchCommand::Raft { conn, args }) => admin::bench_raft(&conn, args).await,
+        Command::Bench(BenchCommand::Partition(a)) if a.live.live => partition_live::run(a).await,
         Command::Bench(BenchCommand::Partition(a)) => partition::bench_partition(a),
-        Command::Bench(BenchCommand::Agents(a)) => bench_agents::bench_agents(&g, a).await,
-        Command::Cluster(c) => admin::cluster(&g, c).await,
-        Command::Models(c) => admin::models(&g, c).await,
-        Command::Nodes(c) => admin::nodes(&g, c).await,
-        Command::Member(c) => admin::member(&g, c).await,
-        Command::Leader(c) => admin::leader(&g, c).await,
-        Command::Snapshot(c) => admin::snapshot(&g, c).await,
-        Command::Placement(c) => admin::placement(&g, c).await,
-        Command::Load(a) => load::load(a).await,
-        Command::Chaos(a) => chaos::chaos(&g, a).await,
+        Command::Bench(BenchCommand::Agents { conn, args }) => {
+            bench_agents::bench_agents(&conn, args).await
+        }
+        Command::Cluster { conn, cmd } => admin::cluster(&conn, cmd).await,
+        Command::Models { conn, cmd } => admin::models(&conn, cmd).await,
+        Command::Nodes { conn, cmd } => admin::nodes(&conn, cmd).await,
+        Command::Member { conn, cmd } => admin::member(&conn, cmd).await,
+        Command::Leader { conn, cmd } => admin::leader(&conn, cmd).await,
+        Command::Snapshot(c) => admin::snapshot(c).await,
+        Command::Placement { conn, cmd } => admin::placement(&conn, cmd).await,
+        Command::Events { conn, args } => placement::events(&conn, args).await,
+        Command::Agent { cmd, .. } => agent_status::agent(cmd).await,
+        Command::Load { args, .. } => load::load(args).await,
+        Command::Chaos { conn, args } => chaos::chaos(&conn, args).await,
+        Command::Certs(c) => tls::certs(c),
+        Command::Tokens { conn, cmd } => tokens::tokens(&conn, cmd).await,
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "edgeplane",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn connection_flags_only_where_used() {
+        let parse = |a: &[&str]| Cli::try_parse_from(a);
+        assert!(parse(&["edgeplane", "models", "list", "--endpoints", "a:1"]).is_ok());
+        assert!(parse(&["edgeplane", "models", "--endpoints", "a:1", "list"]).is_ok());
+        assert!(parse(&["edgeplane", "sim", "--endpoints", "a:1"]).is_err());
+        assert!(parse(&["edgeplane", "completion", "bash", "--endpoints", "a:1"]).is_err());
+        assert!(parse(&["edgeplane", "snapshot", "save", "f", "--endpoints", "a:1"]).is_ok());
+        assert!(parse(&[
+            "edgeplane",
+            "snapshot",
+            "restore",
+            "f",
+            "--endpoints",
+            "a:1"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn connection_flags_before_the_command_still_work() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let a = hoist_connection_flags(v(&[
+            "edgeplane",
+            "--endpoints",
+            "a:1",
+            "--timeout-s=3",
+            "models",
+            "list",
+            "--stale",
+        ]));
+        assert_eq!(
+            a,
+            v(&[
+                "edgeplane",
+                "models",
+                "--endpoints",
+                "a:1",
+                "--timeout-s=3",
+                "list",
+                "--stale"
+            ])
+        );
+        assert!(Cli::try_parse_from(&a).is_ok());
+        let b = hoist_connection_flags(v(&["edgeplane", "--endpoints", "a:1", "sim"]));
+        assert!(Cli::try_parse_from(&b).is_err(), "sim takes no endpoints");
+        let d = hoist_connection_flags(v(&[
+            "edgeplane",
+            "--endpoints",
+            "a:1",
+            "snapshot",
+            "save",
+            "f",
+        ]));
+        assert_eq!(
+            d,
+            v(&["edgeplane", "snapshot", "save", "--endpoints", "a:1", "f"])
+        );
+        assert!(Cli::try_parse_from(&d).is_ok());
+        let e = hoist_connection_flags(v(&["edgeplane", "--endpoints", "a:1", "bench", "raft"]));
+        assert!(Cli::try_parse_from(&e).is_ok(), "{e:?}");
+        let c = hoist_connection_flags(v(&["edgeplane", "models", "list"]));
+        assert_eq!(c, v(&["edgeplane", "models", "list"]));
+    }
+
+    #[test]
+    fn every_argument_is_documented() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                if s.get_about().is_none() && s.get_long_about().is_none() && s.get_name() != "help"
+                {
+                    missing.push(format!("{path} {} (no about)", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "edgeplane", &mut missing);
+        assert!(missing.is_empty(), "undocumented: {missing:#?}");
     }
 }

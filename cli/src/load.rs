@@ -16,11 +16,7 @@ pub enum Arrivals {
     Fixed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
+pub use crate::output::Format;
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
@@ -45,9 +41,15 @@ pub struct LoadArgs {
     /// Payload bytes per request.
     #[arg(long, default_value_t = 0)]
     pub payload_bytes: usize,
+    /// Send a real FP32 input tensor of this shape (e.g. `1,3,224,224` for resnet18 on a
+    /// `--accelerators cpu` agent; seeded pseudo-random pixels) instead of an opaque payload;
+    /// the report then checks every output tensor and gives the worker's execution time.
+    #[arg(long, value_delimiter = ',')]
+    pub input_shape: Option<Vec<i64>>,
     /// RNG seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Output format: `table` for people, `json` for scripts.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
@@ -67,15 +69,13 @@ pub struct LoadReport {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
+    /// With `--input-shape`: completed requests whose output tensor came back (FP32, batch
+    /// rows), and the worker's own forward-pass time.
+    pub outputs: u64,
+    pub exec_p50_ms: f64,
+    pub dispatch_overhead_p50_ms: f64,
+    pub energy_source: String,
     pub first_error: Option<String>,
-}
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 fn validate(a: &LoadArgs) -> anyhow::Result<()> {
@@ -92,6 +92,17 @@ fn validate(a: &LoadArgs) -> anyhow::Result<()> {
     }
     if a.model.is_empty() {
         anyhow::bail!("--model: must not be empty");
+    }
+    if let Some(sh) = &a.input_shape {
+        let n: i64 = sh.iter().product();
+        if sh.is_empty() || sh.iter().any(|d| *d <= 0) || n > (64 << 20) / 4 {
+            anyhow::bail!(
+                "--input-shape: positive dimensions of at most 64 MiB of FP32, got {sh:?}"
+            );
+        }
+        if a.payload_bytes > 0 {
+            anyhow::bail!("--payload-bytes: not with --input-shape (the tensor is the payload)");
+        }
     }
     Ok(())
 }
@@ -114,6 +125,12 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<()> {
                 "latency p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms",
                 r.p50_ms, r.p99_ms, r.p999_ms
             );
+            if r.outputs > 0 {
+                println!(
+                    "outputs {}  worker exec p50 {:.2} ms  dispatch->worker p50 {:.3} ms  energy {}",
+                    r.outputs, r.exec_p50_ms, r.dispatch_overhead_p50_ms, r.energy_source
+                );
+            }
             if let Some(e) = &r.first_error {
                 println!("first error: {e}");
             }
@@ -129,12 +146,7 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<()> {
 }
 
 async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
-    let url = if a.agent.starts_with("http") {
-        a.agent.clone()
-    } else {
-        format!("http://{}", a.agent)
-    };
-    let channel = tonic::transport::Endpoint::from_shared(url)?
+    let channel = crate::tls::endpoint(&a.agent)?
         .connect_timeout(Duration::from_secs(3))
         .connect()
         .await
@@ -152,6 +164,19 @@ async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let payload = vec![0u8; a.payload_bytes];
+    let input = a.input_shape.as_ref().map(|shape| {
+        let n: i64 = shape.iter().product();
+        let mut r = rand::rngs::StdRng::seed_from_u64(a.seed ^ 0x5eed);
+        let data: Vec<u8> = (0..n)
+            .flat_map(|_| r.gen_range(0.0f32..1.0).to_le_bytes())
+            .collect();
+        edgeplane_proto::agent::Tensor {
+            name: String::new(),
+            datatype: "FP32".into(),
+            shape: shape.clone(),
+            data,
+        }
+    });
     let start = Instant::now();
     let mut next = Duration::ZERO;
     let mut tasks = tokio::task::JoinSet::new();
@@ -174,6 +199,7 @@ async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
             deadline_ms: 0.0,
             slo_ms: a.slo_ms.unwrap_or(0.0),
             payload: payload.clone(),
+            input: input.clone(),
         };
         tasks.spawn(async move {
             let t0 = Instant::now();
@@ -191,7 +217,9 @@ async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
         sent,
         ..Default::default()
     };
-    let mut lat = Vec::new();
+    let mut lat = crate::latency::Latencies::default();
+    let mut exec = crate::latency::Latencies::default();
+    let mut over = crate::latency::Latencies::default();
     while let Some(res) = tasks.join_next().await {
         let (client_ms, r) = res?;
         match r {
@@ -204,7 +232,28 @@ async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
                     } else {
                         rep.missed += 1;
                     }
-                    lat.push(client_ms);
+                    lat.record_ms(client_ms);
+                    if let (Some(o), Some(i)) = (&resp.output, &input) {
+                        let rows = o.shape.first().copied().unwrap_or(0);
+                        let n: i64 = o.shape.iter().product();
+                        if o.datatype == "FP32"
+                            && rows == i.shape[0]
+                            && o.data.len() as i64 == n * 4
+                        {
+                            rep.outputs += 1;
+                        } else if rep.first_error.is_none() {
+                            rep.first_error = Some(format!(
+                                "output tensor {:?} {:?} with {} bytes does not match batch {}",
+                                o.datatype,
+                                o.shape,
+                                o.data.len(),
+                                i.shape[0]
+                            ));
+                        }
+                        exec.record_ms(resp.exec_ms);
+                        over.record_ms(resp.dispatch_overhead_ms);
+                        rep.energy_source = resp.energy_source.clone();
+                    }
                 } else {
                     rep.dropped += 1;
                 }
@@ -218,9 +267,10 @@ async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
         }
     }
     bar.finish_and_clear();
-    lat.sort_by(f64::total_cmp);
-    rep.p50_ms = quantile(&lat, 0.5);
-    rep.p99_ms = quantile(&lat, 0.99);
-    rep.p999_ms = quantile(&lat, 0.999);
+    rep.p50_ms = lat.quantile_ms(0.5);
+    rep.p99_ms = lat.quantile_ms(0.99);
+    rep.p999_ms = lat.quantile_ms(0.999);
+    rep.exec_p50_ms = exec.quantile_ms(0.5);
+    rep.dispatch_overhead_p50_ms = over.quantile_ms(0.5);
     Ok(rep)
 }

@@ -22,19 +22,17 @@ pub enum Variant {
     Dynamic,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
+pub use crate::output::Format;
 
 #[derive(Debug, clap::Args)]
 pub struct PartitionArgs {
     /// GPU profile of the seed variant (Jetson-AGX-Xavier, A100-80GB, V100, Jetson-Nano).
     #[arg(long, default_value = "Jetson-AGX-Xavier")]
     pub gpu: String,
+    /// Experiment: the seed workload, or its dynamic variant.
     #[arg(long, value_enum, default_value_t = Variant::Seed)]
     pub variant: Variant,
+    /// Output format: `table` for people, `json` for scripts.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Folder for the PNGs and CSVs (default: ./partition-<variant>-<gpu>).
@@ -52,6 +50,9 @@ pub struct PartitionArgs {
     /// An operator-measured profile table (TOML); its rows win over the shipped ones.
     #[arg(long)]
     pub measured: Option<PathBuf>,
+    /// `--live`: the same experiment on a real cluster (see `partition_live`).
+    #[command(flatten)]
+    pub live: crate::partition_live::LiveArgs,
 }
 
 /// One row of the JSON output, exactly the keys.

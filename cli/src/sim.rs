@@ -5,11 +5,7 @@ use clap::{Args, ValueEnum};
 use edgeplane_scheduler::{score, sim, xrbench, Catalog, Report, SimConfig, POLICIES};
 use serde_json::json;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
+pub use crate::output::Format;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Semantics {
@@ -37,11 +33,13 @@ pub struct SimArgs {
     /// Scheduling policy.
     #[arg(long, default_value = "sdrm3")]
     pub policy: String,
+    /// Deadline semantics of the simulation.
     #[arg(long, value_enum, default_value_t = Semantics::Native)]
     pub semantics: Semantics,
     /// Simulated run length (native only; xrbench runs are 700 ms).
     #[arg(long, default_value_t = 2000.0)]
     pub duration_ms: f64,
+    /// Seed for every random draw (reproducible runs).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Run SDRM3's online weight tuner.
@@ -56,12 +54,14 @@ pub struct SimArgs {
     /// Probability that a frame exits early (layer skip).
     #[arg(long, default_value_t = 0.0)]
     pub early_exit: f64,
+    /// Output format: `table` for people, `json` for scripts.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// Output format: `table` for people, `json` for scripts.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Seeds per cell.

@@ -38,6 +38,18 @@ pub struct ModelLiveStats {
 pub trait LiveStats: Send + Sync + 'static {
     fn node(&self, name: &str) -> Option<NodeLiveStats>;
     fn model(&self, name: &str) -> Option<ModelLiveStats>;
+    /// What the planner would do now over `st` (dry run; commits nothing).
+    fn plan_preview(&self, _st: &State) -> Result<crate::planner_loop::PlanPreview, String> {
+        Err("this coordinator runs no planner".into())
+    }
+    /// The GPU partitions `node` reported last.
+    fn partitions(&self, _node: &str) -> Vec<crate::agents::PartitionLive> {
+        Vec::new()
+    }
+    /// The rate the planner plans each model on now (observed peak).
+    fn planned_rates(&self) -> std::collections::BTreeMap<String, f64> {
+        Default::default()
+    }
 }
 
 /// The Admin service.
@@ -119,7 +131,10 @@ impl AdminService {
         addr: &str,
         timeout: Duration,
     ) -> Option<api::admin_client::AdminClient<tonic::transport::Channel>> {
-        let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let ep = self
+            .transport
+            .tls
+            .endpoint(addr)
             .ok()?
             .connect_timeout(Duration::from_millis(300))
             .timeout(timeout)
@@ -154,7 +169,7 @@ impl Admin for AdminService {
             let l = *self.handle.leadership().borrow();
             if !l.is_leader && l.leader_id != 0 {
                 if let Some(addr) = self.handle.leader_client_addr() {
-                    if let Some(r) = ask_leader_status(&addr).await {
+                    if let Some(r) = ask_leader_status(&self.transport.tls, &addr).await {
                         return Ok(Response::new(r));
                     }
                 }
@@ -329,6 +344,10 @@ impl Admin for AdminService {
                             mig_capable: a.mig_capable,
                             sm_count: a.sm_count,
                             simulated: a.simulated,
+                            profile: crate::planner_loop::gpu_data()
+                                .and_then(|d| crate::planner_loop::profile_label(d, a))
+                                .unwrap_or_default(),
+                            profiled_models: a.profile.iter().map(|r| r.model.clone()).collect(),
                         })
                         .collect(),
                     assignment_epoch: n.assignment_epoch,
@@ -442,9 +461,16 @@ impl Admin for AdminService {
                     .wait_leader_client_addr(self.handle.request_timeout())
                     .await
                     .ok_or_else(|| Status::unavailable("no leader known"))?;
-                let mut c = api::admin_client::AdminClient::connect(format!("http://{addr}"))
-                    .await
+                let ep = self
+                    .transport
+                    .tls
+                    .endpoint(&addr)
                     .map_err(|e| Status::unavailable(format!("leader {addr}: {e}")))?;
+                let mut c = api::admin_client::AdminClient::new(
+                    ep.connect()
+                        .await
+                        .map_err(|e| Status::unavailable(format!("leader {addr}: {e}")))?,
+                );
                 c.transfer_leader(api::TransferLeaderRequest { to }).await?;
             }
             Err(e) => return Err(status(e)),
@@ -489,6 +515,14 @@ impl Admin for AdminService {
         req: Request<api::SetPlacementRequest>,
     ) -> Result<Response<api::WriteResponse>, Status> {
         let r = req.into_inner();
+        if let Some(n) = self.handle.stale_state().nodes.get(&r.node) {
+            if n.status == crate::state::NodeStatus::Draining {
+                return Err(Status::failed_precondition(format!(
+                    "node {:?} is draining: undo with `edgeplane nodes drain {} --undo` first",
+                    r.node, r.node
+                )));
+            }
+        }
         self.write(cmd(
             r.meta,
             Kind::PinPlacement(pb::PinPlacement {
@@ -504,7 +538,81 @@ impl Admin for AdminService {
         &self,
         req: Request<api::ReadRequest>,
     ) -> Result<Response<api::ShowPlacementResponse>, Status> {
+        let forward_to = self.leader_for_live_figures(&req).await;
+        if let Some((addr, timeout)) = forward_to {
+            if let Some(mut c) = self.leader_client(&addr, timeout).await {
+                if let Ok(r) = c.show_placement(forwarded(*req.get_ref())).await {
+                    return Ok(r);
+                }
+            }
+        }
         let st = self.state(req.into_inner().stale).await?;
+        let conv = |parts: &[crate::state::Partition]| -> Vec<api::Partition> {
+            parts
+                .iter()
+                .map(|p| api::Partition {
+                    accelerator_id: p.accelerator_id.clone(),
+                    share_pct: p.share_pct,
+                    models: p.models.clone(),
+                })
+                .collect()
+        };
+        let mut gpus = Vec::new();
+        for n in st.nodes.values() {
+            let live = self
+                .live
+                .as_ref()
+                .map(|l| l.partitions(&n.name))
+                .unwrap_or_default();
+            for a in n.accelerators.iter().filter(|a| a.kind == "gpu") {
+                let planned: u32 = n
+                    .partitions
+                    .iter()
+                    .filter(|p| p.accelerator_id == a.id)
+                    .map(|p| p.share_pct)
+                    .sum();
+                let util: f64 = live
+                    .iter()
+                    .filter(|p| p.accelerator_id == a.id)
+                    .map(|p| p.utilisation * p.share_pct as f64)
+                    .sum();
+                gpus.push(api::GpuLoad {
+                    node: n.name.clone(),
+                    accelerator_id: a.id.clone(),
+                    name: a.name.clone(),
+                    planned_share_pct: planned,
+                    measured_util_pct: util,
+                });
+            }
+        }
+        let planned = self
+            .live
+            .as_ref()
+            .map(|l| l.planned_rates())
+            .unwrap_or_default();
+        let models = st
+            .models
+            .values()
+            .map(|m| {
+                let live = self
+                    .live
+                    .as_ref()
+                    .and_then(|l| l.model(&m.name))
+                    .unwrap_or_default();
+                api::ModelLoad {
+                    model: m.name.clone(),
+                    requested_rps: m.rate,
+                    observed_rps: live.rate,
+                    planned_rps: st
+                        .plan_basis
+                        .get(&m.name)
+                        .copied()
+                        .or_else(|| planned.get(&m.name).copied())
+                        .unwrap_or(0.0),
+                    pinned: st.pins.iter().any(|p| p.model == m.name),
+                }
+            })
+            .collect();
         Ok(Response::new(api::ShowPlacementResponse {
             nodes: st
                 .nodes
@@ -512,15 +620,9 @@ impl Admin for AdminService {
                 .map(|n| api::NodePlacement {
                     node: n.name.clone(),
                     epoch: n.assignment_epoch,
-                    partitions: n
-                        .partitions
-                        .iter()
-                        .map(|p| api::Partition {
-                            accelerator_id: p.accelerator_id.clone(),
-                            share_pct: p.share_pct,
-                            models: p.models.clone(),
-                        })
-                        .collect(),
+                    partitions: conv(&n.partitions),
+                    status: n.status.as_str().into(),
+                    target: conv(&n.target),
                 })
                 .collect(),
             pins: st
@@ -532,6 +634,64 @@ impl Admin for AdminService {
                     accelerator: p.accelerator.clone(),
                 })
                 .collect(),
+            events: st
+                .events
+                .iter()
+                .map(|e| api::PlanEvent {
+                    index: e.index,
+                    node: e.node.clone(),
+                    epoch: e.epoch,
+                    reason: e.reason.clone(),
+                    partitions: e.partitions.clone(),
+                })
+                .collect(),
+            gpus,
+            models,
+            shed: st.plan_shed.iter().cloned().collect(),
+        }))
+    }
+
+    async fn plan_placement(
+        &self,
+        req: Request<api::PlanPlacementRequest>,
+    ) -> Result<Response<api::PlanPlacementResponse>, Status> {
+        if !req.get_ref().dry_run {
+            return Err(Status::invalid_argument(
+                "dry_run: only dry runs are served; the leader's planner loop commits plans itself",
+            ));
+        }
+        if !self.handle.leadership().borrow().is_leader && req.metadata().get(FORWARDED).is_none() {
+            let wait = self.handle.request_timeout();
+            let addr = self
+                .handle
+                .wait_leader_client_addr(wait)
+                .await
+                .ok_or_else(|| {
+                    Status::unavailable("no leader known: the planner runs on the leader")
+                })?;
+            let mut c = self
+                .leader_client(&addr, wait)
+                .await
+                .ok_or_else(|| Status::unavailable(format!("cannot reach the leader at {addr}")))?;
+            let mut fwd = Request::new(req.into_inner());
+            fwd.metadata_mut()
+                .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+            return c.plan_placement(fwd).await;
+        }
+        let st = self.state(false).await?;
+        let live = self
+            .live
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("this coordinator runs no planner"))?;
+        let p = live
+            .plan_preview(&st)
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(api::PlanPlacementResponse {
+            replanned: p.replanned,
+            decisions: p.decisions,
+            steps: p.steps,
+            plan_json: p.plan_json,
+            committed: false,
         }))
     }
 
@@ -553,6 +713,226 @@ impl Admin for AdminService {
             epoch: r.epoch,
             message: r.message,
         }))
+    }
+
+    async fn unpin_placement(
+        &self,
+        req: Request<api::UnpinPlacementRequest>,
+    ) -> Result<Response<api::WriteResponse>, Status> {
+        let r = req.into_inner();
+        let st = self.state(false).await?;
+        let node = st
+            .nodes
+            .get(&r.node)
+            .ok_or_else(|| Status::not_found(format!("node {:?} is not registered", r.node)))?;
+        let pinned = st
+            .pins
+            .iter()
+            .any(|p| p.node == r.node && p.model == r.model);
+        let served = node.partitions.iter().any(|p| p.models.contains(&r.model));
+        if !pinned && !served {
+            return Err(Status::not_found(format!(
+                "model {:?} is neither pinned to nor placed on node {:?}",
+                r.model, r.node
+            )));
+        }
+        self.write(cmd(
+            r.meta,
+            Kind::UnpinPlacement(pb::UnpinPlacement {
+                node: r.node,
+                model: r.model,
+            }),
+        ))
+        .await
+    }
+
+    async fn drain_node(
+        &self,
+        req: Request<api::DrainNodeRequest>,
+    ) -> Result<Response<api::WriteResponse>, Status> {
+        let r = req.into_inner();
+        let st = self.state(false).await?;
+        if !st.nodes.contains_key(&r.name) {
+            return Err(Status::not_found(format!(
+                "node {:?} is not registered",
+                r.name
+            )));
+        }
+        let status = if r.undo {
+            pb::NodeStatus::Ready
+        } else {
+            pb::NodeStatus::Draining
+        };
+        // Status first (nothing new lands on the node), then its pins, then its plan. Each
+        // step is idempotent: a drain interrupted half way is finished by running it again.
+        // Sub-steps after the first use no client id (their dedup is the idempotence).
+        let mut last = self
+            .write(cmd(
+                r.meta,
+                Kind::SetNodeStatus(pb::SetNodeStatus {
+                    name: r.name.clone(),
+                    status: status as i32,
+                }),
+            ))
+            .await?
+            .into_inner();
+        if r.undo {
+            last.message = format!("node {:?} is ready again", r.name);
+            return Ok(Response::new(last));
+        }
+        let pins: Vec<String> = st
+            .pins
+            .iter()
+            .filter(|p| p.node == r.name)
+            .map(|p| p.model.clone())
+            .collect();
+        for model in &pins {
+            self.write(cmd(
+                None,
+                Kind::UnpinPlacement(pb::UnpinPlacement {
+                    node: r.name.clone(),
+                    model: model.clone(),
+                }),
+            ))
+            .await?;
+        }
+        last = self
+            .write(cmd(
+                None,
+                Kind::CommitPlacement(pb::CommitPlacement {
+                    node: r.name.clone(),
+                    partitions: Vec::new(),
+                    expected_epoch: 0,
+                    reason: format!("node {:?} drained by an operator", r.name),
+                    target: Vec::new(),
+                }),
+            ))
+            .await?
+            .into_inner();
+        last.message = format!(
+            "node {:?} is draining: {} pin(s) removed, plan emptied",
+            r.name,
+            pins.len()
+        );
+        Ok(Response::new(last))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<api::RemoveNodeRequest>,
+    ) -> Result<Response<api::WriteResponse>, Status> {
+        let r = req.into_inner();
+        self.write(cmd(
+            r.meta,
+            Kind::RemoveNode(pb::RemoveNode { name: r.name }),
+        ))
+        .await
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<api::CreateTokenRequest>,
+    ) -> Result<Response<api::CreateTokenResponse>, Status> {
+        let who = edgeplane_tls::Caller::of(&req)
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        let r = req.into_inner();
+        let ttl_ms = if r.ttl_ms == 0 {
+            crate::tokens::DEFAULT_TTL_MS
+        } else {
+            r.ttl_ms
+        };
+        // A fresh token per attempt; an id already taken (1 in 2 billion) is retried with
+        // another. No client id from the caller: a retried call must never answer the
+        // secret of a token that was not the one stored.
+        let mut attempts = 0;
+        let (token, applied) = loop {
+            let token = edgeplane_tls::JoinToken::generate();
+            let c = pb::Command {
+                client_id: 0,
+                seq: 0,
+                kind: Some(Kind::CreateToken(pb::CreateToken {
+                    id: token.id.clone(),
+                    secret_sha256: token.secret_hash().to_vec(),
+                    ttl_ms,
+                    created_unix_ms: 0,
+                    expires_unix_ms: 0,
+                    node: r.node.clone(),
+                    description: r.description.clone(),
+                    created_by: who.clone(),
+                })),
+            };
+            match self.handle.propose(c).await {
+                Ok(a) => break (token, a),
+                Err(crate::node::Error::Command(
+                    crate::state::CommandError::FailedPrecondition(m),
+                )) if m.contains("exists already") && attempts < 3 => attempts += 1,
+                Err(e) => return Err(status(e)),
+            }
+        };
+        let st = self.state(false).await?;
+        let expires = st
+            .tokens
+            .get(&token.id)
+            .map(|t| t.expires_unix_ms)
+            .unwrap_or_default();
+        tracing::info!(target: "audit", who = %who, id = %token.id, node = %r.node, expires_unix_ms = expires, "join token created");
+        Ok(Response::new(api::CreateTokenResponse {
+            token: token.reveal().expose().to_string(),
+            id: token.id,
+            expires_unix_ms: expires,
+            index: applied.index,
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<api::ReadRequest>,
+    ) -> Result<Response<api::ListTokensResponse>, Status> {
+        let st = self.state(req.into_inner().stale).await?;
+        let tokens = st
+            .tokens
+            .values()
+            .map(|t| api::TokenInfo {
+                id: t.id.clone(),
+                node: t.node.clone(),
+                created_unix_ms: t.created_unix_ms,
+                expires_unix_ms: t.expires_unix_ms,
+                used_by: t.used_by.clone(),
+                used_unix_ms: t.used_unix_ms,
+                revoked: t.revoked,
+                created_by: t.created_by.clone(),
+                description: t.description.clone(),
+            })
+            .collect();
+        Ok(Response::new(api::ListTokensResponse {
+            tokens,
+            now_unix_ms: crate::tokens::now_unix_ms(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<api::RevokeTokenRequest>,
+    ) -> Result<Response<api::WriteResponse>, Status> {
+        let who = edgeplane_tls::Caller::of(&req)
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        let r = req.into_inner();
+        crate::tokens::check_id("id", &r.id).map_err(|e| status(e.into()))?;
+        let id = r.id.clone();
+        let mut out = self
+            .write(cmd(
+                r.meta,
+                Kind::RevokeToken(pb::RevokeToken {
+                    id: r.id,
+                    now_unix_ms: 0,
+                }),
+            ))
+            .await?;
+        tracing::info!(target: "audit", who = %who, %id, "join token revoked");
+        out.get_mut().message = format!("token {id} revoked");
+        Ok(out)
     }
 
     async fn inject_fault(
@@ -599,8 +979,12 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
-async fn ask_leader_status(addr: &str) -> Option<api::ClusterStatusResponse> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+async fn ask_leader_status(
+    tls: &edgeplane_tls::ClientTls,
+    addr: &str,
+) -> Option<api::ClusterStatusResponse> {
+    let ep = tls
+        .endpoint(addr)
         .ok()?
         .connect_timeout(Duration::from_millis(300))
         .timeout(Duration::from_secs(2));

@@ -72,6 +72,27 @@ struct NodeLive {
     uptime_s: f64,
     /// model → (uptime_s, arrivals, met, missed, energy_j, rate) from the last report.
     models: BTreeMap<String, (f64, u64, u64, u64, f64, f64)>,
+    /// Models whose rate is measured over a whole rate window: until then the planner must
+    /// not take a partial window for a rate (a model that just started looks idle).
+    rate_known: std::collections::BTreeSet<String>,
+    /// model → (uptime_s, arrivals) samples spanning the rate window.
+    history: BTreeMap<String, std::collections::VecDeque<(f64, u64)>>,
+    /// GPU partitions from the last report: id → (uptime_s, busy_s, utilisation 0..1, report).
+    partitions: BTreeMap<String, (f64, f64, f64, api::AcceleratorReport)>,
+}
+
+/// A GPU partition as its agent last reported it (leader memory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionLive {
+    pub id: String,
+    pub accelerator_id: String,
+    pub share_pct: u32,
+    pub models: Vec<String>,
+    pub ready: bool,
+    /// Busy share of the last report window, 0..1.
+    pub utilisation: f64,
+    pub busy_s: f64,
+    pub energy_j: f64,
 }
 
 #[derive(Default)]
@@ -90,6 +111,9 @@ pub struct AgentHub {
     /// the leader its election heartbeats).
     epochs: Mutex<HashMap<String, watch::Sender<u64>>>,
     pub lease: LeaseConfig,
+    /// Observed rates are measured over this window (`EDGEPLANE_COORDINATOR_RATE_WINDOW_MS`,
+    /// default 5000).
+    pub rate_window: Duration,
 }
 
 impl AgentHub {
@@ -98,6 +122,13 @@ impl AgentHub {
             inner: Mutex::new(Inner::default()),
             epochs: Mutex::new(HashMap::new()),
             lease,
+            rate_window: Duration::from_millis(
+                std::env::var("EDGEPLANE_COORDINATOR_RATE_WINDOW_MS")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|v| *v > 0)
+                    .unwrap_or(5000),
+            ),
         })
     }
 
@@ -126,15 +157,60 @@ impl AgentHub {
     }
 
     /// Observed request rate per model (requests/s), summed over nodes: the planner's input.
+    /// Only measured rates (a model first seen in this report has none yet).
     pub fn rates(&self) -> BTreeMap<String, f64> {
         let g = self.inner.lock().expect("agent hub lock");
         let mut out = BTreeMap::new();
-        for n in g.live.values() {
+        let now = Instant::now();
+        for (node, n) in &g.live {
+            // a node not heard from for two report periods (killed, cut off) no longer
+            // carries its traffic: its last rate must not add to the rate of the node that
+            // took its models over
+            if g.leases
+                .get(node)
+                .is_some_and(|t| now.duration_since(*t) > 2 * self.lease.renew)
+            {
+                continue;
+            }
             for (m, v) in &n.models {
-                *out.entry(m.clone()).or_insert(0.0) += v.5;
+                if n.rate_known.contains(m) {
+                    *out.entry(m.clone()).or_insert(0.0) += v.5;
+                }
             }
         }
         out
+    }
+
+    /// The GPU partitions `node` reported last (empty when unknown).
+    pub fn partitions(&self, node: &str) -> Vec<PartitionLive> {
+        let g = self.inner.lock().expect("agent hub lock");
+        g.live
+            .get(node)
+            .map(|n| {
+                n.partitions
+                    .values()
+                    .map(|(_, _, util, a)| PartitionLive {
+                        id: a.id.clone(),
+                        accelerator_id: a.accelerator_id.clone(),
+                        share_pct: a.share_pct,
+                        models: a.models.clone(),
+                        ready: a.ready,
+                        utilisation: *util,
+                        busy_s: a.busy_s,
+                        energy_j: a.energy_j,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Models `node` serves on a ready partition, per its last report.
+    pub fn ready_models(&self, node: &str) -> std::collections::BTreeSet<String> {
+        self.partitions(node)
+            .into_iter()
+            .filter(|p| p.ready)
+            .flat_map(|p| p.models)
+            .collect()
     }
 
     /// Record an accepted report.
@@ -142,18 +218,40 @@ impl AgentHub {
         let mut g = self.inner.lock().expect("agent hub lock");
         g.leases.insert(node.to_string(), Instant::now());
         let live = g.live.entry(node.to_string()).or_default();
+        if r.uptime_s < live.uptime_s {
+            // A new agent process: the rates of the old one are not this one's traffic
+            // (a restarted node must not add its pre-crash rates to the nodes that took
+            // its models over).
+            live.models.clear();
+            live.history.clear();
+            live.rate_known.clear();
+        }
         let (mut met, mut missed, mut energy) = (0, 0, 0.0);
         for m in &r.models {
             met += m.deadlines_met;
             missed += m.deadlines_missed;
             energy += m.energy_j;
-            let rate = match live.models.get(&m.model) {
-                Some(&(t0, a0, ..)) if r.uptime_s > t0 && m.arrivals >= a0 => {
-                    (m.arrivals - a0) as f64 / (r.uptime_s - t0)
+            // The rate over the last `rate_window` seconds of this agent process (a report
+            // window alone is too short: 10 Poisson arrivals swing by a third).
+            let window = self.rate_window.as_secs_f64();
+            let h = live.history.entry(m.model.clone()).or_default();
+            if h.back()
+                .is_some_and(|&(t, a)| r.uptime_s < t || m.arrivals < a)
+            {
+                h.clear(); // the agent restarted: its counters start over
+            }
+            h.push_back((r.uptime_s, m.arrivals));
+            while h.len() > 2 && r.uptime_s - h[1].0 >= window {
+                h.pop_front();
+            }
+            let (t0, a0) = h[0];
+            let rate = if r.uptime_s > t0 {
+                if r.uptime_s - t0 >= 0.8 * window {
+                    live.rate_known.insert(m.model.clone());
                 }
-                // Agent restarted (counters went back) or first report: keep what we had.
-                Some(&(.., old)) => old,
-                None => 0.0,
+                (m.arrivals - a0) as f64 / (r.uptime_s - t0)
+            } else {
+                live.models.get(&m.model).map_or(0.0, |v| v.5)
             };
             live.models.insert(
                 m.model.clone(),
@@ -167,6 +265,18 @@ impl AgentHub {
                 ),
             );
         }
+        let mut parts = BTreeMap::new();
+        for a in r.accelerators.iter().filter(|a| a.partition) {
+            let util = match live.partitions.get(&a.id) {
+                Some(&(t0, b0, ..)) if r.uptime_s > t0 && a.busy_s >= b0 => {
+                    ((a.busy_s - b0) / (r.uptime_s - t0)).clamp(0.0, 1.0)
+                }
+                Some(&(_, _, u, _)) => u,
+                None => 0.0,
+            };
+            parts.insert(a.id.clone(), (r.uptime_s, a.busy_s, util, a.clone()));
+        }
+        live.partitions = parts;
         if r.uptime_s < live.uptime_s {
             // The agent restarted: carry what its previous process had reported.
             live.base.0 += live.raw.0;
@@ -184,12 +294,17 @@ impl AgentHub {
     /// live stats for the Admin service.
     pub fn extensions(self: &Arc<Self>) -> Extensions {
         let hub = self.clone();
+        let planner = crate::planner_loop::Planner::new(
+            self.clone(),
+            crate::planner_loop::PlannerConfig::from_env(),
+        );
         let mut ext = Extensions {
-            live_stats: Some(self.clone() as Arc<dyn LiveStats>),
+            live_stats: Some(planner.clone() as Arc<dyn LiveStats>),
             ..Default::default()
         };
         ext.services.push(Box::new(move |handle: &Handle, routes| {
             tokio::spawn(lease_loop(handle.clone(), hub.clone()));
+            tokio::spawn(crate::planner_loop::run(handle.clone(), planner.clone()));
             tokio::spawn(epoch_notifier(handle.clone(), hub.clone()));
             routes.add_service(AgentServer::new(AgentService {
                 handle: handle.clone(),
@@ -336,17 +451,59 @@ pub struct AgentService {
     hub: Arc<AgentHub>,
 }
 
+/// The shared bootstrap token (`--join-token` of the coordinator), compared in constant
+/// time. Checked when the agent presents one, and always on an `--insecure` cluster (where
+/// it is the only authentication); an agent with a node certificate needs none.
 fn check_token(handle: &Handle, token: &str) -> Result<(), Status> {
     match handle.join_token() {
         None => Err(Status::unauthenticated(
-            "this cluster was started without --join-token; agents cannot join",
+            "join_token: this cluster was started without a shared --join-token; agents \
+             authenticate by node certificate, or join with a per-node token \
+             (`edgeplane tokens create`) and no certificate",
         )),
-        Some(t) if t == token => Ok(()),
+        Some(t) if edgeplane_tls::token::secrets_equal(t, token) => Ok(()),
         Some(_) => Err(Status::permission_denied(
             "join_token: refused (wrong token)",
         )),
     }
 }
+
+/// Measured profiles an agent registers with are validated and bounded.
+fn check_profiles(r: &api::RegisterRequest) -> Result<(), Status> {
+    for (i, a) in r.accelerators.iter().enumerate() {
+        crate::planner_loop::check_profile(a).map_err(|msg| {
+            Status::invalid_argument(format!("accelerators[{i}] ({}).profile: {msg}", a.id))
+        })?;
+    }
+    Ok(())
+}
+
+fn accelerators_of(r: &api::RegisterRequest) -> Vec<pb::Accelerator> {
+    r.accelerators
+        .iter()
+        .map(|a| pb::Accelerator {
+            id: a.id.clone(),
+            kind: a.kind.clone(),
+            name: a.name.clone(),
+            memory_mb: a.memory_mb,
+            mig_capable: a.mig_capable,
+            sm_count: a.sm_count,
+            simulated: a.simulated,
+            profile: a
+                .profile
+                .iter()
+                .map(|r| pb::ProfileRow {
+                    model: r.model.clone(),
+                    ms: r.ms.clone(),
+                })
+                .collect(),
+            profile_source: a.profile_source.clone(),
+        })
+        .collect()
+}
+
+/// Longest CSR accepted in a join.
+const MAX_CSR: usize = 16 * 1024;
 
 fn assignment_of(node: &crate::state::Node) -> api::Assignment {
     api::Assignment {
@@ -403,33 +560,196 @@ fn redirect(handle: &Handle) -> api::CoordinatorMessage {
     }
 }
 
+impl AgentService {
+    /// The join of a new agent: a per-node token and a CSR, from a client without a
+    /// certificate (or a member forwarding one). The member that holds the CA key signs;
+    /// one without it forwards the join to the leader. The certificate is signed first (a
+    /// bad CSR must not use the token up) and handed out only once the token was marked
+    /// used and the node registered, in one Raft entry.
+    async fn join(
+        &self,
+        caller: Option<edgeplane_tls::Caller>,
+        remote_ip: Option<std::net::IpAddr>,
+        r: api::RegisterRequest,
+    ) -> Result<api::RegisterResponse, Status> {
+        use edgeplane_tls::{Caller, Principal};
+        let source_ip = match &caller {
+            Some(Caller::Anonymous) => remote_ip,
+            Some(Caller::Cert(id)) if matches!(id.principal, Principal::Member(_)) => {
+                r.joined_from_ip.parse().ok()
+            }
+            Some(Caller::Insecure) => {
+                return Err(Status::failed_precondition(
+                    "csr: joining with a CSR needs TLS; this coordinator runs with --insecure",
+                ))
+            }
+            Some(Caller::Cert(id)) => {
+                return Err(Status::invalid_argument(format!(
+                    "csr: the caller already holds a certificate ({id}); a CSR join is for an \
+                     agent without one"
+                )))
+            }
+            None => return Err(Status::unauthenticated("agent: no caller identity")),
+        };
+        let token = edgeplane_tls::JoinToken::parse(&r.join_token).map_err(|e| {
+            Status::invalid_argument(format!(
+                "{e}; an agent without a certificate joins with a per-node token"
+            ))
+        })?;
+        edgeplane_tls::identity::valid_name("name", &r.name).map_err(Status::invalid_argument)?;
+        crate::state::check_addr("agent_addr", &r.agent_addr)
+            .map_err(|e| crate::node::Error::from(e).to_status())?;
+        if r.csr.len() > MAX_CSR {
+            return Err(Status::invalid_argument(format!(
+                "csr: larger than {MAX_CSR} bytes"
+            )));
+        }
+        check_profiles(&r)?;
+        let Some(ca) = self.handle.signing_ca() else {
+            return self.forward_join(source_ip, r).await;
+        };
+        // Host names in the certificate: loopback, plus the agent's advertised IP when it
+        // is the address the join came from (an agent cannot claim another host's address).
+        let mut hosts = edgeplane_tls::certs::default_hosts();
+        if let Some((host, _)) = r.agent_addr.rsplit_once(':') {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            match (host.parse::<std::net::IpAddr>(), source_ip) {
+                (Ok(ip), Some(src)) if ip == src && !hosts.contains(&ip.to_string()) => {
+                    hosts.push(ip.to_string())
+                }
+                _ => {}
+            }
+        }
+        let spec = edgeplane_tls::LeafSpec {
+            identity: edgeplane_tls::Identity {
+                principal: Principal::Node(r.name.clone()),
+                role: None,
+            },
+            hosts,
+            validity: edgeplane_tls::Validity::for_duration(edgeplane_tls::certs::LEAF_VALIDITY),
+        };
+        let certificate = ca
+            .sign_csr(&r.csr, &spec)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cmd = pb::Command {
+            client_id: 0,
+            seq: 0,
+            kind: Some(Kind::JoinNode(pb::JoinNode {
+                token_id: token.id.clone(),
+                secret_sha256: token.secret_hash().to_vec(),
+                now_unix_ms: 0,
+                node: Some(pb::RegisterNode {
+                    name: r.name.clone(),
+                    accelerators: accelerators_of(&r),
+                    agent_addr: r.agent_addr.clone(),
+                }),
+            })),
+        };
+        if self.handle.leadership().borrow().is_leader {
+            self.hub.renew(&r.name);
+        }
+        let applied = match self.handle.propose(cmd).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(node = %r.name, token = %token.id, from = ?source_ip, error = %e, "join refused");
+                return Err(e.to_status());
+            }
+        };
+        if self.handle.leadership().borrow().is_leader {
+            self.hub.renew(&r.name);
+        }
+        tracing::info!(target: "audit", node = %r.name, token = %token.id, from = ?source_ip, index = applied.index, "agent joined with a token: node certificate issued");
+        let l = *self.handle.leadership().borrow();
+        Ok(api::RegisterResponse {
+            leader_id: l.leader_id,
+            leader_addr: self.handle.leader_client_addr().unwrap_or_default(),
+            members: self
+                .handle
+                .members()
+                .into_iter()
+                .map(|m| m.client_addr)
+                .filter(|a| !a.is_empty())
+                .collect(),
+            assignment_epoch: applied.epoch,
+            lease_renew_s: self.hub.lease.renew.as_secs_f64(),
+            certificate,
+        })
+    }
+
+    /// A member without the CA key hands the join to the leader (over mutual TLS with its
+    /// member certificate), passing on where the agent connected from.
+    async fn forward_join(
+        &self,
+        source_ip: Option<std::net::IpAddr>,
+        mut r: api::RegisterRequest,
+    ) -> Result<api::RegisterResponse, Status> {
+        if self.handle.leadership().borrow().is_leader {
+            return Err(Status::failed_precondition(format!(
+                "csr: the leader (member {}) holds no CA key, so it cannot sign a node \
+                 certificate: start the members with --tls-ca-key (see README, Securing a \
+                 cluster)",
+                self.handle.id()
+            )));
+        }
+        let wait = self.handle.request_timeout();
+        let addr = self
+            .handle
+            .wait_leader_client_addr(wait)
+            .await
+            .ok_or_else(|| {
+                Status::unavailable(format!(
+                    "{}: no leader known to sign the join; retry",
+                    crate::error::NOT_APPLIED
+                ))
+            })?;
+        let ep = self
+            .handle
+            .client_tls()
+            .endpoint(&addr)
+            .map_err(|e| Status::unavailable(format!("leader {addr}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(wait);
+        let ch = ep
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("leader {addr}: {e}")))?;
+        r.joined_from_ip = source_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        tracing::info!(node = %r.name, leader = %addr, "no CA key here: forwarding the join to the leader");
+        let resp = edgeplane_proto::agent::agent_client::AgentClient::new(ch)
+            .register(r)
+            .await?;
+        Ok(resp.into_inner())
+    }
+}
+
 #[tonic::async_trait]
 impl Agent for AgentService {
     async fn register(
         &self,
         request: Request<api::RegisterRequest>,
     ) -> Result<Response<api::RegisterResponse>, Status> {
+        let caller = edgeplane_tls::Caller::of(&request).cloned();
+        let remote_ip = request.remote_addr().map(|a| a.ip());
         let r = request.into_inner();
-        check_token(&self.handle, &r.join_token)?;
+        if !r.csr.is_empty() {
+            return self.join(caller, remote_ip, r).await.map(Response::new);
+        }
+        if matches!(caller, Some(edgeplane_tls::Caller::Anonymous)) {
+            return Err(crate::auth::check_node_name(caller.as_ref(), &r.name)
+                .expect_err("anonymous callers are refused"));
+        }
+        if matches!(caller, Some(edgeplane_tls::Caller::Insecure)) || !r.join_token.is_empty() {
+            check_token(&self.handle, &r.join_token)?;
+        }
+        crate::auth::check_node_name(caller.as_ref(), &r.name)?;
         crate::state::check_addr("agent_addr", &r.agent_addr)
             .map_err(|e| crate::node::Error::from(e).to_status())?;
-        let accelerators: Vec<pb::Accelerator> = r
-            .accelerators
-            .iter()
-            .map(|a| pb::Accelerator {
-                id: a.id.clone(),
-                kind: a.kind.clone(),
-                name: a.name.clone(),
-                memory_mb: a.memory_mb,
-                mig_capable: a.mig_capable,
-                sm_count: a.sm_count,
-                simulated: a.simulated,
-            })
-            .collect();
+        check_profiles(&r)?;
+        let accelerators = accelerators_of(&r);
         // Write only what changed: a reconnect of a ready, unchanged node costs no Raft entry.
         let st = self.handle.read(true).await.map_err(|e| e.to_status())?;
         let unchanged = st.nodes.get(&r.name).is_some_and(|n| {
-            n.status == NodeStatus::Ready
+            (n.status == NodeStatus::Ready || n.status == NodeStatus::Draining)
                 && n.agent_addr == r.agent_addr
                 && n.accelerators.len() == accelerators.len()
                 && n.accelerators
@@ -438,6 +758,11 @@ impl Agent for AgentService {
                     .all(|(x, y)| *x == crate::state::Accelerator::from(y))
         });
         if !unchanged {
+            // a fresh lease before the node turns ready again, so the lease loop never sees a
+            // returning node as ready with its old, expired lease (a lost/ready flap)
+            if self.handle.leadership().borrow().is_leader {
+                self.hub.renew(&r.name);
+            }
             let cmd = pb::Command {
                 client_id: 0,
                 seq: 0,
@@ -467,6 +792,7 @@ impl Agent for AgentService {
                 .collect(),
             assignment_epoch: st.nodes.get(&r.name).map_or(0, |n| n.assignment_epoch),
             lease_renew_s: self.hub.lease.renew.as_secs_f64(),
+            certificate: String::new(),
         }))
     }
 
@@ -476,6 +802,7 @@ impl Agent for AgentService {
         &self,
         request: Request<Streaming<api::AgentMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
+        let caller = edgeplane_tls::Caller::of(&request).cloned();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<api::CoordinatorMessage, Status>>(16);
         if !self.handle.leadership().borrow().is_leader {
@@ -491,7 +818,10 @@ impl Agent for AgentService {
             Some(Err(s)) => return Err(s),
             _ => return Err(Status::invalid_argument("first message: must be a Hello")),
         };
-        check_token(&self.handle, &hello.join_token)?;
+        if matches!(caller, Some(edgeplane_tls::Caller::Insecure)) || !hello.join_token.is_empty() {
+            check_token(&self.handle, &hello.join_token)?;
+        }
+        crate::auth::check_node_name(caller.as_ref(), &hello.name)?;
         if !self.handle.stale_state().nodes.contains_key(&hello.name) {
             return Err(Status::failed_precondition(format!(
                 "node {:?} is not registered: call Register first",
@@ -612,10 +942,11 @@ mod tests {
 
     #[test]
     fn rates_from_consecutive_reports() {
-        let hub = AgentHub::new(LeaseConfig {
+        let mut hub = AgentHub::new(LeaseConfig {
             renew: Duration::from_secs(2),
             timeout: Duration::from_secs(10),
         });
+        Arc::get_mut(&mut hub).unwrap().rate_window = Duration::from_secs(1);
         hub.record("a", &report(1.0, 10));
         hub.record("a", &report(2.0, 60));
         hub.record("b", &report(5.0, 0));
@@ -628,6 +959,29 @@ mod tests {
         hub.record("a", &report(0.5, 4));
         assert_eq!(hub.node("a").unwrap().deadlines_met, 64);
         assert!(hub.model("other").is_none());
+    }
+
+    #[test]
+    fn rates_are_measured_over_the_window_and_unknown_before_it_is_full() {
+        let hub = AgentHub::new(LeaseConfig {
+            renew: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+        });
+        assert_eq!(hub.rate_window, Duration::from_secs(5));
+        // reports every 0.2 s, 50 req/s but bursty within the window (0 or 20 per report)
+        let mut arrivals = 0;
+        for i in 1..=15 {
+            arrivals += if i % 2 == 0 { 20 } else { 0 };
+            hub.record("a", &report(i as f64 * 0.2, arrivals));
+        }
+        assert!(hub.rates().is_empty(), "3 s seen, window 5 s: no rate yet");
+        for i in 16..=40 {
+            arrivals += if i % 2 == 0 { 20 } else { 0 };
+            hub.record("a", &report(i as f64 * 0.2, arrivals));
+        }
+        let r = hub.rates()["m"];
+        // 13 bursts of 20 in the last 5 s: 52 req/s (the window edge cuts a burst)
+        assert!((r - 52.0).abs() < 1e-9, "{r}");
     }
 
     #[test]

@@ -50,7 +50,9 @@ pub struct Flags {
     /// Address of the Prometheus metrics endpoint.
     #[arg(long, env = "EDGEPLANE_COORDINATOR_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
-    /// Token agents must present when they register.
+    /// Shared bootstrap token agents may present when they register (the only agent
+    /// authentication with --insecure). Per-node tokens (`edgeplane tokens create`) are the
+    /// primary way to join; this flag is optional.
     #[arg(long, env = "EDGEPLANE_COORDINATOR_JOIN_TOKEN")]
     pub join_token: Option<String>,
     /// TOML config file.
@@ -78,6 +80,25 @@ pub struct Flags {
     /// Accept the `InjectFault` admin RPC (tests only).
     #[arg(long, env = "EDGEPLANE_COORDINATOR_ENABLE_FAULT_INJECTION")]
     pub enable_fault_injection: Option<bool>,
+    /// CA certificate (PEM): peers, agents and clients must present a certificate it
+    /// signed (mutual TLS on both ports).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This replica's member certificate (PEM), from `edgeplane certs issue member`.
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA's private key (PEM, `ca.key` of `edgeplane certs init`): this member
+    /// then signs the node certificates of agents joining with a per-node token. Members
+    /// without it forward joins to the leader. Optional; keep it on as few members as
+    /// needed (the leader must hold it, or joins fail).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_TLS_CA_KEY")]
+    pub tls_ca_key: Option<PathBuf>,
+    /// Run without TLS and without authentication (a warning is logged on every start).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_INSECURE")]
+    pub insecure: bool,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -101,6 +122,11 @@ pub struct FileConfig {
     pub snapshot_entries: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub enable_fault_injection: Option<bool>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca_key: Option<PathBuf>,
+    pub insecure: Option<bool>,
 }
 
 /// The effective, validated configuration.
@@ -112,7 +138,11 @@ pub struct Config {
     pub initial_cluster: BTreeMap<u64, String>,
     pub data_dir: PathBuf,
     pub metrics_addr: Option<String>,
-    pub join_token: Option<String>,
+    /// Shown redacted by `Debug`, `Serialize` and `--print-config`.
+    #[serde(serialize_with = "redact")]
+    pub join_token: Option<edgeplane_tls::Secret>,
+    /// The CA key (`--tls-ca-key`): this member signs joining agents' certificates.
+    pub tls_ca_key: Option<PathBuf>,
     pub join: bool,
     pub tick_ms: u64,
     pub election_ticks: usize,
@@ -120,6 +150,10 @@ pub struct Config {
     pub snapshot_entries: u64,
     pub request_timeout_ms: u64,
     pub enable_fault_injection: bool,
+    /// TLS material (`None` only with `insecure`).
+    #[serde(skip)]
+    pub tls: Option<edgeplane_tls::TlsPaths>,
+    pub insecure: bool,
 }
 
 impl Config {
@@ -183,6 +217,7 @@ impl Config {
         if join_token.as_deref() == Some("") {
             return Err(invalid("join_token", "must not be empty when given"));
         }
+        let join_token = join_token.map(edgeplane_tls::Secret::new);
         let join = f.join.or(file.join).unwrap_or(false) || !initial_cluster.contains_key(&id);
         let tick_ms = f.tick_ms.or(file.tick_ms).unwrap_or(100);
         if tick_ms == 0 || tick_ms > 10_000 {
@@ -220,6 +255,30 @@ impl Config {
             .enable_fault_injection
             .or(file.enable_fault_injection)
             .unwrap_or(false);
+        let tls = edgeplane_tls::TlsPaths::from_flags(
+            f.tls_ca.as_deref().or(file.tls_ca.as_deref()),
+            f.tls_cert.as_deref().or(file.tls_cert.as_deref()),
+            f.tls_key.as_deref().or(file.tls_key.as_deref()),
+        )
+        .map_err(|e| invalid("tls", e.to_string()))?;
+        let insecure = f.insecure || file.insecure.unwrap_or(false);
+        let tls_ca_key = f.tls_ca_key.clone().or(file.tls_ca_key);
+        if tls_ca_key.is_some() && tls.is_none() {
+            return Err(invalid(
+                "tls_ca_key",
+                "needs --tls-ca, --tls-cert and --tls-key (a CA key signs nothing without TLS)",
+            ));
+        }
+        match (&tls, insecure) {
+            (None, false) => return Err(invalid("tls", edgeplane_tls::NO_TLS_MATERIAL)),
+            (Some(_), true) => {
+                return Err(invalid(
+                    "insecure",
+                    "--insecure together with --tls-ca/--tls-cert/--tls-key; give one or the other",
+                ))
+            }
+            _ => {}
+        }
         if !join && initial_cluster.get(&id) != Some(&peer_addr) {
             return Err(invalid(
                 "initial_cluster",
@@ -237,6 +296,7 @@ impl Config {
             data_dir,
             metrics_addr,
             join_token,
+            tls_ca_key,
             join,
             tick_ms,
             election_ticks,
@@ -244,6 +304,8 @@ impl Config {
             snapshot_entries,
             request_timeout_ms,
             enable_fault_injection,
+            tls,
+            insecure,
         })
     }
 
@@ -291,7 +353,26 @@ impl Config {
             "enable_fault_injection".into(),
             self.enable_fault_injection.into(),
         );
+        if let Some(t) = &self.tls {
+            v.insert("tls_ca".into(), t.ca.display().to_string().into());
+            v.insert("tls_cert".into(), t.cert.display().to_string().into());
+            v.insert("tls_key".into(), t.key.display().to_string().into());
+        }
+        if let Some(k) = &self.tls_ca_key {
+            v.insert("tls_ca_key".into(), k.display().to_string().into());
+        }
+        v.insert("insecure".into(), self.insecure.into());
         toml::to_string(&v).unwrap_or_default()
+    }
+}
+
+fn redact<S: serde::Serializer>(
+    v: &Option<edgeplane_tls::Secret>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some("<redacted>"),
+        None => s.serialize_none(),
     }
 }
 
@@ -340,6 +421,7 @@ mod tests {
         "1=127.0.0.1:7201,2=127.0.0.1:7202",
         "--data-dir",
         "/tmp/x",
+        "--insecure",
     ];
 
     #[test]
@@ -371,5 +453,68 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("initial_cluster"), "{e}");
+    }
+
+    /// configs/coordinator.toml goes through the real loader, and lists exactly the keys
+    /// `--print-config` shows: a key added to the config without the example fails here.
+    #[test]
+    fn the_example_config_parses_and_lists_every_key() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/coordinator.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cfg = Config::from_flags(&Flags {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.id, 1);
+        assert_eq!(cfg.tick_ms, 100);
+        let example: toml::Table = toml::from_str(&text).unwrap();
+        let effective: toml::Table = toml::from_str(&cfg.to_toml()).unwrap();
+        let keys = |t: &toml::Table| t.keys().cloned().collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(keys(&example), keys(&effective));
+    }
+
+    #[test]
+    fn the_join_token_never_shows_and_the_ca_key_needs_tls() {
+        let mut a = BASE.to_vec();
+        a.extend(["--join-token", "s3cret-bootstrap"]);
+        let c = Config::from_flags(&flags(&a)).unwrap();
+        for shown in [
+            format!("{c:?}"),
+            c.to_toml(),
+            serde_json::to_string(&c).unwrap(),
+        ] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        assert_eq!(c.join_token.as_ref().unwrap().expose(), "s3cret-bootstrap");
+        let mut b = BASE.to_vec();
+        b.extend(["--tls-ca-key", "/x/ca.key"]);
+        let e = Config::from_flags(&flags(&b)).unwrap_err().to_string();
+        assert!(e.contains("tls_ca_key") && e.contains("--tls-ca"), "{e}");
+    }
+
+    #[test]
+    fn refuses_to_start_without_tls_material_or_insecure() {
+        let a: Vec<&str> = BASE
+            .iter()
+            .copied()
+            .filter(|x| *x != "--insecure")
+            .collect();
+        let e = Config::from_flags(&flags(&a)).unwrap_err().to_string();
+        for want in ["--tls-ca", "--tls-cert", "--tls-key", "--insecure"] {
+            assert!(e.contains(want), "{e}");
+        }
+        let mut b = a.clone();
+        b.extend(["--tls-ca", "/x/ca.pem"]);
+        let e = Config::from_flags(&flags(&b)).unwrap_err().to_string();
+        assert!(e.contains("all three"), "{e}");
+        let mut c = a.clone();
+        c.extend(["--tls-ca", "/c", "--tls-cert", "/p", "--tls-key", "/k"]);
+        let cfg = Config::from_flags(&flags(&c)).unwrap();
+        assert!(cfg.to_toml().contains("tls_cert = \"/p\""));
+        c.push("--insecure");
+        let e = Config::from_flags(&flags(&c)).unwrap_err().to_string();
+        assert!(e.contains("insecure"), "{e}");
     }
 }

@@ -67,6 +67,9 @@ impl Error {
             Error::Command(CommandError::FailedPrecondition(_)) => {
                 tonic::Status::failed_precondition(self.to_string())
             }
+            Error::Command(CommandError::PermissionDenied(_)) => {
+                tonic::Status::permission_denied(self.to_string())
+            }
             Error::Remote(s) => tonic::Status::new(s.code(), s.message().to_string()),
             Error::NotLeader { .. } | Error::NoLeader(_) | Error::NotApplied(_) => {
                 tonic::Status::unavailable(self.to_string())
@@ -84,7 +87,10 @@ impl Error {
     pub fn from_forward_status(s: tonic::Status) -> Error {
         use tonic::Code;
         match s.code() {
-            Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition => Error::Remote(s),
+            Code::InvalidArgument
+            | Code::NotFound
+            | Code::FailedPrecondition
+            | Code::PermissionDenied => Error::Remote(s),
             Code::Unavailable if s.message().starts_with(NOT_APPLIED) => {
                 Error::NotApplied(format!("the leader answered: {}", s.message()))
             }

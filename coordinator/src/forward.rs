@@ -8,7 +8,7 @@ use edgeplane_proto::admin::admin_client::AdminClient;
 use edgeplane_proto::admin::ForwardRequest;
 use edgeplane_proto::raft as pb;
 use prost::Message as _;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::Error;
 use crate::inbox::LeaderClient;
@@ -17,15 +17,26 @@ use crate::inbox::LeaderClient;
 #[derive(Default)]
 pub struct Forwarder {
     clients: Mutex<HashMap<String, AdminClient<Channel>>>,
+    tls: edgeplane_tls::ClientTls,
 }
 
 impl Forwarder {
+    /// Forwarding over mutual TLS with this member's certificate (or plaintext).
+    pub fn new(tls: edgeplane_tls::ClientTls) -> Forwarder {
+        Forwarder {
+            clients: Mutex::default(),
+            tls,
+        }
+    }
+
     fn client(&self, addr: &str) -> Result<AdminClient<Channel>, Error> {
         let mut c = self.clients.lock().expect("forward lock");
         if let Some(x) = c.get(addr) {
             return Ok(x.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
+        let ep = self
+            .tls
+            .endpoint(addr)
             .map_err(|e| Error::Raft(format!("leader address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true);
@@ -67,6 +78,7 @@ impl LeaderClient for Forwarder {
                     tonic::Code::InvalidArgument
                         | tonic::Code::NotFound
                         | tonic::Code::FailedPrecondition
+                        | tonic::Code::PermissionDenied
                 ) {
                     // The leader moved, is down or the link broke: reconnect next time.
                     self.clients.lock().expect("forward lock").remove(addr);

@@ -59,18 +59,26 @@
 
 pub mod admin;
 pub mod agents;
+pub mod auth;
 pub mod config;
+pub mod entry;
 pub mod error;
 pub mod forward;
+pub mod grpc_ops;
 pub mod inbox;
+#[cfg(test)]
+mod input_props;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod planner_loop;
 pub mod raft_loop;
 pub mod reads;
+pub mod restore;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod tokens;
 pub mod transport;
 
 pub use admin::{LiveStats, ModelLiveStats, NodeLiveStats};

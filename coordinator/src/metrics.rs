@@ -1,143 +1,145 @@
-//! Prometheus text metrics, served by a tiny HTTP responder on tokio (any path answers the
-//! metrics page; this avoids pulling a web framework for one endpoint).
+//! Prometheus metrics of one replica, kept in a `prometheus-client` registry and served as
+//! OpenMetrics text by a small HTTP responder on tokio (`GET /metrics`; one endpoint does
+//! not justify a web framework).
+//!
+//! Metric names (counters gain the `_total` suffix in the exposition):
+//! `edgeplane_raft_term`, `edgeplane_raft_commit_index`, `edgeplane_raft_applied_index`,
+//! `edgeplane_raft_is_leader` (gauges), `edgeplane_raft_leader_changes_total`,
+//! `edgeplane_raft_snapshots_total`, `edgeplane_storage_fsyncs_total` (counters),
+//! `edgeplane_raft_proposal_seconds`, `edgeplane_storage_fsync_seconds` (histograms).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BUCKETS_MS: [f64; 12] = [
-    0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+/// Latency buckets, seconds (0.5 ms .. 5 s).
+const BUCKETS_S: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-/// A fixed-bucket histogram (milliseconds).
-#[derive(Default)]
-pub struct Histogram {
-    counts: [AtomicU64; 12],
-    count: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let ms = d.as_secs_f64() * 1e3;
-        for (i, b) in BUCKETS_MS.iter().enumerate() {
-            if ms <= *b {
-                self.counts[i].fetch_add(1, Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
-    }
-
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
-        for (i, b) in BUCKETS_MS.iter().enumerate() {
-            out.push_str(&format!(
-                "{name}_bucket{{le=\"{}\"}} {}\n",
-                b / 1e3,
-                self.counts[i].load(Relaxed)
-            ));
-        }
-        let n = self.count.load(Relaxed);
-        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {n}\n"));
-        out.push_str(&format!(
-            "{name}_sum {}\n{name}_count {n}\n",
-            self.sum_us.load(Relaxed) as f64 / 1e6
-        ));
-    }
-}
-
-/// Every metric of one replica.
-#[derive(Default)]
+/// Every metric of one replica. The handles are cheap clones of what the registry holds.
 pub struct Metrics {
-    pub term: AtomicU64,
-    pub leader_changes: AtomicU64,
-    pub commit_index: AtomicU64,
-    pub applied_index: AtomicU64,
-    pub is_leader: AtomicU64,
-    pub snapshots: AtomicU64,
-    /// fsync-family calls of the Raft storage (data file, blob files, snapshot file, dirs).
-    pub fsyncs: AtomicU64,
+    pub term: Gauge<u64, AtomicU64>,
+    pub leader_changes: Counter,
+    pub commit_index: Gauge<u64, AtomicU64>,
+    pub applied_index: Gauge<u64, AtomicU64>,
+    pub is_leader: Gauge<u64, AtomicU64>,
+    pub snapshots: Counter,
+    /// fsync-family calls of the Raft storage (data file, blob files, snapshot file, dirs);
+    /// the storage counts them, so the loop stores its total (`fsyncs.inner().store`).
+    pub fsyncs: Counter,
+    /// Plans the planner loop committed on this replica while it led, and the node
+    /// assignments those plans changed (reconfigurations).
+    pub plan_changes: Counter,
+    pub reconfigurations: Counter,
     pub proposal_latency: Histogram,
     pub fsync_latency: Histogram,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            term: Gauge::default(),
+            leader_changes: Counter::default(),
+            commit_index: Gauge::default(),
+            applied_index: Gauge::default(),
+            is_leader: Gauge::default(),
+            snapshots: Counter::default(),
+            fsyncs: Counter::default(),
+            plan_changes: Counter::default(),
+            reconfigurations: Counter::default(),
+            proposal_latency: Histogram::new(BUCKETS_S),
+            fsync_latency: Histogram::new(BUCKETS_S),
+            registry: Registry::default(),
+        };
+        let mut r = Registry::default();
+        r.register("edgeplane_raft_term", "Current Raft term", m.term.clone());
+        r.register(
+            "edgeplane_raft_commit_index",
+            "Commit index",
+            m.commit_index.clone(),
+        );
+        r.register(
+            "edgeplane_raft_applied_index",
+            "Applied index",
+            m.applied_index.clone(),
+        );
+        r.register(
+            "edgeplane_raft_is_leader",
+            "1 if this replica leads",
+            m.is_leader.clone(),
+        );
+        r.register(
+            "edgeplane_raft_leader_changes",
+            "Leader changes seen",
+            m.leader_changes.clone(),
+        );
+        r.register(
+            "edgeplane_raft_snapshots",
+            "Snapshots taken locally",
+            m.snapshots.clone(),
+        );
+        r.register(
+            "edgeplane_storage_fsyncs",
+            "fsync calls made by the Raft storage",
+            m.fsyncs.clone(),
+        );
+        r.register(
+            "edgeplane_plan_changes",
+            "Plans committed by the planner loop while this replica led",
+            m.plan_changes.clone(),
+        );
+        r.register(
+            "edgeplane_reconfigurations",
+            "Node assignments changed by committed plans (partitions started, resized or stopped)",
+            m.reconfigurations.clone(),
+        );
+        r.register(
+            "edgeplane_raft_proposal_seconds",
+            "Proposal to apply latency on the leader",
+            m.proposal_latency.clone(),
+        );
+        r.register(
+            "edgeplane_storage_fsync_seconds",
+            "fsync latency of the Raft log",
+            m.fsync_latency.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
 }
 
 impl Metrics {
     pub fn observe_fsync(&self, d: Duration) {
-        self.fsync_latency.observe(d);
+        self.fsync_latency.observe(d.as_secs_f64());
     }
     pub fn observe_proposal(&self, d: Duration) {
-        self.proposal_latency.observe(d);
+        self.proposal_latency.observe(d.as_secs_f64());
     }
 
-    /// Prometheus text exposition.
+    /// OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut o = String::new();
-        for (name, help, v) in [
-            ("edgeplane_raft_term", "Current Raft term", &self.term),
-            (
-                "edgeplane_raft_commit_index",
-                "Commit index",
-                &self.commit_index,
-            ),
-            (
-                "edgeplane_raft_applied_index",
-                "Applied index",
-                &self.applied_index,
-            ),
-            (
-                "edgeplane_raft_is_leader",
-                "1 if this replica leads",
-                &self.is_leader,
-            ),
-        ] {
-            o.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}\n",
-                v.load(Relaxed)
-            ));
-        }
-        for (name, help, v) in [
-            (
-                "edgeplane_raft_leader_changes_total",
-                "Leader changes seen",
-                &self.leader_changes,
-            ),
-            (
-                "edgeplane_raft_snapshots_total",
-                "Snapshots taken locally",
-                &self.snapshots,
-            ),
-            (
-                "edgeplane_storage_fsyncs_total",
-                "fsync calls made by the Raft storage",
-                &self.fsyncs,
-            ),
-        ] {
-            o.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Relaxed)
-            ));
-        }
-        self.proposal_latency.render(
-            "edgeplane_raft_proposal_seconds",
-            "Proposal to apply latency on the leader",
-            &mut o,
-        );
-        self.fsync_latency.render(
-            "edgeplane_storage_fsync_seconds",
-            "fsync latency of the Raft log",
-            &mut o,
-        );
+        prometheus_client::encoding::text::encode(&mut o, &self.registry)
+            .expect("writing to a String cannot fail");
         o
     }
 }
 
-/// Serve `metrics` on `listener` until `shutdown` fires.
-pub async fn serve(
+/// The exposition's content type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serve `render()` over HTTP on `listener` until `shutdown` fires: `GET /metrics` (or `/`)
+/// answers the exposition, anything else 404.
+pub async fn serve_http(
     listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
     mut shutdown: tokio::sync::broadcast::Receiver<()>,
 ) {
     loop {
@@ -145,19 +147,93 @@ pub async fn serve(
             _ = shutdown.recv() => return,
             acc = listener.accept() => {
                 let Ok((mut sock, _)) = acc else { continue };
-                let m = metrics.clone();
+                let render = render.clone();
                 tokio::spawn(async move {
                     let mut buf = [0u8; 2048];
-                    let _ = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await;
-                    let body = m.render();
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
+                    let n = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf))
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/");
+                    let resp = if path == "/metrics" || path == "/" {
+                        let body = render();
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                    };
                     let _ = sock.write_all(resp.as_bytes()).await;
                     let _ = sock.shutdown().await;
                 });
             }
         }
+    }
+}
+
+/// Serve `metrics` on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: tokio::sync::broadcast::Receiver<()>,
+) {
+    serve_http(listener, Arc::new(move || metrics.render()), shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_metric_with_its_type() {
+        let m = Metrics::default();
+        m.term.set(7);
+        m.leader_changes.inc();
+        m.fsyncs
+            .inner()
+            .store(42, std::sync::atomic::Ordering::Relaxed);
+        m.observe_proposal(Duration::from_millis(3));
+        let t = m.render();
+        for line in [
+            "# TYPE edgeplane_raft_term gauge",
+            "edgeplane_raft_term 7",
+            "# TYPE edgeplane_raft_leader_changes counter",
+            "edgeplane_raft_leader_changes_total 1",
+            "edgeplane_storage_fsyncs_total 42",
+            "# TYPE edgeplane_raft_proposal_seconds histogram",
+            "edgeplane_raft_proposal_seconds_count 1",
+            "edgeplane_raft_proposal_seconds_bucket{le=\"0.005\"} 1",
+            "edgeplane_raft_proposal_seconds_bucket{le=\"0.002\"} 0",
+            "# EOF",
+        ] {
+            assert!(t.contains(line), "missing {line:?} in\n{t}");
+        }
+    }
+
+    #[tokio::test]
+    async fn http_answers_metrics_and_404() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::broadcast::channel(1);
+        let m = Arc::new(Metrics::default());
+        let task = tokio::spawn(serve(l, m, rx));
+        let get = |path: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let ok = get("/metrics").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("edgeplane_raft_is_leader"), "{ok}");
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        tx.send(()).unwrap();
+        task.await.unwrap();
     }
 }

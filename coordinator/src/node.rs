@@ -135,8 +135,13 @@ pub(crate) struct HandleInner {
     pub inbox: Inbox,
     pub shared: Arc<Shared>,
     pub request_timeout: Duration,
-    pub join_token: Option<String>,
+    pub join_token: Option<edgeplane_tls::Secret>,
     pub client_addr: String,
+    /// The cluster CA with its key (`--tls-ca-key`): this member signs joining agents'
+    /// certificates. `None` on members without the key.
+    pub ca: Option<Arc<edgeplane_tls::Ca>>,
+    /// Client TLS of this member (its member certificate), for calls to other members.
+    pub client_tls: edgeplane_tls::ClientTls,
     pub forward: Box<dyn LeaderClient>,
     pub ids: ClientIds,
 }
@@ -147,9 +152,20 @@ impl Handle {
         self.inner.id
     }
 
-    /// The token agents must present to register (`--join-token`), if configured.
+    /// The shared bootstrap token agents may present to register (`--join-token`), if
+    /// configured. Never log it.
     pub fn join_token(&self) -> Option<&str> {
-        self.inner.join_token.as_deref()
+        self.inner.join_token.as_ref().map(|s| s.expose())
+    }
+
+    /// The CA this member signs joining agents' certificates with (`--tls-ca-key`).
+    pub fn signing_ca(&self) -> Option<Arc<edgeplane_tls::Ca>> {
+        self.inner.ca.clone()
+    }
+
+    /// This member's client TLS (member certificate, or plaintext with `--insecure`).
+    pub fn client_tls(&self) -> &edgeplane_tls::ClientTls {
+        &self.inner.client_tls
     }
 
     /// This replica's client (gRPC) address.

@@ -227,10 +227,7 @@ impl RaftLoop {
                     Ok((snap, compacted)) => {
                         let index = snap.get_metadata().index;
                         self.node.mut_store().adopt_built_snapshot(snap, compacted);
-                        self.shared
-                            .metrics
-                            .snapshots
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.shared.metrics.snapshots.inc();
                         tracing::info!(index, compacted_to = ?compacted.map(|c| c.0), "snapshot taken, log compacted");
                     }
                     Err(e @ crate::storage::StorageError::Invalid(_)) => {
@@ -266,13 +263,16 @@ impl RaftLoop {
         }
     }
 
-    fn propose(&mut self, cmd: pb::Command, tx: ProposeTx) {
+    fn propose(&mut self, mut cmd: pb::Command, tx: ProposeTx) {
         if self.node.raft.state != StateRole::Leader {
             let _ = tx.send(Err(Error::NotLeader {
                 leader_id: self.node.raft.leader_id,
             }));
             return;
         }
+        // Token commands carry the leader's clock (expiry, "now" of a join), decided here
+        // once, so every replica applies the same entry the same way.
+        crate::tokens::stamp(&mut cmd, crate::tokens::now_unix_ms());
         let retry_of_applied = cmd.client_id != 0
             && matches!(self.state.sessions.get(&cmd.client_id), Some(s) if s.seq == cmd.seq);
         if let Err(e) = self.state.precheck(&cmd) {
@@ -393,7 +393,7 @@ impl RaftLoop {
                     .observe_fsync(self.node.store().last_fsync());
             }
         }
-        self.shared.metrics.fsyncs.store(
+        self.shared.metrics.fsyncs.inner().store(
             self.node.store().fsync_count(),
             std::sync::atomic::Ordering::Relaxed,
         );
@@ -623,10 +623,7 @@ impl RaftLoop {
         };
         if l != self.last_leadership {
             if l.leader_id != self.last_leadership.leader_id && l.leader_id != 0 {
-                self.shared
-                    .metrics
-                    .leader_changes
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.shared.metrics.leader_changes.inc();
                 tracing::info!(
                     leader = l.leader_id,
                     term = l.term,
@@ -673,12 +670,10 @@ impl RaftLoop {
             snapshot_index: self.node.store().latest_snapshot().get_metadata().index,
         };
         let m = &self.shared.metrics;
-        use std::sync::atomic::Ordering::Relaxed;
-        m.term.store(st.term, Relaxed);
-        m.commit_index.store(st.commit_index, Relaxed);
-        m.applied_index.store(st.applied_index, Relaxed);
-        m.is_leader
-            .store(u64::from(r.state == StateRole::Leader), Relaxed);
+        m.term.set(st.term);
+        m.commit_index.set(st.commit_index);
+        m.applied_index.set(st.applied_index);
+        m.is_leader.set(u64::from(r.state == StateRole::Leader));
         *self.shared.status.lock().expect("status lock") = st;
     }
 }

@@ -53,6 +53,8 @@ pub enum StartError {
     Node(#[from] crate::node::Error),
     #[error("starting the raft thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] edgeplane_tls::Error),
 }
 
 /// Installs one more tonic service on the client-address server.
@@ -135,6 +137,23 @@ impl Coordinator {
             );
         }
 
+        let tls = edgeplane_tls::load_or_insecure(cfg.tls.clone(), cfg.insecure)?;
+        if let Some(m) = &tls {
+            m.spawn_reloader(Duration::from_secs(2));
+            tracing::info!(identity = %m.identity(), "mutual TLS on the peer and client ports");
+        }
+        let client_tls = edgeplane_tls::ClientTls(tls.clone());
+        // The CA key signs the certificates of agents that join with a per-node token.
+        let ca = match (&cfg.tls_ca_key, &cfg.tls) {
+            (Some(key), Some(paths)) => {
+                let ca = edgeplane_tls::Ca::load_files(&paths.ca, key)?;
+                tracing::info!(
+                    "this member holds the CA key: it signs the certificates of joining agents"
+                );
+                Some(Arc::new(ca))
+            }
+            _ => None,
+        };
         let (shutdown, _) = broadcast::channel(4);
         let (inbox, rx) = Inbox::new();
         let initial: HashMap<u64, String> = cfg.initial_cluster.clone().into_iter().collect();
@@ -145,6 +164,7 @@ impl Coordinator {
             inbox.clone(),
             &initial,
             cfg.enable_fault_injection,
+            client_tls.clone(),
         );
         let metrics = Arc::new(Metrics::default());
         let shared = Shared::new(metrics.clone());
@@ -181,7 +201,9 @@ impl Coordinator {
                 request_timeout: cfg.request_timeout(),
                 join_token: cfg.join_token.clone(),
                 client_addr: cfg.client_addr.clone(),
-                forward: Box::new(crate::forward::Forwarder::default()),
+                ca,
+                client_tls: client_tls.clone(),
+                forward: Box::new(crate::forward::Forwarder::new(client_tls.clone())),
             }),
         };
 
@@ -193,19 +215,19 @@ impl Coordinator {
         })
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
-        let mut sd = shutdown.subscribe();
-        tasks.push(tokio::spawn(async move {
-            let r = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(svc)
-                .serve_with_incoming_shutdown(nodelay_incoming(peer_l), async move {
-                    let _ = sd.recv().await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "peer server failed");
-            }
-        }));
+        let mut peer_routes = RoutesBuilder::default();
+        peer_routes.add_service(svc);
+        let layer =
+            edgeplane_tls::AuthLayer::new("peer", tls.is_some(), crate::auth::peer_policy())
+                .with_rate(None);
+        tasks.push(tokio::spawn(serve_routes(
+            "peer",
+            peer_routes.routes(),
+            peer_l,
+            tls.clone(),
+            layer,
+            shutdown.subscribe(),
+        )));
 
         // Client server: Admin plus whatever the extensions add. This is the single place
         // where services are mounted on --client-addr.
@@ -219,20 +241,24 @@ impl Coordinator {
         for install in ext.services {
             install(&handle, &mut routes);
         }
-        let routes = routes.routes();
-        let mut sd = shutdown.subscribe();
-        tasks.push(tokio::spawn(async move {
-            let r = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(nodelay_incoming(client_l), async move {
-                    let _ = sd.recv().await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "client server failed");
-            }
-        }));
+        tasks.push(crate::grpc_ops::install(
+            &handle,
+            &mut routes,
+            shutdown.subscribe(),
+        ));
+        let layer =
+            edgeplane_tls::AuthLayer::new("client", tls.is_some(), crate::auth::client_policy());
+        // Clients without a certificate get through the handshake here (agents joining with
+        // a token); the layer lets them call `Agent/Register` with a CSR and nothing else.
+        tasks.push(tokio::spawn(serve_routes_with(
+            "client",
+            routes.routes(),
+            client_l,
+            tls.clone(),
+            layer,
+            edgeplane_tls::ClientCerts::Optional,
+            shutdown.subscribe(),
+        )));
 
         if let Some(addr) = &cfg.metrics_addr {
             let l = bind("metrics_addr", addr).await?;
@@ -345,6 +371,44 @@ impl Coordinator {
     }
 }
 
+/// Serve `routes` on `l` behind the authorization layer: over mutual TLS with `tls`,
+/// plaintext without (`--insecure`).
+pub async fn serve_routes(
+    name: &'static str,
+    routes: tonic::service::Routes,
+    l: tokio::net::TcpListener,
+    tls: Option<Arc<edgeplane_tls::TlsMaterial>>,
+    layer: edgeplane_tls::AuthLayer,
+    sd: broadcast::Receiver<()>,
+) {
+    serve_routes_with(
+        name,
+        routes,
+        l,
+        tls,
+        layer,
+        edgeplane_tls::ClientCerts::Required,
+        sd,
+    )
+    .await
+}
+
+/// [`serve_routes`] with a choice of whether clients must present a certificate.
+pub async fn serve_routes_with(
+    name: &'static str,
+    routes: tonic::service::Routes,
+    l: tokio::net::TcpListener,
+    tls: Option<Arc<edgeplane_tls::TlsMaterial>>,
+    layer: edgeplane_tls::AuthLayer,
+    certs: edgeplane_tls::ClientCerts,
+    mut sd: broadcast::Receiver<()>,
+) {
+    let stop = async move {
+        let _ = sd.recv().await;
+    };
+    let _ = edgeplane_tls::serve_routes_with(name, routes, l, tls, layer, certs, stop).await;
+}
+
 async fn bind(field: &'static str, addr: &str) -> Result<tokio::net::TcpListener, StartError> {
     tokio::net::TcpListener::bind(addr)
         .await
@@ -380,6 +444,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             metrics_addr: None,
             join_token: None,
+            tls_ca_key: None,
             join: false,
             tick_ms: 20,
             election_ticks: 10,
@@ -387,6 +452,8 @@ mod tests {
             snapshot_entries: 10_000,
             request_timeout_ms: 3000,
             enable_fault_injection: false,
+            tls: None,
+            insecure: true,
         };
         let coord = Coordinator::start(cfg, Extensions::default())
             .await

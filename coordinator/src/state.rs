@@ -32,10 +32,13 @@ pub enum CommandError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A join token refused (unknown, wrong secret, revoked, expired, used, other node).
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl CommandError {
-    fn invalid(field: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
         CommandError::InvalidArgument {
             field: field.to_string(),
             reason: reason.into(),
@@ -47,6 +50,7 @@ impl CommandError {
             CommandError::InvalidArgument { .. } => 3,
             CommandError::NotFound(_) => 5,
             CommandError::FailedPrecondition(_) => 9,
+            CommandError::PermissionDenied(_) => 7,
         }
     }
     /// Rebuild from an [`pb::ApplyResult`] with a non-zero code.
@@ -63,6 +67,7 @@ impl CommandError {
                 CommandError::InvalidArgument { field, reason }
             }
             5 => CommandError::NotFound(r.message.clone()),
+            7 => CommandError::PermissionDenied(r.message.clone()),
             _ => CommandError::FailedPrecondition(r.message.clone()),
         }
     }
@@ -96,6 +101,18 @@ pub struct Accelerator {
     pub mig_capable: bool,
     pub sm_count: u32,
     pub simulated: bool,
+    /// Measured L(model, batch) reported by the agent (empty: none); the planner prefers it.
+    #[serde(default)]
+    pub profile: Vec<ProfileRow>,
+    #[serde(default)]
+    pub profile_source: String,
+}
+
+/// One measured profile row: ms per batch of the shipped table's batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileRow {
+    pub model: String,
+    pub ms: Vec<f64>,
 }
 
 impl From<&pb::Accelerator> for Accelerator {
@@ -108,6 +125,15 @@ impl From<&pb::Accelerator> for Accelerator {
             mig_capable: a.mig_capable,
             sm_count: a.sm_count,
             simulated: a.simulated,
+            profile: a
+                .profile
+                .iter()
+                .map(|r| ProfileRow {
+                    model: r.model.clone(),
+                    ms: r.ms.clone(),
+                })
+                .collect(),
+            profile_source: a.profile_source.clone(),
         }
     }
 }
@@ -130,6 +156,54 @@ pub struct Node {
     /// `partitions` (0 before the first), so strictly increasing for the cluster's life.
     pub assignment_epoch: u64,
     pub partitions: Vec<Partition>,
+    /// The planner's target for the node: equal to `partitions` except while a move is made
+    /// before it is broken (old partitions kept until the new home reports ready).
+    #[serde(default)]
+    pub target: Vec<Partition>,
+}
+
+/// One plan change (a node's assignment committed by the planner), kept in the replicated
+/// state so every member shows the same history and it survives a leader change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanEvent {
+    pub index: u64,
+    pub node: String,
+    pub epoch: u64,
+    pub reason: String,
+    pub partitions: String,
+}
+
+/// Plan events kept (oldest dropped first).
+pub const MAX_PLAN_EVENTS: usize = 256;
+
+/// `gpu0 40% [resnet18, vgg16]; gpu1 ...` (empty: `none`).
+pub fn describe_partitions(parts: &[Partition]) -> String {
+    if parts.is_empty() {
+        return "none".into();
+    }
+    parts
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}% [{}]",
+                p.accelerator_id,
+                p.share_pct,
+                p.models.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn partitions_from_pb(parts: &[pb::Partition]) -> Vec<Partition> {
+    parts
+        .iter()
+        .map(|p| Partition {
+            accelerator_id: p.accelerator_id.clone(),
+            share_pct: p.share_pct,
+            models: p.models.clone(),
+        })
+        .collect()
 }
 
 impl Node {
@@ -225,6 +299,20 @@ pub struct State {
     /// replica learns it was removed and exits) until they are added again.
     #[serde(default)]
     pub removed_members: OrdSet<u64>,
+    /// The planner's reference: the rate each model was planned on (hysteresis), the healthy
+    /// nodes it was planned with, and the models it could not serve. Written by `CommitPlan`.
+    #[serde(default)]
+    pub plan_basis: OrdMap<String, f64>,
+    #[serde(default)]
+    pub plan_nodes: OrdSet<String>,
+    #[serde(default)]
+    pub plan_shed: Vector<String>,
+    /// Plan changes, oldest first (at most [`MAX_PLAN_EVENTS`]).
+    #[serde(default)]
+    pub events: Vector<PlanEvent>,
+    /// Per-node join tokens by id (only the hash of each secret; see [`crate::tokens`]).
+    #[serde(default)]
+    pub tokens: OrdMap<String, crate::tokens::TokenRecord>,
     /// (last write index, client id) of every session: the eviction order.
     #[serde(skip)]
     session_order: OrdSet<(u64, u64)>,
@@ -299,18 +387,29 @@ pub fn validate(cmd: &pb::Command) -> Result<(), CommandError> {
             check_name("node", &p.node)?;
             check_name("model", &p.model)?;
         }
-        Kind::CommitPlacement(c) => {
-            check_name("node", &c.node)?;
-            for (i, p) in c.partitions.iter().enumerate() {
-                if p.share_pct == 0 || p.share_pct > 100 {
+        Kind::CommitPlacement(c) => check_commit(c, "")?,
+        Kind::CommitPlan(p) => {
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, c) in p.nodes.iter().enumerate() {
+                check_commit(c, &format!("nodes[{i}]."))?;
+                if !seen.insert(&c.node) {
                     return Err(CommandError::invalid(
-                        &format!("partitions[{i}].share_pct"),
-                        format!("must be in 1..=100, got {}", p.share_pct),
+                        &format!("nodes[{i}].node"),
+                        format!("node {:?} appears twice in one plan", c.node),
                     ));
                 }
-                for m in &p.models {
-                    check_name(&format!("partitions[{i}].models"), m)?;
+            }
+            for (m, r) in &p.basis_rps {
+                check_name("basis_rps", m)?;
+                if !(r.is_finite() && *r >= 0.0) {
+                    return Err(CommandError::invalid(
+                        "basis_rps",
+                        format!("rate of {m:?} must be a finite number >= 0, got {r}"),
+                    ));
                 }
+            }
+            for (i, n) in p.plan_nodes.iter().enumerate() {
+                check_name(&format!("plan_nodes[{i}]"), n)?;
             }
         }
         Kind::AddMember(a) => {
@@ -332,6 +431,21 @@ pub fn validate(cmd: &pb::Command) -> Result<(), CommandError> {
                 .ok_or_else(|| CommandError::invalid("member", "missing"))?;
             check_member(m)?;
         }
+        Kind::CreateToken(c) => crate::tokens::validate_create(c)?,
+        Kind::RevokeToken(r) => crate::tokens::check_id("id", &r.id)?,
+        Kind::JoinNode(j) => {
+            crate::tokens::check_id("token_id", &j.token_id)?;
+            crate::tokens::check_hash("secret_sha256", &j.secret_sha256)?;
+            let r = j
+                .node
+                .as_ref()
+                .ok_or_else(|| CommandError::invalid("node", "missing"))?;
+            validate(&pb::Command {
+                client_id: 0,
+                seq: 0,
+                kind: Some(Kind::RegisterNode(r.clone())),
+            })?;
+        }
         Kind::ExpireNodes(e) => {
             if e.names.is_empty() {
                 return Err(CommandError::invalid(
@@ -341,6 +455,24 @@ pub fn validate(cmd: &pb::Command) -> Result<(), CommandError> {
             }
             for (i, n) in e.names.iter().enumerate() {
                 check_name(&format!("names[{i}]"), n)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_commit(c: &pb::CommitPlacement, prefix: &str) -> Result<(), CommandError> {
+    check_name(&format!("{prefix}node"), &c.node)?;
+    for (what, parts) in [("partitions", &c.partitions), ("target", &c.target)] {
+        for (i, p) in parts.iter().enumerate() {
+            if p.share_pct == 0 || p.share_pct > 100 {
+                return Err(CommandError::invalid(
+                    &format!("{prefix}{what}[{i}].share_pct"),
+                    format!("must be in 1..=100, got {}", p.share_pct),
+                ));
+            }
+            for m in &p.models {
+                check_name(&format!("{prefix}{what}[{i}].models"), m)?;
             }
         }
     }
@@ -506,31 +638,109 @@ impl State {
         }
     }
 
+    fn check_node_commit(
+        &self,
+        c: &pb::CommitPlacement,
+        prefix: &str,
+        always_cas: bool,
+    ) -> Result<(), CommandError> {
+        for (i, part) in c.partitions.iter().chain(&c.target).enumerate() {
+            for m in &part.models {
+                if !self.models.contains_key(m) {
+                    return Err(CommandError::invalid(
+                        &format!("{prefix}partitions[{i}].models"),
+                        format!("model {m:?} is not deployed"),
+                    ));
+                }
+            }
+        }
+        let node = self.nodes.get(&c.node).ok_or_else(|| {
+            CommandError::invalid(
+                &format!("{prefix}node"),
+                format!("node {:?} is not registered", c.node),
+            )
+        })?;
+        if (always_cas || c.expected_epoch != 0) && c.expected_epoch != node.assignment_epoch {
+            return Err(CommandError::FailedPrecondition(format!(
+                "stale epoch: node {:?} is at epoch {}, expected {}",
+                c.node, node.assignment_epoch, c.expected_epoch
+            )));
+        }
+        Ok(())
+    }
+
+    /// Write a checked node commit: new partitions and target, epoch = `index`, an event.
+    fn commit_node(&mut self, c: &pb::CommitPlacement, index: u64, reason: &str) -> u64 {
+        let node = self.nodes.get_mut(&c.node).expect("checked");
+        node.partitions = partitions_from_pb(&c.partitions);
+        node.target = if c.target.is_empty() {
+            node.partitions.clone()
+        } else {
+            partitions_from_pb(&c.target)
+        };
+        node.assignment_epoch = index;
+        let ev = PlanEvent {
+            index,
+            node: c.node.clone(),
+            epoch: index,
+            reason: reason.to_string(),
+            partitions: describe_partitions(&node.partitions),
+        };
+        self.events.push_back(ev);
+        while self.events.len() > MAX_PLAN_EVENTS {
+            self.events.pop_front();
+        }
+        index
+    }
+
+    /// Insert or update a node (status ready, unless an operator drains it). Returns the
+    /// node's assignment epoch.
+    fn register_node(&mut self, r: &pb::RegisterNode) -> u64 {
+        let accelerators: Vec<Accelerator> = r.accelerators.iter().map(Into::into).collect();
+        if !self.nodes.contains_key(&r.name) {
+            self.nodes.insert(
+                r.name.clone(),
+                Node {
+                    name: r.name.clone(),
+                    accelerators: Vec::new(),
+                    agent_addr: String::new(),
+                    status: NodeStatus::Ready,
+                    assignment_epoch: 0,
+                    partitions: Vec::new(),
+                    target: Vec::new(),
+                },
+            );
+        }
+        let node = self.nodes.get_mut(&r.name).expect("just inserted");
+        node.accelerators = accelerators;
+        node.agent_addr = r.agent_addr.clone();
+        // An operator's drain outlives the agent reconnecting.
+        if node.status != NodeStatus::Draining {
+            node.status = NodeStatus::Ready;
+        }
+        node.assignment_epoch
+    }
+
     /// Check, then mutate. Returns the affected node's assignment epoch (0 if none).
     /// Every check happens before the first mutation.
     fn apply_kind(&mut self, kind: &Kind, index: u64) -> Result<u64, CommandError> {
         match kind {
-            Kind::RegisterNode(r) => {
-                let accelerators: Vec<Accelerator> =
-                    r.accelerators.iter().map(Into::into).collect();
-                if !self.nodes.contains_key(&r.name) {
-                    self.nodes.insert(
-                        r.name.clone(),
-                        Node {
-                            name: r.name.clone(),
-                            accelerators: Vec::new(),
-                            agent_addr: String::new(),
-                            status: NodeStatus::Ready,
-                            assignment_epoch: 0,
-                            partitions: Vec::new(),
-                        },
-                    );
+            Kind::RegisterNode(r) => Ok(self.register_node(r)),
+            Kind::CreateToken(c) => crate::tokens::apply_create(self, c).map(|()| 0),
+            Kind::RevokeToken(r) => crate::tokens::apply_revoke(self, r).map(|()| 0),
+            Kind::JoinNode(j) => {
+                let r = j.node.as_ref().expect("validated");
+                crate::tokens::check_join(self, j)?;
+                if self.nodes.contains_key(&r.name) {
+                    return Err(CommandError::FailedPrecondition(format!(
+                        "name: node {:?} is already registered, and a joined name belongs to its \
+                         certificate; to give the name to a new agent, remove the node first \
+                         (`edgeplane nodes remove {}`)",
+                        r.name, r.name
+                    )));
                 }
-                let node = self.nodes.get_mut(&r.name).expect("just inserted");
-                node.accelerators = accelerators;
-                node.agent_addr = r.agent_addr.clone();
-                node.status = NodeStatus::Ready;
-                Ok(node.assignment_epoch)
+                crate::tokens::mark_used(self, j);
+                Ok(self.register_node(r))
             }
             Kind::SetNodeStatus(s) => {
                 let status = status_from_pb(s.status).expect("validated");
@@ -596,10 +806,20 @@ impl State {
                     CommandError::invalid("node", format!("node {:?} is not registered", p.node))
                 })?;
                 let acc = if p.accelerator.is_empty() {
-                    node.accelerators
-                        .first()
-                        .map(|a| a.id.clone())
-                        .unwrap_or_default()
+                    // No accelerator named: on a node without GPUs the pin is node-wide (""),
+                    // and the agent's scheduler runs the model on any of its accelerators. It
+                    // used to mean the node's first accelerator, which on a two-NPU XR box
+                    // halved what the pinned models could use once assignments restricted
+                    // models to their partitions' accelerators. A GPU partition needs a
+                    // concrete GPU: there it is still the first accelerator.
+                    if node.accelerators.iter().any(|a| a.kind == "gpu") {
+                        node.accelerators
+                            .first()
+                            .map(|a| a.id.clone())
+                            .unwrap_or_default()
+                    } else {
+                        String::new()
+                    }
                 } else {
                     if !node.accelerators.iter().any(|a| a.id == p.accelerator) {
                         return Err(CommandError::invalid(
@@ -647,36 +867,27 @@ impl State {
                 Ok(epoch)
             }
             Kind::CommitPlacement(c) => {
-                for (i, part) in c.partitions.iter().enumerate() {
-                    for m in &part.models {
-                        if !self.models.contains_key(m) {
-                            return Err(CommandError::invalid(
-                                &format!("partitions[{i}].models"),
-                                format!("model {m:?} is not deployed"),
-                            ));
-                        }
-                    }
+                self.check_node_commit(c, "", false)?;
+                Ok(self.commit_node(c, index, &c.reason))
+            }
+            Kind::CommitPlan(p) => {
+                // every check (models deployed, nodes registered, every epoch as expected)
+                // before the first write: the plan applies whole or not at all
+                for (i, c) in p.nodes.iter().enumerate() {
+                    self.check_node_commit(c, &format!("nodes[{i}]."), true)?;
                 }
-                let node = self.nodes.get_mut(&c.node).ok_or_else(|| {
-                    CommandError::invalid("node", format!("node {:?} is not registered", c.node))
-                })?;
-                if c.expected_epoch != 0 && c.expected_epoch != node.assignment_epoch {
-                    return Err(CommandError::FailedPrecondition(format!(
-                        "node {:?} is at epoch {}, expected {}",
-                        c.node, node.assignment_epoch, c.expected_epoch
-                    )));
+                for c in &p.nodes {
+                    let why = if c.reason.is_empty() {
+                        &p.reason
+                    } else {
+                        &c.reason
+                    };
+                    self.commit_node(c, index, why);
                 }
-                node.partitions = c
-                    .partitions
-                    .iter()
-                    .map(|p| Partition {
-                        accelerator_id: p.accelerator_id.clone(),
-                        share_pct: p.share_pct,
-                        models: p.models.clone(),
-                    })
-                    .collect();
-                node.assignment_epoch = index;
-                Ok(node.assignment_epoch)
+                self.plan_basis = p.basis_rps.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                self.plan_nodes = p.plan_nodes.iter().cloned().collect();
+                self.plan_shed = p.shed.iter().cloned().collect();
+                Ok(0)
             }
             Kind::AddMember(a) => {
                 let m = a.member.as_ref().expect("validated");
@@ -837,6 +1048,48 @@ mod tests {
     }
 
     #[test]
+    fn a_pin_without_an_accelerator_is_node_wide_unless_the_node_has_gpus() {
+        let mut s = State::default();
+        s.apply(&deploy("m", 10.0, 1.0), 2);
+        let node = |name: &str, kinds: &[(&str, &str)], client_id| pb::Command {
+            client_id,
+            seq: 1,
+            kind: Some(Kind::RegisterNode(pb::RegisterNode {
+                name: name.into(),
+                accelerators: kinds
+                    .iter()
+                    .map(|(id, kind)| pb::Accelerator {
+                        id: id.to_string(),
+                        kind: kind.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                agent_addr: "127.0.0.1:1".into(),
+            })),
+        };
+        s.apply(
+            &node("xr", &[("npu0", "npu-ws"), ("npu1", "npu-os")], 30),
+            3,
+        );
+        s.apply(&node("box", &[("cpu0", "cpu"), ("gpu0", "gpu")], 31), 4);
+        assert_eq!(s.apply(&pin("xr", "m", 32), 5).result.code, 0);
+        assert_eq!(s.apply(&pin("box", "m", 33), 6).result.code, 0);
+        let accs = |n: &str| -> Vec<String> {
+            s.nodes[n]
+                .partitions
+                .iter()
+                .map(|p| p.accelerator_id.clone())
+                .collect()
+        };
+        assert_eq!(accs("xr"), vec![""], "both NPUs stay usable");
+        assert_eq!(
+            accs("box"),
+            vec!["cpu0"],
+            "a GPU node keeps the first accelerator"
+        );
+    }
+
+    #[test]
     fn epochs_keep_increasing_when_a_node_is_removed_and_registered_again() {
         let mut s = State::default();
         s.apply(&deploy("m", 10.0, 1.0), 2);
@@ -893,6 +1146,33 @@ mod tests {
         assert!(e.to_string().contains("names"), "{e}");
         let e = validate(&expire(&["ok", " "])).unwrap_err();
         assert!(e.to_string().contains("names[1]"), "{e}");
+    }
+
+    #[test]
+    fn a_drained_node_stays_draining_when_its_agent_registers_again() {
+        let mut s = State::default();
+        s.apply(&register("d", 50), 2);
+        let drain = pb::Command {
+            client_id: 51,
+            seq: 1,
+            kind: Some(Kind::SetNodeStatus(pb::SetNodeStatus {
+                name: "d".into(),
+                status: pb::NodeStatus::Draining as i32,
+            })),
+        };
+        s.apply(&drain, 3);
+        s.apply(&register("d", 52), 4);
+        assert_eq!(s.nodes["d"].status, NodeStatus::Draining);
+        let undo = pb::Command {
+            client_id: 53,
+            seq: 1,
+            kind: Some(Kind::SetNodeStatus(pb::SetNodeStatus {
+                name: "d".into(),
+                status: pb::NodeStatus::Ready as i32,
+            })),
+        };
+        s.apply(&undo, 5);
+        assert_eq!(s.nodes["d"].status, NodeStatus::Ready);
     }
 
     #[test]

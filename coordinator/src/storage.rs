@@ -608,15 +608,22 @@ impl RaftStore {
     /// Bootstrap a fresh store with the initial voters: an initial snapshot at index 1
     /// carrying the conf state (the same trick as raft-rs's examples), durable.
     pub fn bootstrap(&mut self, voters: Vec<u64>, data: Vec<u8>) -> Result<()> {
+        self.bootstrap_at(voters, data, 1)
+    }
+
+    /// [`RaftStore::bootstrap`] with the initial snapshot at `index` (an offline restore
+    /// continues the log numbering of the cluster the snapshot came from).
+    pub fn bootstrap_at(&mut self, voters: Vec<u64>, data: Vec<u8>, index: u64) -> Result<()> {
+        let index = index.max(1);
         let mut snap = Snapshot::default();
         let meta = snap.mut_metadata();
-        meta.index = 1;
+        meta.index = index;
         meta.term = 1;
         meta.mut_conf_state().voters = voters;
         snap.set_data(data.into());
         let hs = HardState {
             term: 1,
-            commit: 1,
+            commit: index,
             ..Default::default()
         };
         self.apply_snapshot(snap, hs)

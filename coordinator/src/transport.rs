@@ -14,7 +14,7 @@ use imbl::{OrdMap, OrdSet};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::inbox::{Inbox, Outbox, Request};
 use crate::state::Member;
@@ -78,7 +78,14 @@ pub fn reassemble_snapshot(
     if m.get_msg_type() != MessageType::MsgSnapshot {
         return Err("first chunk: not a MsgSnapshot".into());
     }
-    let mut data = Vec::with_capacity(first.total.min(1 << 30) as usize);
+    if first.total > MAX_SNAPSHOT {
+        return Err(format!(
+            "total: {} bytes announced, more than the limit of {MAX_SNAPSHOT}",
+            first.total
+        ));
+    }
+    // Grow with what arrives; never trust the announced size for an allocation.
+    let mut data = Vec::with_capacity(first.total.min(16 << 20) as usize);
     data.extend_from_slice(&first.data);
     for c in it {
         data.extend_from_slice(&c.data);
@@ -114,7 +121,15 @@ pub struct Transport {
     removed: RwLock<HashSet<u64>>,
     raft_tx: Inbox,
     pub fault_injection_enabled: bool,
+    /// How this member dials other members (peer and client ports).
+    pub(crate) tls: edgeplane_tls::ClientTls,
 }
+
+/// At most this many outbound peer tasks: an unknown `from` cannot grow them unbounded.
+pub const MAX_PEERS: usize = 64;
+
+/// Largest chunked snapshot accepted (bytes).
+pub const MAX_SNAPSHOT: u64 = 1 << 30;
 
 impl Transport {
     pub(crate) fn new(
@@ -124,6 +139,7 @@ impl Transport {
         raft_tx: Inbox,
         initial: &HashMap<u64, String>,
         fault_injection_enabled: bool,
+        tls: edgeplane_tls::ClientTls,
     ) -> Arc<Self> {
         let t = Arc::new(Transport {
             id,
@@ -135,6 +151,7 @@ impl Transport {
             removed: RwLock::new(HashSet::new()),
             raft_tx,
             fault_injection_enabled,
+            tls,
         });
         for (pid, addr) in initial {
             t.ensure_peer(*pid, addr);
@@ -269,7 +286,7 @@ impl Transport {
                 None => {}
             }
             if client.is_none() {
-                let ep = match Endpoint::from_shared(format!("http://{addr}")) {
+                let ep = match self.tls.endpoint(&addr) {
                     Ok(ep) => ep
                         .connect_timeout(Duration::from_millis(500))
                         .timeout(Duration::from_secs(5))
@@ -386,7 +403,9 @@ impl RaftTransport for TransportService {
         &self,
         request: tonic::Request<RaftBatch>,
     ) -> Result<tonic::Response<RaftAck>, tonic::Status> {
+        let caller = edgeplane_tls::Caller::of(&request).cloned();
         let b = request.into_inner();
+        crate::auth::check_raft_sender(caller.as_ref(), b.from)?;
         match self.transport.fault(b.from) {
             Some(Fault::Drop) => {
                 return Err(tonic::Status::unavailable("link cut by fault injection"))
@@ -414,13 +433,11 @@ impl RaftTransport for TransportService {
         }
         self.transport.mark_ok(b.from);
         if !b.from_peer_addr.is_empty() {
-            let known = self
-                .transport
-                .peers
-                .lock()
-                .expect("peers lock")
-                .contains_key(&b.from);
-            if !known {
+            let (known, count) = {
+                let p = self.transport.peers.lock().expect("peers lock");
+                (p.contains_key(&b.from), p.len())
+            };
+            if !known && count < MAX_PEERS {
                 self.transport.ensure_peer(b.from, &b.from_peer_addr);
             }
         }
@@ -428,6 +445,12 @@ impl RaftTransport for TransportService {
         for raw in &b.messages {
             let m = Message::parse_from_bytes(raw)
                 .map_err(|e| tonic::Status::invalid_argument(format!("raft message: {e}")))?;
+            if m.from != b.from {
+                return Err(tonic::Status::permission_denied(format!(
+                    "messages.from: a message from replica {} inside a batch from replica {}",
+                    m.from, b.from
+                )));
+            }
             msgs.push(m);
         }
         self.transport
@@ -441,13 +464,32 @@ impl RaftTransport for TransportService {
         &self,
         request: tonic::Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<tonic::Response<RaftAck>, tonic::Status> {
+        let caller = edgeplane_tls::Caller::of(&request).cloned();
         let mut stream = request.into_inner();
         let mut chunks = Vec::new();
+        let mut bytes = 0u64;
         while let Some(c) = stream.message().await? {
+            if let Some(first) = chunks.first() {
+                let first: &SnapshotChunk = first;
+                crate::auth::check_raft_sender(caller.as_ref(), first.from)?;
+            }
+            bytes += (c.data.len() + c.message.len()) as u64;
+            if bytes > MAX_SNAPSHOT {
+                return Err(tonic::Status::invalid_argument(format!(
+                    "snapshot chunks: more than {MAX_SNAPSHOT} bytes"
+                )));
+            }
             chunks.push(c);
         }
         let (from, to, from_peer_addr, m) = reassemble_snapshot(chunks)
             .map_err(|e| tonic::Status::invalid_argument(format!("snapshot chunks: {e}")))?;
+        crate::auth::check_raft_sender(caller.as_ref(), from)?;
+        if m.from != from {
+            return Err(tonic::Status::permission_denied(format!(
+                "message.from: snapshot message from replica {} in chunks from replica {from}",
+                m.from
+            )));
+        }
         match self.transport.fault(from) {
             Some(Fault::Drop) => {
                 return Err(tonic::Status::unavailable("link cut by fault injection"))

@@ -25,6 +25,8 @@ async fn handle_register_pin_and_read() {
         data_dir: Some(dir.path().to_path_buf()),
         join_token: Some("s3cret".into()),
         tick_ms: Some(20),
+        // in-process handle test: no network peer, plaintext is fine
+        insecure: true,
         ..Default::default()
     };
     let cfg = Config::from_flags(&flags).unwrap();

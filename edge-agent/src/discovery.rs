@@ -26,6 +26,21 @@ pub struct Accelerator {
     pub total_energy_j: Option<f64>,
     /// For simulated NPUs: the XRBench sub-accelerator (cost tables).
     pub sim: Option<HwAccelerator>,
+    /// For GPUs in the shipped profile table (`Jetson-AGX-Xavier`, `A100-80GB`, ...): the
+    /// profile the planner and the GPU share model use. None = not in the table (the GPU is
+    /// reported, but nothing is planned on it).
+    pub gpu_profile: Option<String>,
+    /// L(model, batch) measured on this box (the CPU worker's profile), reported to the
+    /// coordinator so the planner plans on it instead of the shipped table.
+    pub measured: Option<MeasuredProfile>,
+}
+
+/// A measured profile as reported: ms per batch of the shipped table's batches, per model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasuredProfile {
+    pub rows: Vec<(String, Vec<f64>)>,
+    /// How and where it was measured.
+    pub source: String,
 }
 
 impl Accelerator {
@@ -38,6 +53,19 @@ impl Accelerator {
             mig_capable: self.mig_capable,
             sm_count: self.sm_count,
             simulated: self.simulated,
+            profile: self
+                .measured
+                .iter()
+                .flat_map(|m| &m.rows)
+                .map(|(model, ms)| edgeplane_proto::agent::ProfileRow {
+                    model: model.clone(),
+                    ms: ms.clone(),
+                })
+                .collect(),
+            profile_source: self
+                .measured
+                .as_ref()
+                .map_or(String::new(), |m| m.source.clone()),
         }
     }
 }
@@ -46,6 +74,8 @@ impl Accelerator {
 pub enum DiscoveryError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error("{0}")]
+    Gpu(String),
 }
 
 /// A source of accelerators.
@@ -77,6 +107,8 @@ impl Discover for SimDiscovery {
                 power_w: None,
                 total_energy_j: None,
                 sim: Some(a.clone()),
+                gpu_profile: None,
+                measured: None,
             })
             .collect())
     }
@@ -122,8 +154,84 @@ pub fn map_nvml(devices: &[NvmlDevice]) -> Vec<Accelerator> {
             power_w: d.power_mw.map(|mw| f64::from(mw) / 1000.0),
             total_energy_j: d.total_energy_mj.map(|mj| mj as f64 / 1000.0),
             sim: None,
+            gpu_profile: nvml_profile(&d.name),
+            measured: None,
         })
         .collect()
+}
+
+/// The shipped GPU profile an NVML product name is, when the table has it
+/// (`NVIDIA A100-SXM4-80GB` -> `A100-80GB`, `Orin`/`Xavier` boards by name). None otherwise.
+pub fn nvml_profile(product: &str) -> Option<String> {
+    let p = product.to_ascii_uppercase().replace(' ', "-");
+    let known = crate::gpu_core::gpu_data().ok()?.profiles.gpu_names();
+    let pick = |name: &str| known.iter().find(|k| k.as_str() == name).cloned();
+    if p.contains("A100") && p.contains("80") {
+        return pick("A100-80GB");
+    }
+    if p.contains("H100") && p.contains("80") {
+        return pick("H100-80GB");
+    }
+    if p.contains("V100") {
+        return pick("V100");
+    }
+    if p.contains("XAVIER") {
+        return pick("Jetson-AGX-Xavier");
+    }
+    if p.contains("NANO") && !p.contains("ORIN") {
+        return pick("Jetson-Nano");
+    }
+    // exact profile names (a simulated or renamed board)
+    known.iter().find(|k| k.to_ascii_uppercase() == p).cloned()
+}
+
+/// Simulated GPUs from the shipped profiles (`sim-gpu:Jetson-AGX-Xavier,A100-80GB`): one
+/// accelerator per name, `gpu0`, `gpu1`, ... in the order given.
+pub struct SimGpuDiscovery {
+    pub profiles: Vec<String>,
+}
+
+impl Discover for SimGpuDiscovery {
+    fn discover(&self) -> Result<Vec<Accelerator>, DiscoveryError> {
+        let data = crate::gpu_core::gpu_data().map_err(DiscoveryError::Gpu)?;
+        self.profiles
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let g = data.profiles.gpu(name).map_err(|e| {
+                    DiscoveryError::Gpu(format!("accelerators: sim-gpu:{name}: {e}"))
+                })?;
+                Ok(Accelerator {
+                    id: format!("gpu{i}"),
+                    kind: "gpu".into(),
+                    name: name.clone(),
+                    memory_mb: g.memory_mib,
+                    mig_capable: g.mig,
+                    sm_count: g.sm as u32,
+                    simulated: true,
+                    utilization_pct: None,
+                    power_w: None,
+                    total_energy_j: None,
+                    sim: None,
+                    gpu_profile: Some(name.clone()),
+                    measured: None,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The box's memory (`MemTotal` of /proc/meminfo), 0 where it cannot be read: what the
+/// planner fits the CPU worker's models into.
+pub fn host_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
 }
 
 /// The CPU stand-in for a node without usable GPUs.
@@ -132,7 +240,7 @@ pub fn cpu_node() -> Accelerator {
         id: "cpu0".into(),
         kind: "cpu".into(),
         name: "host CPU".into(),
-        memory_mb: 0,
+        memory_mb: host_memory_mb(),
         mig_capable: false,
         sm_count: 0,
         simulated: false,
@@ -140,6 +248,8 @@ pub fn cpu_node() -> Accelerator {
         power_w: None,
         total_energy_j: None,
         sim: None,
+        gpu_profile: None,
+        measured: None,
     }
 }
 
@@ -155,7 +265,20 @@ impl<A: NvmlApi> Discover for NvmlDiscovery<A> {
             Err(e) => Err(e.clone()),
         };
         match devices {
-            Ok(d) if !d.is_empty() => Ok(map_nvml(&d)),
+            Ok(d) if !d.is_empty() => {
+                let accs = map_nvml(&d);
+                for a in &accs {
+                    match &a.gpu_profile {
+                        Some(p) => {
+                            tracing::info!(id = %a.id, product = %a.name, profile = %p, "GPU maps to a shipped profile: the planner can place models on it")
+                        }
+                        None => {
+                            tracing::warn!(id = %a.id, product = %a.name, "GPU is not in the shipped profile table: it is reported, but the planner places nothing on it (add a measured profile)")
+                        }
+                    }
+                }
+                Ok(accs)
+            }
             Ok(_) => {
                 tracing::warn!("NVML loaded but reports no GPU; running as a CPU-only node");
                 Ok(vec![cpu_node()])
@@ -218,6 +341,11 @@ pub fn discover(spec: &crate::config::AcceleratorSpec) -> Result<Vec<Accelerator
             hardware: hw.clone(),
         }
         .discover(),
+        crate::config::AcceleratorSpec::SimGpu(names) => SimGpuDiscovery {
+            profiles: names.clone(),
+        }
+        .discover(),
+        crate::config::AcceleratorSpec::Cpu => Ok(vec![cpu_node()]),
         crate::config::AcceleratorSpec::Nvml => {
             let lib = std::env::var_os("EDGEPLANE_NVML_LIB");
             NvmlDiscovery {
@@ -272,7 +400,9 @@ mod tests {
         assert_eq!(h.power_w, Some(123.5));
         assert_eq!(h.total_energy_j, Some(5000.0));
         assert!(!h.simulated);
+        assert_eq!(h.gpu_profile.as_deref(), Some("H100-80GB"));
         let v = &accs[1];
+        assert_eq!(v.gpu_profile.as_deref(), Some("V100"));
         assert_eq!(v.id, "gpu1");
         assert!(!v.mig_capable, "V100 has no MIG");
         assert_eq!(v.power_w, None);
@@ -286,6 +416,45 @@ mod tests {
         assert!(api.is_err());
         let accs = NvmlDiscovery { api }.discover().unwrap();
         assert_eq!(accs, vec![cpu_node()]);
+    }
+
+    #[test]
+    fn nvml_names_map_to_profiles_or_say_unknown() {
+        assert_eq!(
+            nvml_profile("NVIDIA A100-SXM4-80GB").as_deref(),
+            Some("A100-80GB")
+        );
+        assert_eq!(
+            nvml_profile("NVIDIA A100 80GB PCIe").as_deref(),
+            Some("A100-80GB")
+        );
+        assert_eq!(nvml_profile("Xavier").as_deref(), Some("Jetson-AGX-Xavier"));
+        assert_eq!(nvml_profile("NVIDIA GeForce RTX 4090"), None);
+        assert_eq!(nvml_profile("NVIDIA H200"), None);
+    }
+
+    #[test]
+    fn sim_gpus_come_from_the_profiles_and_bad_names_are_listed() {
+        let accs = SimGpuDiscovery {
+            profiles: vec!["Jetson-AGX-Xavier".into(), "A100-80GB".into()],
+        }
+        .discover()
+        .unwrap();
+        assert_eq!(accs.len(), 2);
+        assert_eq!(accs[0].id, "gpu0");
+        assert_eq!(accs[0].kind, "gpu");
+        assert_eq!(accs[1].gpu_profile.as_deref(), Some("A100-80GB"));
+        assert!(accs[1].mig_capable);
+        let e = SimGpuDiscovery {
+            profiles: vec!["RTX-9999".into()],
+        }
+        .discover()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("RTX-9999") && e.contains("Jetson-AGX-Xavier"),
+            "{e}"
+        );
     }
 
     #[test]

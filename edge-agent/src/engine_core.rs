@@ -46,11 +46,15 @@ impl Controllers {
 
 pub struct EngineCore {
     engine: Engine,
-    /// Next frame number per model (requests without a scenario frame index).
-    frames: Vec<u64>,
+    /// Requests released so far (`Infer` calls, outside any frame stream): their frame
+    /// numbers are `REQUEST_FRAMES + n`, apart from the scenario's own frame indices.
+    requests: u64,
     /// Drops decided at release (cascade of a failed upstream frame), reported at next step.
     pending: Vec<Action>,
     ctl: Option<Controllers>,
+    /// Node accelerator id of each engine accelerator (index = engine accelerator), so an
+    /// assignment's partitions can restrict models (`Engine::set_allowed`).
+    acc_ids: Vec<String>,
 }
 
 impl EngineCore {
@@ -129,6 +133,7 @@ impl EngineCore {
                     active: vec![true; n],
                     models,
                     layerwise: false,
+                    min_block_ms: 0.0,
                 },
                 window,
                 next: window,
@@ -142,10 +147,27 @@ impl EngineCore {
         });
         Ok(EngineCore {
             engine,
-            frames: vec![0; n],
+            requests: 0,
             pending: Vec::new(),
             ctl,
+            acc_ids: accelerators
+                .iter()
+                .filter(|a| a.sim.is_some())
+                .map(|a| a.id.clone())
+                .collect(),
         })
+    }
+
+    /// A core over an engine built elsewhere (worker-backed accelerators, whose cost table is
+    /// the measured profile: see `worker_node::build_core`); no tuner or supernet controllers.
+    pub fn from_engine(engine: Engine, acc_ids: Vec<String>) -> EngineCore {
+        EngineCore {
+            engine,
+            requests: 0,
+            pending: Vec::new(),
+            ctl: None,
+            acc_ids,
+        }
     }
 
     /// Run SDRM3's online tuner (SDRM3 only).
@@ -273,13 +295,67 @@ impl EngineCore {
 }
 
 impl SchedulingCore for EngineCore {
+    /// The assignment restricts each model it lists to the accelerators of its partitions
+    /// (`Engine::set_allowed`, honoured by every policy from the next decision). A partition
+    /// with an empty or unknown accelerator id means any accelerator; a model the assignment
+    /// does not list keeps them all (the runtime refuses its requests before they get here).
+    fn assign(&mut self, _now_ms: f64, a: &edgeplane_proto::agent::Assignment) {
+        let n_acc = self.engine.accelerators().len();
+        for m in 0..self.engine.models().len() {
+            let name = self.engine.models()[m].name.clone();
+            let mut accs = std::collections::BTreeSet::new();
+            let mut any = false;
+            for p in a.partitions.iter().filter(|p| p.models.contains(&name)) {
+                match self.acc_ids.iter().position(|x| *x == p.accelerator_id) {
+                    Some(i) if i < n_acc => {
+                        accs.insert(i);
+                    }
+                    _ => any = true,
+                }
+            }
+            let list: Vec<usize> = if any || accs.is_empty() {
+                (0..n_acc).collect()
+            } else {
+                accs.into_iter().collect()
+            };
+            if let Err(e) = self.engine.set_allowed(m, &list) {
+                tracing::warn!(model = %name, error = %e, "assignment not applied to this model");
+            }
+        }
+    }
+
+    /// Also for the tuner's replays, which stand in for this engine.
+    fn set_min_block_ms(&mut self, ms: f64) {
+        self.engine.set_min_block_ms(ms);
+        if let Some(c) = self.ctl.as_mut() {
+            c.spec.min_block_ms = ms;
+        }
+    }
+
+    /// Idle (no job queued or running): wake on events only, no idle tick. With work pending,
+    /// every millisecond: the policies decide drops and dispatches by the clock.
+    fn next_wakeup_ms(&self, now_ms: f64) -> Option<f64> {
+        (self.engine.pending() > 0).then_some(now_ms + 1.0)
+    }
+
     fn release(&mut self, now_ms: f64, model: &str, deadline_ms: f64) -> Result<JobId, CoreError> {
+        let frame = edgeplane_scheduler::engine::REQUEST_FRAMES + self.requests;
+        let id = self.release_frame(now_ms, model, frame, deadline_ms)?;
+        self.requests += 1;
+        Ok(id)
+    }
+
+    fn release_frame(
+        &mut self,
+        now_ms: f64,
+        model: &str,
+        frame: u64,
+        deadline_ms: f64,
+    ) -> Result<JobId, CoreError> {
         let m = self
             .engine
             .model_index(model)
             .ok_or_else(|| CoreError::UnknownModel(model.into()))?;
-        let frame = self.frames[m];
-        self.frames[m] += 1;
         if let Some(c) = self.ctl.as_mut() {
             c.arrivals.push(Arrival {
                 time_ms: now_ms,
@@ -325,5 +401,78 @@ impl SchedulingCore for EngineCore {
                 c.outcomes.1 += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgeplane_proto::agent::{Assignment, Partition};
+
+    fn dispatched_on(core: &mut EngineCore, model: &str, now: f64) -> Vec<usize> {
+        core.release(now, model, now + 1000.0).unwrap();
+        core.step(now)
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dispatch { acc, .. } => Some(*acc),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The tuner's replays stand in for the live engine: they group layers as it does.
+    #[test]
+    fn the_minimum_block_reaches_the_tuners_replay_engine() {
+        let accs = crate::discovery::discover(&crate::config::AcceleratorSpec::Sim(
+            "Dual_4K_WS_OS".into(),
+        ))
+        .unwrap();
+        let mut core = EngineCore::new("sdrm3", &accs, Some("VR_gaming")).unwrap();
+        core.set_min_block_ms(2.0);
+        let spec = &core.ctl.as_ref().expect("sdrm3 has controllers").spec;
+        let mut replay = spec.sdrm3(Catalog::embedded(), Weights::default()).unwrap();
+        let ht = replay.model_index("HT_hand_graph_cnn_half").unwrap();
+        replay.release(0.0, ht, 0, 1000.0, None);
+        let layers: Vec<usize> = replay
+            .step(0.0)
+            .iter()
+            .filter_map(|a| match a {
+                EAction::Dispatch { from, to, .. } => Some(to - from),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(layers.len(), 1);
+        assert!(layers[0] > 1, "grouped, not one layer: {layers:?}");
+    }
+
+    #[test]
+    fn an_assignment_restricts_each_model_to_its_partitions_accelerators() {
+        let accs = crate::discovery::discover(&crate::config::AcceleratorSpec::Sim(
+            "Dual_4K_WS_OS".into(),
+        ))
+        .unwrap();
+        assert_eq!(accs.len(), 2);
+        let assign = |acc: &str| Assignment {
+            epoch: 1,
+            partitions: vec![Partition {
+                accelerator_id: acc.into(),
+                share_pct: 100,
+                models: vec!["ES_RITNet".into()],
+            }],
+        };
+        for (i, acc) in accs.iter().enumerate() {
+            let mut core = EngineCore::new("sdrm3", &accs, None).unwrap();
+            core.assign(0.0, &assign(&acc.id));
+            assert_eq!(
+                dispatched_on(&mut core, "ES_RITNet", 0.0),
+                vec![i],
+                "assigned to {} only",
+                acc.id
+            );
+        }
+        // an empty accelerator id means any: both stay allowed
+        let mut core = EngineCore::new("sdrm3", &accs, None).unwrap();
+        core.assign(0.0, &assign(""));
+        assert!(core.engine.allowed(0, 0) && core.engine.allowed(0, 1));
     }
 }

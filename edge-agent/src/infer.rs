@@ -27,6 +27,61 @@ fn check_ms(field: &str, v: f64) -> Result<(), Status> {
     Ok(())
 }
 
+/// Validate a request's input tensor against the worker model's metadata; returns it in the
+/// executor's form.
+pub fn validate_tensor(
+    t: &edgeplane_proto::agent::Tensor,
+    model: &str,
+    meta: &crate::oip::ModelMeta,
+) -> Result<crate::oip::InputTensor, Status> {
+    let bad = |m: String| Err(Status::invalid_argument(m));
+    if !t.name.is_empty() && t.name != meta.input_name {
+        return bad(format!(
+            "input.name: model {model:?} has input {:?}, got {:?} (or leave it empty)",
+            meta.input_name, t.name
+        ));
+    }
+    if t.datatype != meta.datatype {
+        return bad(format!(
+            "input.datatype: model {model:?} takes {:?}, got {:?}",
+            meta.datatype, t.datatype
+        ));
+    }
+    let fits = t.shape.len() == meta.input_shape.len()
+        && t.shape.iter().zip(&meta.input_shape).all(|(&g, &w)| {
+            if w < 0 {
+                (1..=64).contains(&g)
+            } else {
+                g == w
+            }
+        });
+    if !fits {
+        return bad(format!(
+            "input.shape: model {model:?} takes {:?} (-1 = any batch 1..=64), got {:?}",
+            meta.input_shape, t.shape
+        ));
+    }
+    let elem = match t.datatype.as_str() {
+        "FP32" | "INT32" | "UINT32" => 4,
+        "FP64" | "INT64" | "UINT64" => 8,
+        "FP16" | "INT16" | "UINT16" => 2,
+        _ => 1,
+    };
+    let want = t.shape.iter().product::<i64>() as usize * elem;
+    if t.data.len() != want {
+        return bad(format!(
+            "input.data: {} bytes, expected {want} (shape {:?} x {elem}-byte {})",
+            t.data.len(),
+            t.shape,
+            t.datatype
+        ));
+    }
+    Ok(crate::oip::InputTensor {
+        shape: t.shape.clone(),
+        data: t.data.clone(),
+    })
+}
+
 /// Validate a request; returns the relative deadline to use.
 pub fn validate(req: &InferRequest, rt: &RuntimeHandle) -> Result<Duration, Status> {
     if req.model.is_empty() {
@@ -40,10 +95,39 @@ pub fn validate(req: &InferRequest, rt: &RuntimeHandle) -> Result<Duration, Stat
             req.payload.len()
         )));
     }
+    let worker_model = crate::oip::worker_model(&req.model);
+    if let Some(t) = &req.input {
+        if !req.payload.is_empty() {
+            return Err(Status::invalid_argument(
+                "payload: must be empty when `input` carries a tensor",
+            ));
+        }
+        let Some(wm) = &worker_model else {
+            return Err(Status::invalid_argument(format!(
+                "input: model {:?} is not run by a worker on node {} (simulated accelerator): send `payload` instead, or no input",
+                req.model, rt.shared.name
+            )));
+        };
+        validate_tensor(t, &req.model, &wm.meta)?;
+    }
     let cat = Catalog::get().map_err(|e| Status::internal(e.to_string()))?;
-    let default = cat
-        .default_deadline_ms(&req.model)
-        .ok_or_else(|| Status::not_found(format!("model {:?} is not known", req.model)))?;
+    let gpu_node = rt
+        .shared
+        .accelerators
+        .iter()
+        .any(|a| a.gpu_profile.is_some());
+    let default = match &worker_model {
+        Some(w) => w.default_deadline_ms.round(),
+        None => cat
+            .default_deadline_ms(&req.model)
+            .map(|d| d as f64)
+            .or_else(|| {
+                gpu_node
+                    .then(|| crate::gpu_core::default_deadline_ms(&req.model))
+                    .flatten()
+            })
+            .ok_or_else(|| Status::not_found(format!("model {:?} is not known", req.model)))?,
+    };
     if !rt.shared.serves(&req.model) {
         return Err(Status::failed_precondition(format!(
             "model {:?} is not assigned to node {} (assignment epoch {})",
@@ -57,7 +141,7 @@ pub fn validate(req: &InferRequest, rt: &RuntimeHandle) -> Result<Duration, Stat
     } else if req.slo_ms > 0.0 {
         req.slo_ms
     } else {
-        default as f64
+        default
     };
     Ok(Duration::from_secs_f64(ms / 1000.0))
 }
@@ -71,8 +155,39 @@ impl Inference for InferenceService {
         let req = request.into_inner();
         let rel = validate(&req, &self.runtime)?;
         let epoch = self.runtime.shared.epoch();
-        match self.runtime.infer(&req.model, rel).await {
+        let io = match (&req.input, crate::oip::worker_model(&req.model)) {
+            (Some(t), Some(wm)) => Some(std::sync::Arc::new(crate::oip::JobIo {
+                input: Some(validate_tensor(t, &req.model, &wm.meta)?),
+                result: Default::default(),
+            })),
+            // Worker-backed model without a tensor: it still runs (on a zero input), and
+            // its timing and energy come back.
+            (None, Some(_)) => Some(std::sync::Arc::new(crate::oip::JobIo::default())),
+            _ => None,
+        };
+        let outcome = self.runtime.infer_with(&req.model, rel, io.clone()).await;
+        let result = io.and_then(|io| io.result.lock().expect("io lock").take());
+        let (output, exec_ms, overhead_ms, source) = match result {
+            Some(Err(s)) => return Err(s),
+            Some(Ok(r)) => (
+                req.input.is_some().then(|| edgeplane_proto::agent::Tensor {
+                    name: "output".into(),
+                    datatype: r.datatype.clone(),
+                    shape: r.shape.clone(),
+                    data: r.data,
+                }),
+                r.exec_ms,
+                r.overhead_ms,
+                r.energy_source.as_str(),
+            ),
+            None => (None, 0.0, 0.0, crate::energy::Source::Modelled.as_str()),
+        };
+        match outcome {
             Ok(o) => Ok(Response::new(InferResponse {
+                output,
+                exec_ms,
+                dispatch_overhead_ms: overhead_ms,
+                energy_source: source.into(),
                 outcome: if o.completed {
                     Outcome::Completed as i32
                 } else {
@@ -86,7 +201,7 @@ impl Inference for InferenceService {
                 assignment_epoch: epoch,
             })),
             Err(e @ CoreError::UnknownModel(_)) => Err(Status::not_found(e.to_string())),
-            Err(e @ CoreError::NoAccelerator { .. }) => {
+            Err(e @ (CoreError::NoAccelerator { .. } | CoreError::NoPartition { .. })) => {
                 Err(Status::failed_precondition(e.to_string()))
             }
         }
@@ -96,6 +211,9 @@ impl Inference for InferenceService {
         let sh = &self.runtime.shared;
         let models = match sh.served_models() {
             Some(m) => m.into_iter().collect(),
+            None if !crate::oip::worker_model_names().is_empty() => {
+                crate::oip::worker_model_names()
+            }
             None => Catalog::get()
                 .map_err(|e| Status::internal(e.to_string()))?
                 .model_names()
@@ -103,7 +221,10 @@ impl Inference for InferenceService {
                 .collect(),
         };
         let leader = sh.connected.read().expect("connected lock").clone();
+        let ready_models =
+            crate::stats::ready_models(&models, &sh.stats.lock().expect("stats").partitions);
         Ok(Response::new(StatusResponse {
+            ready_models,
             name: sh.name.clone(),
             assignment_epoch: sh.epoch(),
             models,

@@ -4,6 +4,14 @@
 //! the next member after a jittered exponential backoff from a seeded RNG, and keeps
 //! serving its last assignment meanwhile. Reports carry totals since start, so nothing
 //! done while cut off is lost: the first report after reconnecting carries it.
+//!
+//! A silent partition (no RST, no FIN: a cable pulled, a NAT entry dropped) is noticed
+//! within `session_timeout`, not at the TCP timeout: HTTP/2 keepalive pings every third of
+//! it, and an ack watchdog ends the session when a report sent that long ago is still
+//! unacknowledged. Sends to the session never wait (a full send queue skips a report; the
+//! next carries the totals), and shutdown ends every phase of a session at once.
+//! The report interval is the configured one, or the lease renewal interval the coordinator
+//! answered at registration when that is shorter (the lease is obeyed).
 
 use crate::persist::AssignmentStore;
 use crate::runtime::Shared;
@@ -30,6 +38,12 @@ pub enum LinkError {
     Redirect(String),
     #[error("{addr} closed the session")]
     Closed { addr: String },
+    #[error("{addr}: report {seq} unacknowledged after {waited:?}: the link is presumed dead")]
+    AckTimeout {
+        addr: String,
+        seq: u64,
+        waited: Duration,
+    },
     #[error("shutting down")]
     Shutdown,
 }
@@ -38,18 +52,26 @@ pub struct Link {
     pub shared: Arc<Shared>,
     pub store: Arc<AssignmentStore>,
     pub coordinators: Vec<String>,
-    pub join_token: String,
+    /// The shared bootstrap token, if any (empty for an agent with a certificate).
+    pub join_token: edgeplane_tls::Secret,
+    /// Mutual TLS to the coordinators with this node's certificate (or plaintext).
+    pub tls: edgeplane_tls::ClientTls,
     pub agent_addr: String,
     pub report_interval: Duration,
     pub max_backoff: Duration,
     pub seed: u64,
+    /// Ack watchdog and HTTP/2 keepalive timeout (pings every third of it).
+    pub session_timeout: Duration,
 }
 
-fn url(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
+/// The report interval to use: the configured one, shortened to the coordinator's lease
+/// renewal interval when that is shorter (0 or nonsense from the coordinator is ignored).
+pub fn effective_interval(configured: Duration, lease_renew_s: f64) -> Duration {
+    if lease_renew_s.is_finite() && lease_renew_s > 0.0 {
+        let lease = Duration::from_secs_f64(lease_renew_s).max(Duration::from_millis(10));
+        configured.min(lease)
     } else {
-        format!("http://{addr}")
+        configured
     }
 }
 
@@ -80,6 +102,25 @@ pub fn apply_assignment(shared: &Shared, store: &AssignmentStore, a: Assignment)
     );
     *shared.assignment.write().expect("assignment lock") = Some(a);
     true
+}
+
+/// At the first registration of this agent process: when the coordinator's epoch for the
+/// node is newer than the persisted plan, that plan was replaced while the node was away (a
+/// lost node's models were re-placed elsewhere), so it is not served any more, not even until
+/// the session pushes the new one. (A running agent that only reconnects keeps serving: the
+/// push follows at once.)
+pub fn drop_stale_plan(shared: &Shared, epoch: u64) {
+    let mut g = shared.assignment.write().expect("assignment lock");
+    if let Some(a) = g.as_mut() {
+        if a.epoch < epoch && !a.partitions.is_empty() {
+            tracing::warn!(
+                held = a.epoch,
+                coordinator = epoch,
+                "the persisted assignment is stale: serving nothing until the new one arrives"
+            );
+            a.partitions.clear();
+        }
+    }
 }
 
 /// Adopt the epoch the coordinator holds for this node at registration. Why: if the node's
@@ -127,7 +168,11 @@ impl Link {
                 a
             });
             let started = Instant::now();
-            let res = self.session(&addr, &mut seq, &mut shutdown).await;
+            // Shutdown ends any phase at once: connect, register, open, or a blocked send.
+            let res = tokio::select! {
+                r = self.session(&addr, &mut seq) => r,
+                _ = shutdown.recv() => Err(LinkError::Shutdown),
+            };
             *self.shared.connected.write().expect("connected lock") = None;
             match res {
                 Err(LinkError::Shutdown) => return,
@@ -161,19 +206,20 @@ impl Link {
         }
     }
 
-    async fn session(
-        &self,
-        addr: &str,
-        seq: &mut u64,
-        shutdown: &mut broadcast::Receiver<()>,
-    ) -> Result<(), LinkError> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url(addr))
+    async fn session(&self, addr: &str, seq: &mut u64) -> Result<(), LinkError> {
+        let endpoint = self
+            .tls
+            .endpoint(addr)
             .map_err(|e| LinkError::Connect {
                 addr: addr.into(),
                 reason: e.to_string(),
             })?
             .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(5));
+            .timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval((self.session_timeout / 3).max(Duration::from_millis(100)))
+            .keep_alive_timeout(self.session_timeout)
+            .keep_alive_while_idle(true);
         let channel = endpoint.connect().await.map_err(|e| LinkError::Connect {
             addr: addr.into(),
             reason: e.to_string(),
@@ -182,7 +228,7 @@ impl Link {
         let reg = client
             .register(RegisterRequest {
                 name: self.shared.name.clone(),
-                join_token: self.join_token.clone(),
+                join_token: self.join_token.expose().to_string(),
                 agent_addr: self.agent_addr.clone(),
                 accelerators: self
                     .shared
@@ -191,6 +237,8 @@ impl Link {
                     .map(|a| a.to_proto())
                     .collect(),
                 assignment_epoch: self.shared.epoch(),
+                csr: String::new(),
+                joined_from_ip: String::new(),
             })
             .await
             .map_err(|status| match status.code() {
@@ -206,18 +254,25 @@ impl Link {
                 },
             })?
             .into_inner();
-        tracing::info!(%addr, leader = %reg.leader_addr, epoch = reg.assignment_epoch, "registered");
+        let interval = effective_interval(self.report_interval, reg.lease_renew_s);
+        if interval < self.report_interval {
+            tracing::info!(configured = ?self.report_interval, lease_renew_s = reg.lease_renew_s,
+                "the coordinator's lease renewal is shorter than the report interval: reporting every {interval:?}");
+        }
+        tracing::info!(%addr, leader = %reg.leader_addr, epoch = reg.assignment_epoch, ?interval, "registered");
+        if *seq == 0 {
+            drop_stale_plan(&self.shared, reg.assignment_epoch);
+        }
         adopt_epoch(&self.shared, &self.store, reg.assignment_epoch);
 
         let (tx, rx) = mpsc::channel::<AgentMessage>(16);
-        tx.send(AgentMessage {
+        tx.try_send(AgentMessage {
             body: Some(agent_message::Body::Hello(Hello {
                 name: self.shared.name.clone(),
-                join_token: self.join_token.clone(),
+                join_token: self.join_token.expose().to_string(),
                 assignment_epoch: self.shared.epoch(),
             })),
         })
-        .await
         .map_err(|_| LinkError::Closed { addr: addr.into() })?;
         let mut inbound = client
             .session(tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -228,20 +283,48 @@ impl Link {
             })?
             .into_inner();
         *self.shared.connected.write().expect("connected lock") = Some(addr.to_string());
-        let mut ticker = tokio::time::interval(self.report_interval);
+        let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Reports sent and not yet acknowledged: (seq, sent at). The oldest one decides.
+        let mut unacked: std::collections::VecDeque<(u64, Instant)> = Default::default();
         loop {
             tokio::select! {
-                _ = shutdown.recv() => return Err(LinkError::Shutdown),
                 _ = ticker.tick() => {
+                    if let Some(&(s, at)) = unacked.front() {
+                        if at.elapsed() >= self.session_timeout {
+                            return Err(LinkError::AckTimeout { addr: addr.into(), seq: s, waited: at.elapsed() });
+                        }
+                    }
                     *seq += 1;
                     let report = {
-                        let uptime = self.shared.start.elapsed().as_secs_f64();
+                        let mut st = self.shared.stats.lock().expect("stats");
+                        let uptime = st.uptime_base_s + self.shared.start.elapsed().as_secs_f64();
                         let epoch = self.shared.epoch();
-                        self.shared.stats.lock().expect("stats").report(*seq, epoch, uptime)
+                        let counters = st.counters(self.shared.start.elapsed().as_secs_f64());
+                        let r = st.report(*seq, epoch, uptime);
+                        drop(st);
+                        // Persist before sending: the coordinator never sees totals (or an
+                        // uptime) above what a restarted agent would continue from.
+                        if let Err(e) = self.store.save_counters(&counters) {
+                            tracing::warn!(error = %e, "cannot persist the counters");
+                        }
+                        r
                     };
-                    if tx.send(AgentMessage { body: Some(agent_message::Body::Report(report)) }).await.is_err() {
-                        return Err(LinkError::Closed { addr: addr.into() });
+                    match tx.try_send(AgentMessage { body: Some(agent_message::Body::Report(report)) }) {
+                        Ok(()) => {
+                            unacked.push_back((*seq, Instant::now()));
+                            if unacked.len() > 64 {
+                                unacked.pop_front();
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            // The transport is not draining: skip this report (totals carry
+                            // over); the watchdog decides whether the link is dead.
+                            tracing::debug!(seq = *seq, "session send queue full: report skipped");
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            return Err(LinkError::Closed { addr: addr.into() });
+                        }
                     }
                 }
                 msg = inbound.next() => match msg {
@@ -254,10 +337,16 @@ impl Link {
                         Some(coordinator_message::Body::Redirect(r)) => {
                             return Err(LinkError::Redirect(r.leader_addr));
                         }
-                        Some(coordinator_message::Body::Ack(ack)) if !ack.accepted => {
-                            tracing::warn!(seq = ack.seq, reason = %ack.reason, "report rejected");
+                        Some(coordinator_message::Body::Ack(ack)) => {
+                            // Acks come in order: this one covers every earlier report.
+                            while unacked.front().is_some_and(|(s, _)| *s <= ack.seq) {
+                                unacked.pop_front();
+                            }
+                            if !ack.accepted {
+                                tracing::warn!(seq = ack.seq, reason = %ack.reason, "report rejected");
+                            }
                         }
-                        Some(coordinator_message::Body::Ack(_)) | None => {}
+                        None => {}
                     },
                 },
             }
@@ -311,6 +400,39 @@ mod tests {
             store.load().unwrap().unwrap().epoch,
             3,
             "persisted before served"
+        );
+    }
+
+    #[test]
+    fn a_stale_plan_is_not_served_after_rejoining() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AssignmentStore::open(dir.path()).unwrap();
+        let sh = shared();
+        assert!(apply_assignment(&sh, &store, assignment(4, "a")));
+        // the coordinator re-placed this node's models while it was away (epoch 9)
+        drop_stale_plan(&sh, 9);
+        adopt_epoch(&sh, &store, 9);
+        assert_eq!(sh.served_models(), Some(Default::default()));
+        // the new assignment still applies
+        assert!(apply_assignment(&sh, &store, assignment(9, "b")));
+        assert!(sh.serves("b") && !sh.serves("a"));
+    }
+
+    #[test]
+    fn the_lease_renewal_interval_is_obeyed() {
+        let one_s = Duration::from_secs(1);
+        assert_eq!(effective_interval(one_s, 0.25), Duration::from_millis(250));
+        assert_eq!(
+            effective_interval(one_s, 5.0),
+            one_s,
+            "a longer lease keeps the interval"
+        );
+        assert_eq!(effective_interval(one_s, 0.0), one_s, "unknown lease");
+        assert_eq!(effective_interval(one_s, f64::NAN), one_s);
+        assert_eq!(
+            effective_interval(one_s, 1e-9),
+            Duration::from_millis(10),
+            "floor"
         );
     }
 

@@ -1,44 +1,26 @@
-//! `edgeplane-agent`: thin wrapper over the library (config, logging, signals).
+//! `edgeplane-agent`: the edge agent. The body lives in the library
+//! ([`edgeplane_agent::entry::main_with_args`]) so `edgeplane demo` can run the same agent by
+//! re-executing itself; `edgeplane-agent profile` measures the box's workers.
 
-use clap::Parser;
-use edgeplane_agent::config::{AgentConfig, Flags};
+mod profile_cmd;
 
-fn main() -> anyhow::Result<()> {
-    let flags = Flags::parse();
-    let print = flags.print_config;
-    let cfg = AgentConfig::resolve(flags)?;
-    if print {
-        print!("{}", cfg.to_toml());
-        return Ok(());
-    }
-    if cfg.virtual_time {
-        println!("{}", edgeplane_agent::run_virtual(&cfg)?);
-        return Ok(());
-    }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEPLANE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
-        let (tx, _) = tokio::sync::broadcast::channel::<()>(4);
-        let sig = tx.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("install SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("profile") {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEPLANE_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+        return match profile_cmd::main(args[1..].to_vec()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
             }
-            tracing::info!("shutting down");
-            let _ = sig.send(());
-        });
-        if let Some(summary) = edgeplane_agent::run(cfg, tx).await? {
-            println!("{summary}");
-        }
-        anyhow::Ok(())
-    })
+        };
+    }
+    edgeplane_agent::entry::main_with_args(std::env::args_os())
 }

@@ -52,6 +52,14 @@ pub async fn run(
             if due >= end {
                 return (released, false);
             }
+            // A source running behind schedule never waits below, so look for a shutdown
+            // on every frame too (Ctrl-C hung a lagging scenario run).
+            if !matches!(
+                shutdown.try_recv(),
+                Err(broadcast::error::TryRecvError::Empty)
+            ) {
+                return (released, true);
+            }
             // Wake at least every 50 ms to notice a shutdown.
             while Instant::now() < due {
                 if !matches!(
@@ -66,11 +74,12 @@ pub async fn run(
             }
             let m = &sc.models[i];
             let deadline = start + period(m).mul_f64((next[i] + 1) as f64);
+            let frame = next[i];
             next[i] += 1;
             if m.probability < 1.0 && !rng.gen_bool(m.probability.clamp(0.0, 1.0)) {
                 continue;
             }
-            if rt2.submit(&m.name, due, deadline) {
+            if rt2.submit(&m.name, frame, due, deadline) {
                 released += 1;
             }
         }
@@ -174,12 +183,13 @@ pub fn simulate(
             let due = next[i] as f64 * period_ms(m);
             if due <= now && due < duration_ms as f64 {
                 let deadline = (next[i] + 1) as f64 * period_ms(m);
+                let frame = next[i];
                 next[i] += 1;
                 if m.probability < 1.0 && !rng.gen_bool(m.probability.clamp(0.0, 1.0)) {
                     continue;
                 }
                 stats.model(&m.name).arrivals += 1;
-                match core.release(now, &m.name, deadline) {
+                match core.release_frame(now, &m.name, frame, deadline) {
                     Ok(id) => {
                         jobs.insert(id, (m.name.clone(), due, deadline, 0.0));
                     }
@@ -212,6 +222,10 @@ pub fn simulate(
                         s.energy_mj += e;
                     }
                 }
+                // scenarios run on fixed accelerators (NPUs): no GPU partitions here
+                Action::DispatchBatch { .. }
+                | Action::StartPartition { .. }
+                | Action::StopPartition { .. } => {}
             }
         }
     }
@@ -223,7 +237,7 @@ mod tests {
     use super::*;
 
     fn run(duration_ms: u64) -> crate::stats::Stats {
-        run_with("edf-whole", duration_ms)
+        run_with(crate::core::DEFAULT_POLICY, duration_ms)
     }
 
     fn run_with(policy: &str, duration_ms: u64) -> crate::stats::Stats {

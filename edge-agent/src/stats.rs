@@ -1,7 +1,54 @@
-//! Counters the agent reports. Totals are monotone since process start (a lost report loses
-//! nothing: the next carries the sum); latency samples are per report window.
+//! Counters the agent reports. Totals are monotone (a lost report loses nothing: the next
+//! carries the sum) and survive a restart through the data dir ([`Stats::counters`],
+//! [`Stats::restore`]); latency quantiles are per report window.
+//!
+//! Memory is bounded however long the agent runs cut off or standalone: latencies go into
+//! fixed-size HDR histograms (µs, 3 significant digits, 1 µs ..= 1 h), never into vectors.
 
+use crate::persist::{AccCounters, Counters, ModelCounters};
+use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
+
+/// Largest latency a histogram holds exactly (1 h in µs); longer ones saturate to it.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// A latency histogram (µs) of fixed size.
+#[derive(Debug, Clone)]
+pub struct Latencies(Histogram<u64>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies(Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"))
+    }
+}
+
+impl Latencies {
+    pub fn record_ms(&mut self, ms: f64) {
+        let us = (ms.max(0.0) * 1000.0).round() as u64;
+        self.0.saturating_record(us.max(1));
+    }
+
+    /// The q-quantile (0..=1) in ms; 0 when empty.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            0.0
+        } else {
+            self.0.value_at_quantile(q) as f64 / 1000.0
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.reset();
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct ModelStats {
@@ -11,10 +58,10 @@ pub struct ModelStats {
     pub missed: u64,
     pub drops: u64,
     pub energy_mj: f64,
-    /// Latencies (ms) of completions in the current window.
-    pub window_latencies: Vec<f64>,
-    /// Every latency since start, for the end-of-scenario summary (bounded).
-    pub all_latencies: Vec<f64>,
+    /// Latencies of completions in the current report window.
+    pub window: Latencies,
+    /// Latencies since start, for the end-of-scenario summary.
+    pub all: Latencies,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -23,26 +70,49 @@ pub struct AccStats {
     pub energy_mj: f64,
 }
 
+/// What a report says about a GPU partition besides its busy time and energy.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionMeta {
+    pub accelerator_id: String,
+    pub share_pct: u32,
+    pub models: Vec<String>,
+    pub ready: bool,
+}
+
+/// Of the `served` models, those that can run now: a model on a GPU partition is ready once
+/// one of its partitions is; a model on no partition (fixed accelerators) is ready at once.
+pub fn ready_models(
+    served: &[String],
+    partitions: &BTreeMap<String, PartitionMeta>,
+) -> Vec<String> {
+    let on = |ready: bool| -> std::collections::BTreeSet<&str> {
+        partitions
+            .values()
+            .filter(|p| p.ready == ready)
+            .flat_map(|p| p.models.iter().map(String::as_str))
+            .collect()
+    };
+    let (up, waiting) = (on(true), on(false));
+    served
+        .iter()
+        .filter(|m| up.contains(m.as_str()) || !waiting.contains(m.as_str()))
+        .cloned()
+        .collect()
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// GPU partitions (keyed by the partition id, which is also its `accelerators` entry).
+    pub partitions: BTreeMap<String, PartitionMeta>,
     pub models: BTreeMap<String, ModelStats>,
     pub accelerators: Vec<(String, AccStats)>,
     /// Scheduler time spent in `step`, and the number of decisions it made.
     pub decision_ns: u128,
     pub decisions: u64,
     pub steps: u64,
-}
-
-const MAX_SAMPLES: usize = 1_000_000;
-
-/// The q-quantile (0..=1) of `v` by nearest rank; 0 when empty.
-pub fn quantile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
+    /// Uptime of the agent's earlier processes on this data dir (restored counters were
+    /// reached at it); reports carry `uptime_base_s + this process's uptime`.
+    pub uptime_base_s: f64,
 }
 
 impl Stats {
@@ -69,10 +139,8 @@ impl Stats {
             s.missed += 1;
         }
         s.energy_mj += energy_mj;
-        s.window_latencies.push(latency_ms);
-        if s.all_latencies.len() < MAX_SAMPLES {
-            s.all_latencies.push(latency_ms);
-        }
+        s.window.record_ms(latency_ms);
+        s.all.record_ms(latency_ms);
     }
 
     /// Build a report and start a new latency window.
@@ -87,7 +155,8 @@ impl Stats {
             .models
             .iter_mut()
             .map(|(name, s)| {
-                let mut w = std::mem::take(&mut s.window_latencies);
+                let (p50_ms, p99_ms) = (s.window.quantile_ms(0.5), s.window.quantile_ms(0.99));
+                s.window.clear();
                 ModelReport {
                     model: name.clone(),
                     arrivals: s.arrivals,
@@ -95,8 +164,8 @@ impl Stats {
                     deadlines_met: s.met,
                     deadlines_missed: s.missed,
                     drops: s.drops,
-                    p50_ms: quantile(&mut w, 0.5),
-                    p99_ms: quantile(&mut w, 0.99),
+                    p50_ms,
+                    p99_ms,
                     energy_j: s.energy_mj / 1000.0,
                 }
             })
@@ -109,10 +178,18 @@ impl Stats {
             accelerators: self
                 .accelerators
                 .iter()
-                .map(|(id, a)| AcceleratorReport {
-                    id: id.clone(),
-                    busy_s: a.busy_ms / 1000.0,
-                    energy_j: a.energy_mj / 1000.0,
+                .map(|(id, a)| {
+                    let p = self.partitions.get(id);
+                    AcceleratorReport {
+                        id: id.clone(),
+                        busy_s: a.busy_ms / 1000.0,
+                        energy_j: a.energy_mj / 1000.0,
+                        accelerator_id: p.map(|p| p.accelerator_id.clone()).unwrap_or_default(),
+                        share_pct: p.map_or(0, |p| p.share_pct),
+                        models: p.map(|p| p.models.clone()).unwrap_or_default(),
+                        ready: p.is_some_and(|p| p.ready),
+                        partition: p.is_some(),
+                    }
                 })
                 .collect(),
             decision_overhead_us: self.overhead_us(),
@@ -125,6 +202,65 @@ impl Stats {
             0.0
         } else {
             self.decision_ns as f64 / self.decisions as f64 / 1000.0
+        }
+    }
+
+    /// The monotone totals, for the data dir; `uptime_s` is the total uptime they were
+    /// reached at (`uptime_base_s` + `process_uptime_s`).
+    pub fn counters(&self, process_uptime_s: f64) -> Counters {
+        Counters {
+            uptime_s: self.uptime_base_s + process_uptime_s,
+            models: self
+                .models
+                .iter()
+                .map(|(n, s)| {
+                    (
+                        n.clone(),
+                        ModelCounters {
+                            arrivals: s.arrivals,
+                            completions: s.completions,
+                            met: s.met,
+                            missed: s.missed,
+                            drops: s.drops,
+                            energy_mj: s.energy_mj,
+                        },
+                    )
+                })
+                .collect(),
+            accelerators: self
+                .accelerators
+                .iter()
+                .map(|(id, a)| {
+                    (
+                        id.clone(),
+                        AccCounters {
+                            busy_ms: a.busy_ms,
+                            energy_mj: a.energy_mj,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Continue from counters an earlier process persisted (accelerators this node no
+    /// longer has are dropped; models are kept, they may come back).
+    pub fn restore(&mut self, c: &Counters) {
+        self.uptime_base_s = c.uptime_s.max(0.0);
+        for (name, m) in &c.models {
+            let s = self.model(name);
+            s.arrivals += m.arrivals;
+            s.completions += m.completions;
+            s.met += m.met;
+            s.missed += m.missed;
+            s.drops += m.drops;
+            s.energy_mj += m.energy_mj;
+        }
+        for (id, a) in &mut self.accelerators {
+            if let Some(p) = c.accelerators.get(id) {
+                a.busy_ms += p.busy_ms;
+                a.energy_mj += p.energy_mj;
+            }
         }
     }
 
@@ -143,8 +279,8 @@ impl Stats {
                 "deadlines_missed": s.missed,
                 "drops": s.drops,
                 "energy_mj": s.energy_mj,
-                "p50_ms": quantile(&mut s.all_latencies, 0.5),
-                "p99_ms": quantile(&mut s.all_latencies, 0.99),
+                "p50_ms": s.all.quantile_ms(0.5),
+                "p99_ms": s.all.quantile_ms(0.99),
             }));
         }
         serde_json::json!({
@@ -164,11 +300,86 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantiles_by_nearest_rank() {
-        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(quantile(&mut v, 0.5), 50.0);
-        assert_eq!(quantile(&mut v, 0.99), 99.0);
-        assert_eq!(quantile(&mut [], 0.5), 0.0);
+    fn a_model_is_ready_once_one_of_its_partitions_is() {
+        let part = |models: &[&str], ready| PartitionMeta {
+            accelerator_id: "gpu0".into(),
+            share_pct: 50,
+            models: models.iter().map(|m| m.to_string()).collect(),
+            ready,
+        };
+        let served: Vec<String> = ["resnet18", "resnet50", "vgg16", "ES_RITNet"]
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        let mut parts = BTreeMap::new();
+        // resnet18 moving: its new partition starts while the old one still serves
+        parts.insert("p-old".to_string(), part(&["resnet18"], true));
+        parts.insert("p-new".to_string(), part(&["resnet18", "resnet50"], false));
+        parts.insert("p-vgg".to_string(), part(&["vgg16"], true));
+        assert_eq!(
+            ready_models(&served, &parts),
+            vec!["resnet18", "vgg16", "ES_RITNet"],
+            "resnet50 waits for its worker; ES_RITNet is on no partition (an NPU)"
+        );
+        parts.get_mut("p-new").unwrap().ready = true;
+        assert_eq!(ready_models(&served, &parts), served);
+    }
+
+    #[test]
+    fn histogram_quantiles_within_the_precision() {
+        let mut h = Latencies::default();
+        assert_eq!(h.quantile_ms(0.5), 0.0);
+        for i in 1..=100 {
+            h.record_ms(f64::from(i));
+        }
+        assert!(
+            (h.quantile_ms(0.5) - 50.0).abs() <= 0.05,
+            "{}",
+            h.quantile_ms(0.5)
+        );
+        assert!(
+            (h.quantile_ms(0.99) - 99.0).abs() <= 0.1,
+            "{}",
+            h.quantile_ms(0.99)
+        );
+        // Out of range values saturate instead of failing or growing the histogram.
+        h.record_ms(1e12);
+        h.record_ms(-3.0);
+        assert_eq!(h.len(), 102);
+    }
+
+    #[test]
+    fn memory_is_bounded_however_many_completions() {
+        let mut s = Stats::new(&["npu0".into()]);
+        s.complete("m", 1.0, true, 0.0);
+        let before = s.models["m"].all.0.distinct_values();
+        for i in 0..200_000u32 {
+            s.complete("m", f64::from(i % 5000) / 10.0, true, 0.0);
+        }
+        // The histogram's bucket array never grows (fixed bounds): same size after 200k.
+        assert_eq!(s.models["m"].all.0.distinct_values(), before);
+        assert_eq!(s.models["m"].all.len(), 200_001);
+    }
+
+    #[test]
+    fn counters_survive_a_restart_without_double_counting() {
+        let mut a = Stats::new(&["npu0".into()]);
+        a.model("m").arrivals += 5;
+        a.complete("m", 2.0, true, 500.0);
+        a.accelerators[0].1.busy_ms = 40.0;
+        let saved = a.counters(30.0);
+        let mut b = Stats::new(&["npu0".into()]);
+        b.restore(&saved);
+        b.model("m").arrivals += 1;
+        let r = b.report(1, 0, b.uptime_base_s + 1.0);
+        assert_eq!(r.models[0].arrivals, 6);
+        assert_eq!(r.models[0].deadlines_met, 1);
+        assert!(
+            (r.uptime_s - 31.0).abs() < 1e-9,
+            "uptime continues: {}",
+            r.uptime_s
+        );
+        assert!((r.accelerators[0].busy_s - 0.04).abs() < 1e-9);
     }
 
     #[test]
@@ -178,7 +389,11 @@ mod tests {
         s.complete("m", 3.0, true, 1000.0);
         let r1 = s.report(1, 7, 1.0);
         assert_eq!(r1.models[0].deadlines_met, 1);
-        assert_eq!(r1.models[0].p50_ms, 3.0);
+        assert!(
+            (r1.models[0].p50_ms - 3.0).abs() < 0.01,
+            "{}",
+            r1.models[0].p50_ms
+        );
         assert_eq!(r1.models[0].energy_j, 1.0);
         let r2 = s.report(2, 7, 2.0);
         assert_eq!(r2.models[0].deadlines_met, 1, "totals persist");

@@ -391,8 +391,26 @@ impl Profiles {
             field: "(file)".into(),
             msg: format!("{e}"),
         })?;
+        self.apply_measured_rows(&t.row)
+    }
+
+    /// Register a device kind the shipped table does not have (a box's CPU worker, a GPU
+    /// measured on the box) so measured rows can be given for it: the planner then plans on it
+    /// like on a GPU without MIG (a share below 100 % is taken as SM-bound, L / share).
+    /// A name that exists keeps its facts.
+    pub fn add_device(&mut self, name: &str, memory_mib: u64) {
+        self.gpus.entry(name.to_string()).or_insert(GpuInfo {
+            sm: 1.0,
+            memory_mib: memory_mib.max(1),
+            mig: false,
+        });
+    }
+
+    /// [`Profiles::apply_measured`] for rows already parsed (a node's reported profile).
+    /// All rows are validated first; on any error nothing is applied.
+    pub fn apply_measured_rows(&mut self, rows: &[MeasuredRow]) -> Result<usize, GpuError> {
         let mut staged = Vec::new();
-        for (i, r) in t.row.iter().enumerate() {
+        for (i, r) in rows.iter().enumerate() {
             let n = i + 1;
             let err = |field: &str, msg: String| GpuError::Measured {
                 row: n,
@@ -541,7 +559,7 @@ pub struct MeasuredTable {
 }
 
 /// One measured row.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeasuredRow {
     pub gpu: String,
@@ -549,4 +567,8 @@ pub struct MeasuredRow {
     pub part: String,
     pub share: Option<f64>,
     pub ms: Vec<f64>,
+    /// The raw measured batches (`edgeplane-agent profile` writes them beside `ms`, which
+    /// extrapolates the rest); informative only.
+    #[serde(default)]
+    pub measured: Option<toml::Table>,
 }

@@ -1,7 +1,8 @@
 //! Summaries of a simulation run: time series in fixed bins and statistics over a time window
 //! (the seed claim is about 100-400 s, where the three models overlap).
 
-use crate::sim::{percentile, ModelResult};
+use crate::sim::ModelResult;
+use edgeplane_scheduler::latency::Latencies;
 
 /// One time bin of one model.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,15 +27,15 @@ pub fn bins(m: &ModelResult, slo_ms: f64, bin_s: f64, duration_s: f64) -> Vec<Bi
     }
     per.into_iter()
         .enumerate()
-        .map(|(i, mut v)| {
-            v.sort_by(f64::total_cmp);
+        .map(|(i, v)| {
+            let h = Latencies::from_ms(v.iter().copied());
             Bin {
                 t_s: i as f64 * bin_s,
                 completed: v.len(),
                 within_slo: v.iter().filter(|&&x| x <= slo_ms).count(),
-                p50_ms: percentile(&v, 0.5),
-                p99_ms: percentile(&v, 0.99),
-                max_ms: v.last().copied().unwrap_or(0.0),
+                p50_ms: h.quantile_ms(0.5),
+                p99_ms: h.quantile_ms(0.99),
+                max_ms: v.iter().copied().fold(0.0, f64::max),
             }
         })
         .collect()
@@ -53,13 +54,12 @@ pub struct Window {
 }
 
 pub fn window(m: &ModelResult, slo_ms: f64, from_s: f64, to_s: f64) -> Window {
-    let mut v: Vec<f64> = m
+    let v: Vec<f64> = m
         .samples
         .iter()
         .filter(|(t, _)| (*t as f64) >= from_s && (*t as f64) < to_s)
         .map(|&(_, l)| l as f64)
         .collect();
-    v.sort_by(f64::total_cmp);
     let ok = v.iter().filter(|&&x| x <= slo_ms).count();
     // refused requests count against attainment (they are not in the latency percentiles)
     let refused = m
@@ -80,7 +80,7 @@ pub fn window(m: &ModelResult, slo_ms: f64, from_s: f64, to_s: f64) -> Window {
         } else {
             ok as f64 / (v.len() + refused) as f64
         },
-        p99_ms: percentile(&v, 0.99),
+        p99_ms: Latencies::from_ms(v.iter().copied()).quantile_ms(0.99),
         p99_10s_min_ms: inside
             .iter()
             .map(|x| x.p99_ms)

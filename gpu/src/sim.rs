@@ -18,6 +18,7 @@
 //! adaptive planner in the `edgeplane-planner` crate.
 
 use crate::{GpuData, GpuError, Load};
+use edgeplane_scheduler::latency::Latencies;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Ordering;
@@ -286,7 +287,7 @@ struct Sim<'a> {
     transition: Option<Transition>,
     buckets: Vec<Vec<u32>>,
     res: Vec<ModelResult>,
-    lat: Vec<Vec<f64>>,
+    lat: Vec<Latencies>,
     busy_ms: Vec<Vec<f64>>,
     gap_since: Vec<Option<f64>>,
     layouts: Vec<LayoutSnapshot>,
@@ -370,7 +371,7 @@ impl<'a> Sim<'a> {
                     ..Default::default()
                 })
                 .collect(),
-            lat: vec![Vec::new(); n],
+            lat: vec![Latencies::default(); n],
             busy_ms: vec![vec![0.0; n]; sc.gpus.len()],
             gap_since: vec![None; n],
             layouts: Vec::new(),
@@ -844,7 +845,7 @@ impl<'a> Sim<'a> {
                 res.within_slo += 1;
             }
             res.samples.push(((self.now / 1000.0) as f32, lat as f32));
-            self.lat[run.model].push(lat);
+            self.lat[run.model].record_ms(lat);
         }
         self.maybe_stop(i);
         self.retime(g)?;
@@ -893,10 +894,8 @@ impl<'a> Sim<'a> {
             }
             let res = &mut self.res[m];
             res.arrived -= undecided;
-            let lat = &mut self.lat[m];
-            lat.sort_by(f64::total_cmp);
-            res.p50_ms = percentile(lat, 0.50);
-            res.p99_ms = percentile(lat, 0.99);
+            res.p50_ms = self.lat[m].quantile_ms(0.50);
+            res.p99_ms = self.lat[m].quantile_ms(0.99);
             let active: f64 = self.sc.models[m]
                 .schedule
                 .iter()
@@ -930,13 +929,4 @@ fn same_shape(a: &PartitionSpec, b: &PartitionSpec) -> bool {
             _ => false,
         }
         && key(a) == key(b)
-}
-
-/// Nearest-rank percentile of sorted values (0 when empty).
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }

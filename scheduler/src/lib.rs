@@ -8,6 +8,7 @@
 //! - [`policy`]: `sdrm3` and the baselines behind one trait.
 //! - [`sim`]: the native discrete-event simulator (virtual time, seeded).
 //! - [`score`]: XRBench score and UXCost.
+//! - [`latency`]: the workspace's percentile implementation (an HDR histogram).
 #![forbid(unsafe_code)]
 
 pub mod accel;
@@ -15,6 +16,7 @@ pub mod catalog;
 pub mod engine;
 pub mod error;
 pub mod glibc_rand;
+pub mod latency;
 pub mod policy;
 pub mod score;
 pub mod sim;

@@ -90,6 +90,9 @@ pub struct EngineSpec {
     pub probabilities: Vec<f64>,
     pub active: Vec<bool>,
     pub layerwise: bool,
+    /// Smallest dispatched block, ms ([`Engine::set_min_block_ms`]; 0 = B layers): a replay
+    /// must group layers as the engine it stands in for does.
+    pub min_block_ms: f64,
 }
 
 impl EngineSpec {
@@ -105,6 +108,7 @@ impl EngineSpec {
             e.set_trigger_probability(m, self.probabilities[m]);
             e.set_active(m, self.active[m]);
         }
+        e.set_min_block_ms(self.min_block_ms);
         Ok(e)
     }
 }
@@ -413,6 +417,7 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
         probabilities: wl.probs.clone(),
         active: (0..nm).map(|m| wl.active[0].contains(&m)).collect(),
         layerwise: cfg.sdrm3_layerwise,
+        min_block_ms: 0.0,
     };
 
     let mut d = Driver::new(engine);

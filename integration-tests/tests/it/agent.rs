@@ -11,7 +11,7 @@ use edgeplane_proto::agent::inference_client::InferenceClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const TOKEN: &str = "it-join-token";
 
@@ -56,6 +56,8 @@ impl AgentProc {
             .env("EDGEPLANE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
+        let t = support::tls();
+        cmd.args(t.args(&t.node(&self.name)));
         if !self.coordinators.is_empty() {
             cmd.args(["--coordinators", &self.coordinators.join(",")])
                 .args(["--join-token", TOKEN]);
@@ -71,7 +73,9 @@ impl AgentProc {
     }
 
     async fn client(&self) -> Option<InferenceClient<Channel>> {
-        let ch = Endpoint::from_shared(format!("http://{}", self.listen))
+        let ch = support::tls()
+            .admin()
+            .endpoint(&self.listen)
             .ok()?
             .connect_timeout(Duration::from_millis(300))
             .timeout(Duration::from_secs(10))
@@ -101,6 +105,7 @@ impl AgentProc {
             deadline_ms: 2000.0,
             slo_ms: 0.0,
             payload: vec![1, 2, 3],
+            input: None,
         })
         .await
         .map(|r| r.into_inner())
@@ -155,10 +160,7 @@ async fn nodes_on(c: &Cluster, id: u64) -> Option<Vec<adm::NodeInfo>> {
 }
 
 async fn agent_client(addr: &str) -> AgentClient<Channel> {
-    let ch = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_millis(500))
-        .connect()
+    let ch = support::admin_channel(addr)
         .await
         .expect("connect to coordinator");
     AgentClient::new(ch)
@@ -198,6 +200,7 @@ async fn standalone_agent_serves_and_refuses_malformed_requests() {
             deadline_ms: 1.0,
             slo_ms: 0.0,
             payload: vec![],
+            input: None,
         })
         .await
         .expect("infer with an impossible deadline")
@@ -213,6 +216,7 @@ async fn standalone_agent_serves_and_refuses_malformed_requests() {
             deadline_ms: deadline,
             slo_ms: slo,
             payload: vec![0; payload],
+            input: None,
         };
         let mut c = c.clone();
         async move { c.infer(req).await.unwrap_err() }
@@ -233,7 +237,7 @@ async fn standalone_agent_serves_and_refuses_malformed_requests() {
     assert!(s.models.contains(&"ES_RITNet".to_string()));
 
     // The load generator against the real agent.
-    let out = Command::new(support::bin("edgeplane"))
+    let out = support::admin_env(&mut Command::new(support::bin("edgeplane")))
         .args(["load", "--agent", &a.listen, "--model", "ES_RITNet"])
         .args(["--rate", "50", "--duration-s", "1", "--format", "json"])
         .output()
@@ -254,7 +258,7 @@ async fn standalone_agent_serves_and_refuses_malformed_requests() {
         "{v}"
     );
     assert!(v["met"].as_u64().unwrap() > 0, "{v}");
-    let out = Command::new(support::bin("edgeplane"))
+    let out = support::admin_env(&mut Command::new(support::bin("edgeplane")))
         .args(["load", "--agent", &a.listen, "--model", "ES_RITNet"])
         .args(["--rate", "NaN", "--duration-s", "1"])
         .output()
@@ -305,6 +309,7 @@ async fn missing_nvml_gives_a_working_cpu_node() {
             ])
             .arg("--data-dir")
             .arg(&a.data_dir)
+            .args(support::tls().args(&support::tls().node(&a.name)))
             .env("EDGEPLANE_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
             .stdout(Stdio::null())
             .stderr(log)
@@ -339,6 +344,8 @@ async fn three_agents_join_report_and_a_killed_one_is_lost() {
             agent_addr: "127.0.0.1:1".into(),
             accelerators: vec![],
             assignment_epoch: 0,
+            csr: String::new(),
+            joined_from_ip: String::new(),
         })
         .await
         .unwrap_err();
@@ -375,7 +382,7 @@ async fn three_agents_join_report_and_a_killed_one_is_lost() {
     let first = c.replicas[&leader].client_addr.clone();
     let mut endpoints = vec![first.clone()];
     endpoints.extend(eps.iter().filter(|e| **e != first).cloned());
-    let out = Command::new(support::bin("edgeplane"))
+    let out = support::admin_env(&mut Command::new(support::bin("edgeplane")))
         .args([
             "--endpoints",
             &endpoints.join(","),
@@ -514,7 +521,7 @@ async fn cut_off_agent_serves_its_persisted_assignment_and_reconciles() {
     .await;
     deploy_es_ritnet(&c, leader).await;
     // The operator pins the model with the CLI (`edgeplane placement set`).
-    let out = Command::new(support::bin("edgeplane"))
+    let out = support::admin_env(&mut Command::new(support::bin("edgeplane")))
         .args(["--endpoints", &eps.join(","), "placement", "set"])
         .args([
             "--node",
@@ -628,6 +635,8 @@ async fn stale_epoch_and_malformed_reports_are_rejected() {
             ..Default::default()
         }],
         assignment_epoch: 0,
+        csr: String::new(),
+        joined_from_ip: String::new(),
     })
     .await
     .expect("register");
@@ -681,16 +690,30 @@ async fn stale_epoch_and_malformed_reports_are_rejected() {
             decision_overhead_us: 5.0,
         })),
     };
-    let ack = |b| match b {
-        api::coordinator_message::Body::Ack(a) => a,
-        other => panic!("expected an ack, got {other:?}"),
-    };
+    // The coordinator may send the node's assignment again on the session (a repeat, or a
+    // newer epoch after a state change): the agent applies assignments by epoch, so this
+    // test follows the newest epoch it was sent and waits for the ack.
+    async fn next_ack(
+        inbound: &mut tonic::Streaming<api::CoordinatorMessage>,
+        epoch: &mut u64,
+    ) -> api::ReportAck {
+        loop {
+            match next(inbound).await {
+                api::coordinator_message::Body::Ack(a) => return a,
+                // Seen in the merged build: a second assignment message on the session
+                // (once with an older epoch than the pin's); recorded in the issue notes.
+                api::coordinator_message::Body::Assignment(a) => *epoch = (*epoch).max(a.epoch),
+                other => panic!("expected an ack, got {other:?}"),
+            }
+        }
+    }
+    let mut epoch = epoch;
     tx.send(report(epoch - 1, 1, 4.0)).await.unwrap();
-    let a1 = ack(next(&mut inbound).await);
+    let a1 = next_ack(&mut inbound, &mut epoch).await;
     assert!(!a1.accepted);
     assert!(a1.reason.contains("stale epoch"), "{a1:?}");
     tx.send(report(epoch, 2, f64::NAN)).await.unwrap();
-    let a2 = ack(next(&mut inbound).await);
+    let a2 = next_ack(&mut inbound, &mut epoch).await;
     assert!(!a2.accepted);
     assert!(a2.reason.contains("p99_ms"), "{a2:?}");
     // Neither changed anything visible.
@@ -698,7 +721,7 @@ async fn stale_epoch_and_malformed_reports_are_rejected() {
     let n = n.iter().find(|n| n.name == "manual").unwrap();
     assert_eq!(n.last_report.as_ref().map_or(0, |r| r.deadlines_met), 0);
     tx.send(report(epoch, 3, 4.0)).await.unwrap();
-    assert!(ack(next(&mut inbound).await).accepted);
+    assert!(next_ack(&mut inbound, &mut epoch).await.accepted);
     let n = nodes_on(&c, leader).await.unwrap();
     let n = n.iter().find(|n| n.name == "manual").unwrap();
     assert_eq!(n.last_report.as_ref().unwrap().deadlines_met, 30);
@@ -769,7 +792,7 @@ fn agent_core_in_virtual_time_agrees_with_the_native_simulator() {
             String::from_utf8_lossy(&out.stderr)
         );
         let agent: serde_json::Value = serde_json::from_slice(&out.stdout).expect("agent json");
-        let out = Command::new(support::bin("edgeplane"))
+        let out = support::admin_env(&mut Command::new(support::bin("edgeplane")))
             .args([
                 "sim",
                 "--scenario",

@@ -9,44 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgeplane_proto::admin::{self as api, admin_client::AdminClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::support::free_port;
 
-/// Path to `edgeplane-coordinator` or `edgeplane`, built once per test process. Builds only
-/// these two binaries (not the whole set `support::bin` builds), so coordinator tests do
-/// not depend on the agent crate compiling.
+/// Path to `edgeplane-coordinator` or `edgeplane` (see [`crate::support::bin`]).
 pub fn bin(name: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "edgeplane-coordinator",
-                "-p",
-                "edgeplane-cli",
-            ])
-            .status()
-            .expect("run cargo build for the coordinator binaries");
-        assert!(
-            status.success(),
-            "building edgeplane-coordinator/edgeplane failed"
-        );
-    });
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let path = target.join("debug").join(name);
-    assert!(path.exists(), "binary {} not found", path.display());
-    path
+    crate::support::bin(name)
 }
 
 /// Coordinator tests measure timings on a 2-core machine: the modules that start clusters
@@ -63,6 +32,11 @@ pub struct Opts {
     pub join_token: Option<String>,
     /// Extra environment for every replica process (e.g. a storage fault hook).
     pub env: Vec<(String, String)>,
+    /// Run the replicas with `--insecure` (plaintext) instead of mutual TLS.
+    pub insecure: bool,
+    /// Members started with the test CA's key (`--tls-ca-key`): they sign the certificates
+    /// of agents joining with a per-node token.
+    pub ca_key_on: Vec<u64>,
 }
 
 impl Default for Opts {
@@ -75,6 +49,8 @@ impl Default for Opts {
             request_timeout_ms: 3000,
             join_token: None,
             env: Vec::new(),
+            insecure: false,
+            ca_key_on: Vec::new(),
         }
     }
 }
@@ -85,6 +61,22 @@ impl Opts {
         Opts {
             tick_ms: 100,
             election_ticks: 10,
+            ..Default::default()
+        }
+    }
+    /// A plaintext cluster whose leader plans every 200 ms over a 1 s rate window, with a
+    /// shared bootstrap join token: the placement tests (the planner, not TLS, is under test).
+    pub fn fast_planner(join_token: &str) -> Self {
+        Opts {
+            insecure: true,
+            join_token: Some(join_token.into()),
+            env: vec![
+                (
+                    "EDGEPLANE_COORDINATOR_PLAN_INTERVAL_MS".into(),
+                    "200".into(),
+                ),
+                ("EDGEPLANE_COORDINATOR_RATE_WINDOW_MS".into(), "1000".into()),
+            ],
             ..Default::default()
         }
     }
@@ -221,6 +213,16 @@ impl Cluster {
         if let Some(t) = &o.join_token {
             cmd.args(["--join-token", t]);
         }
+        if o.insecure {
+            cmd.arg("--insecure");
+        } else {
+            let t = crate::support::tls();
+            cmd.args(t.args(&t.member(id)));
+            if o.ca_key_on.contains(&id) {
+                cmd.arg("--tls-ca-key")
+                    .arg(t.dir.join(edgeplane_tls::certs::CA_KEY));
+            }
+        }
         for (k, v) in &o.env {
             cmd.env(k, v);
         }
@@ -266,7 +268,13 @@ impl Cluster {
 
     /// An Admin client for replica `id` (fails fast if it does not answer).
     pub async fn client(&self, id: u64) -> Result<AdminClient<Channel>, tonic::Status> {
-        let ep = Endpoint::from_shared(format!("http://{}", self.replicas[&id].client_addr))
+        let tls = if self.opts.insecure {
+            edgeplane_tls::ClientTls::insecure()
+        } else {
+            crate::support::tls().admin()
+        };
+        let ep = tls
+            .endpoint(&self.replicas[&id].client_addr)
             .expect("endpoint")
             .connect_timeout(Duration::from_millis(300))
             .timeout(Duration::from_secs(5));

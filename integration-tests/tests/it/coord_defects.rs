@@ -326,14 +326,9 @@ async fn live_figures_are_the_same_through_every_member() {
     let c = Cluster::start(3, opts);
     let leader = c.leader(Duration::from_secs(10)).await;
     c.deploy_via(leader, "m1", 7, 1, 1.0).await.unwrap();
-    let ch = tonic::transport::Endpoint::from_shared(format!(
-        "http://{}",
-        c.replicas[&leader].client_addr
-    ))
-    .unwrap()
-    .connect()
-    .await
-    .unwrap();
+    let ch = crate::support::admin_channel(&c.replicas[&leader].client_addr)
+        .await
+        .unwrap();
     let mut ag = agent_api::agent_client::AgentClient::new(ch);
     ag.register(agent_api::RegisterRequest {
         name: "edge-1".into(),
@@ -341,6 +336,8 @@ async fn live_figures_are_the_same_through_every_member() {
         agent_addr: "127.0.0.1:9".into(),
         accelerators: vec![],
         assignment_epoch: 0,
+        csr: String::new(),
+        joined_from_ip: String::new(),
     })
     .await
     .expect("register");
@@ -445,14 +442,9 @@ async fn large_snapshot_reaches_a_lagging_follower_in_chunks() {
     c.kill(lagger);
     // 12 nodes with 400 accelerators of 220-byte names each: the state's JSON holds
     // 12 × 400 × 220 B ≈ 1.06 MB of names alone, more than one 1 MiB chunk.
-    let ch = tonic::transport::Endpoint::from_shared(format!(
-        "http://{}",
-        c.replicas[&leader].client_addr
-    ))
-    .unwrap()
-    .connect()
-    .await
-    .unwrap();
+    let ch = crate::support::admin_channel(&c.replicas[&leader].client_addr)
+        .await
+        .unwrap();
     let mut ag = agent_api::agent_client::AgentClient::new(ch)
         .max_encoding_message_size(16 << 20)
         .max_decoding_message_size(16 << 20);
@@ -471,6 +463,8 @@ async fn large_snapshot_reaches_a_lagging_follower_in_chunks() {
             agent_addr: "127.0.0.1:9".into(),
             accelerators,
             assignment_epoch: 0,
+            csr: String::new(),
+            joined_from_ip: String::new(),
         })
         .await
         .expect("register a large node");

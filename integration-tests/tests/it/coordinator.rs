@@ -477,7 +477,7 @@ async fn cli_admin_commands_against_a_cluster() {
     c.leader(Duration::from_secs(10)).await;
     let eps = format!("127.0.0.1:1,{}", c.endpoints().join(","));
     let run = |args: &[&str]| {
-        std::process::Command::new(bin("edgeplane"))
+        crate::support::admin_env(&mut std::process::Command::new(bin("edgeplane")))
             .args(["--endpoints", &eps, "--timeout-s", "10"])
             .args(args)
             .output()
@@ -540,6 +540,7 @@ fn config_layers_file_env_flags_and_names_bad_fields() {
             .args(["--peer-addr", "127.0.0.1:7201"])
             .args(["--initial-cluster", "1=127.0.0.1:7201,2=127.0.0.1:7202"])
             .args(["--data-dir", dir.path().to_str().unwrap()])
+            .arg("--insecure")
             .arg("--config")
             .arg(&file)
             .args(extra);

@@ -2,10 +2,15 @@
 //! Each module starts real binaries on loopback and talks to them over gRPC.
 
 mod agent;
-mod agents_scale;
 mod chaos;
 mod cluster;
 mod coord_defects;
 mod coordinator;
+mod demo;
 mod docker;
+mod ops;
+mod placement_live;
+mod readme_walkthrough;
+mod security;
 mod support;
+mod worker;

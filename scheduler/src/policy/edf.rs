@@ -21,17 +21,21 @@ impl Policy for Edf {
         "edf"
     }
     fn pick(&mut self, _now: f64, e: &Engine) -> Option<Pick> {
-        let j = e.ready_jobs().min_by(|a, b| {
+        // Earliest deadline first among the jobs that can run now: a job whose allowed
+        // accelerators are all busy must not stop the others (partitions make it common).
+        let mut jobs: Vec<&crate::engine::Job> = e.ready_jobs().collect();
+        jobs.sort_by(|a, b| {
             a.deadline_ms
                 .total_cmp(&b.deadline_ms)
                 .then(a.model.cmp(&b.model))
                 .then(a.id.cmp(&b.id))
-        })?;
-        let acc = fastest_idle(e, j)?;
-        Some(Pick {
-            job: j.id,
-            acc,
-            layers: self.block,
+        });
+        jobs.into_iter().find_map(|j| {
+            fastest_idle(e, j).map(|acc| Pick {
+                job: j.id,
+                acc,
+                layers: self.block,
+            })
         })
     }
 }

@@ -11,13 +11,14 @@ impl Policy for Fcfs {
         "fcfs"
     }
     fn pick(&mut self, _now: f64, e: &Engine) -> Option<Pick> {
-        // ready_jobs() iterates in release order
-        let j = e.ready_jobs().next()?;
-        let acc = fastest_idle(e, j)?;
-        Some(Pick {
-            job: j.id,
-            acc,
-            layers: usize::MAX,
+        // ready_jobs() iterates in release order; the first that has an allowed idle
+        // accelerator runs (an older job waiting for its busy accelerator blocks no one)
+        e.ready_jobs().find_map(|j| {
+            fastest_idle(e, j).map(|acc| Pick {
+                job: j.id,
+                acc,
+                layers: usize::MAX,
+            })
         })
     }
 }

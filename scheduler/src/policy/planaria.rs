@@ -27,20 +27,23 @@ impl Policy for Planaria {
         "planaria"
     }
     fn pick(&mut self, now: f64, e: &Engine) -> Option<Pick> {
-        let j = e.ready_jobs().min_by(|a, b| {
+        // deadline order; a job with no allowed idle accelerator is skipped, not a stop
+        let mut jobs: Vec<&crate::engine::Job> = e.ready_jobs().collect();
+        jobs.sort_by(|a, b| {
             a.deadline_ms
                 .total_cmp(&b.deadline_ms)
                 .then(a.id.cmp(&b.id))
-        })?;
-        let fits = e
-            .idle_accs_for(j)
-            .filter(|&a| now + e.remaining(j, a).0 <= j.deadline_ms)
-            .min_by_key(|&a| (e.accelerators()[a].spec.pes, a));
-        let acc = fits.or_else(|| fastest_idle(e, j))?;
-        Some(Pick {
-            job: j.id,
-            acc,
-            layers: self.block,
+        });
+        jobs.into_iter().find_map(|j| {
+            let fits = e
+                .idle_accs_for(j)
+                .filter(|&a| now + e.remaining(j, a).0 <= j.deadline_ms)
+                .min_by_key(|&a| (e.accelerators()[a].spec.pes, a));
+            fits.or_else(|| fastest_idle(e, j)).map(|acc| Pick {
+                job: j.id,
+                acc,
+                layers: self.block,
+            })
         })
     }
 }

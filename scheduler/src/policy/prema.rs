@@ -47,15 +47,19 @@ impl Policy for Prema {
             })
             .collect();
         let max_t = cands.iter().map(|c| c.1).fold(0.0, f64::max);
-        let (j, _, _) = cands
-            .into_iter()
-            .filter(|c| c.1 >= 0.5 * max_t)
-            .min_by(|a, b| a.2.total_cmp(&b.2).then(a.0.id.cmp(&b.0.id)))?;
-        let acc = fastest_idle(e, j)?;
-        Some(Pick {
-            job: j.id,
-            acc,
-            layers: self.block,
+        // candidates (tokens at the threshold) shortest first, then the rest by tokens: the
+        // first with an allowed idle accelerator runs, so a candidate whose accelerators are
+        // busy does not leave the others idle
+        let (mut hot, mut rest): (Vec<_>, Vec<_>) =
+            cands.into_iter().partition(|c| c.1 >= 0.5 * max_t);
+        hot.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.id.cmp(&b.0.id)));
+        rest.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.id.cmp(&b.0.id)));
+        hot.into_iter().chain(rest).find_map(|(j, _, _)| {
+            fastest_idle(e, j).map(|acc| Pick {
+                job: j.id,
+                acc,
+                layers: self.block,
+            })
         })
     }
 }

@@ -238,7 +238,9 @@ impl Sdrm3 {
         let rho_others = ((work - l_rem) / capacity).clamp(0.0, 1.0);
         let relieved = (rho_others * l_rem / e.shortest_period()).min(1.0) + stale;
         let mut cascade = 0.0;
-        for d in e.downstreams(j.model) {
+        // an outside request has no downstream frame riding on it
+        let request = crate::engine::is_request_frame(j.frame);
+        for d in e.downstreams(j.model).filter(|_| !request) {
             let down_lb = e.layerwise_best(&e.probe(d, 0, e.layers(d)), 0).0;
             // (deadline of the downstream frame, weight of its miss)
             let (deadline, weight) = match e.waiting_job(d, j.frame) {

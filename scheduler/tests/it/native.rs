@@ -148,6 +148,7 @@ fn tuner_reduces_uxcost_where_the_defaults_are_poor_within_five_steps() {
         probabilities: vec![1.0; 3],
         active: vec![true; 3],
         layerwise: false,
+        min_block_ms: 0.0,
     };
     let with_defaults = sim::replay(cat, &spec, Weights::default(), &plain.arrivals)
         .unwrap()

@@ -1,0 +1,239 @@
+//! The agent's Prometheus metrics (`--metrics-addr`), read from the shared counters at each
+//! scrape through a `prometheus-client` collector, served as OpenMetrics text on
+//! `GET /metrics`.
+//!
+//! Counters (`_total` in the exposition), labelled `model`:
+//! `edgeplane_agent_arrivals`, `edgeplane_agent_completions`,
+//! `edgeplane_agent_deadlines_met`, `edgeplane_agent_deadlines_missed`,
+//! `edgeplane_agent_drops`, `edgeplane_agent_energy_joules`; labelled `accelerator`:
+//! `edgeplane_agent_accelerator_busy_seconds`, `edgeplane_agent_accelerator_energy_joules`.
+//! Gauges: `edgeplane_agent_assignment_epoch`, `edgeplane_agent_connected` (1 while a
+//! leader session is open), `edgeplane_agent_latency_p99_seconds{model}` (since start).
+//! Counters continue across restarts (they are persisted in the data dir).
+
+use crate::runtime::Shared;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct StatsCollector(Arc<Shared>);
+
+impl std::fmt::Debug for StatsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatsCollector")
+    }
+}
+
+type Labels = [(&'static str, String); 1];
+
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: Vec<(Labels, M)>,
+    kind: prometheus_client::metrics::MetricType,
+) -> Result<(), std::fmt::Error> {
+    let mut fam = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, m) in rows {
+        m.encode(fam.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType::{Counter, Gauge};
+        let sh = &self.0;
+        let st = sh.stats.lock().expect("stats");
+        type Get = fn(&crate::stats::ModelStats) -> f64;
+        let per_model: [(&str, &str, Get); 6] = [
+            (
+                "edgeplane_agent_arrivals",
+                "Frames or requests that arrived",
+                |m| m.arrivals as f64,
+            ),
+            ("edgeplane_agent_completions", "Jobs completed", |m| {
+                m.completions as f64
+            }),
+            (
+                "edgeplane_agent_deadlines_met",
+                "Jobs completed by their deadline",
+                |m| m.met as f64,
+            ),
+            (
+                "edgeplane_agent_deadlines_missed",
+                "Jobs completed after their deadline",
+                |m| m.missed as f64,
+            ),
+            (
+                "edgeplane_agent_drops",
+                "Jobs dropped (not servable in time, not served here)",
+                |m| m.drops as f64,
+            ),
+            (
+                "edgeplane_agent_energy_joules",
+                "Modelled energy spent",
+                |m| m.energy_mj / 1000.0,
+            ),
+        ];
+        for (name, help, get) in per_model {
+            let rows = st
+                .models
+                .iter()
+                .map(|(n, m)| ([("model", n.clone())], ConstCounter::new(get(m))))
+                .collect();
+            family(&mut enc, name, help, rows, Counter)?;
+        }
+        let rows = st
+            .models
+            .iter()
+            .map(|(n, m)| {
+                (
+                    [("model", n.clone())],
+                    ConstGauge::new(m.all.quantile_ms(0.99) / 1000.0),
+                )
+            })
+            .collect();
+        family(
+            &mut enc,
+            "edgeplane_agent_latency_p99_seconds",
+            "99th percentile latency of completed jobs since start",
+            rows,
+            Gauge,
+        )?;
+        let busy = st
+            .accelerators
+            .iter()
+            .map(|(id, a)| {
+                (
+                    [("accelerator", id.clone())],
+                    ConstCounter::new(a.busy_ms / 1000.0),
+                )
+            })
+            .collect();
+        family(
+            &mut enc,
+            "edgeplane_agent_accelerator_busy_seconds",
+            "Time the accelerator spent executing",
+            busy,
+            Counter,
+        )?;
+        let energy = st
+            .accelerators
+            .iter()
+            .map(|(id, a)| {
+                (
+                    [("accelerator", id.clone())],
+                    ConstCounter::new(a.energy_mj / 1000.0),
+                )
+            })
+            .collect();
+        family(
+            &mut enc,
+            "edgeplane_agent_accelerator_energy_joules",
+            "Modelled energy the accelerator spent",
+            energy,
+            Counter,
+        )?;
+        drop(st);
+        let epoch = ConstGauge::new(sh.epoch() as i64);
+        epoch.encode(enc.encode_descriptor(
+            "edgeplane_agent_assignment_epoch",
+            "Epoch of the assignment served",
+            None,
+            Gauge,
+        )?)?;
+        let connected = sh.connected.read().expect("connected lock").is_some();
+        ConstGauge::new(i64::from(connected)).encode(enc.encode_descriptor(
+            "edgeplane_agent_connected",
+            "1 while a session with the coordinator leader is open",
+            None,
+            Gauge,
+        )?)?;
+        Ok(())
+    }
+}
+
+/// The OpenMetrics text of the agent's figures now.
+pub fn render(shared: &Arc<Shared>) -> String {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(StatsCollector(shared.clone())));
+    let mut o = String::new();
+    prometheus_client::encoding::text::encode(&mut o, &r).expect("writing to a String");
+    o
+}
+
+/// Serve [`render`] on `listener` until `shutdown` fires: `GET /metrics` (or `/`), else 404.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: tokio::sync::broadcast::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            acc = listener.accept() => {
+                let Ok((mut sock, _)) = acc else { continue };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    let n = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf))
+                        .await.ok().and_then(|r| r.ok()).unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/");
+                    let resp = if path == "/metrics" || path == "/" {
+                        let body = render(&shared);
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                    };
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Mutex, RwLock};
+    use std::time::Instant;
+
+    #[test]
+    fn exposition_carries_model_and_accelerator_figures() {
+        let mut stats = crate::stats::Stats::new(&["npu0".into()]);
+        stats.model("ES_RITNet").arrivals += 3;
+        stats.complete("ES_RITNet", 4.0, true, 2000.0);
+        stats.accelerators[0].1.busy_ms = 1500.0;
+        let sh = Arc::new(Shared {
+            name: "t".into(),
+            accelerators: vec![],
+            stats: Mutex::new(stats),
+            start: Instant::now(),
+            assignment: RwLock::new(None),
+            connected: RwLock::new(Some("c".into())),
+        });
+        let t = render(&sh);
+        for line in [
+            "# TYPE edgeplane_agent_arrivals counter",
+            "edgeplane_agent_arrivals_total{model=\"ES_RITNet\"} 3",
+            "edgeplane_agent_deadlines_met_total{model=\"ES_RITNet\"} 1",
+            "edgeplane_agent_energy_joules_total{model=\"ES_RITNet\"} 2",
+            "edgeplane_agent_accelerator_busy_seconds_total{accelerator=\"npu0\"} 1.5",
+            "edgeplane_agent_connected 1",
+            "# EOF",
+        ] {
+            assert!(t.contains(line), "missing {line:?} in\n{t}");
+        }
+    }
+}

@@ -1,0 +1,696 @@
+//! Real execution: the executor that sends each job the scheduler dispatches to an inference
+//! worker over the Open Inference Protocol (KServe v2 gRPC), and the management of those
+//! workers (one per partition).
+//!
+//! - [`WorkerHandle`] reaches one worker: it either starts it from a command template (the
+//!   agent config's `worker_command`, with `{port}`, `{partition}`, `{share}` and `{models}`
+//!   substituted and `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE` / `CUDA_VISIBLE_DEVICES` set), waits for
+//!   `ServerReady`, restarts it when it dies and kills it when the handle is stopped or dropped;
+//!   or it connects to a worker that is already running (`worker_addr`).
+//! - A request in flight when its worker dies fails with `UNAVAILABLE` (the connection drops;
+//!   requests also carry a timeout, so a hung worker cannot hang a job); requests dispatched
+//!   while the worker restarts fail at once with `UNAVAILABLE`.
+//! - [`OipExecutor`] implements [`Executor`]: a block becomes one `ModelInfer` carrying the job's
+//!   tensor (or a zero tensor of the model's input shape for jobs without one: scenario frames,
+//!   opaque payloads), and its completion carries the energy: RAPL-measured when readable,
+//!   otherwise the cost table's modelled figure (see [`crate::energy`]).
+//! - Dispatch overhead: the time from the dispatch decision (`Executor::run`) to the worker's
+//!   handler receiving the request (`received_unix_ns` in the response parameters, same host
+//!   clock), logged per model with the worker's own execution time ([`WorkerHandle::overhead`]).
+
+use crate::energy::{Rapl, Source};
+use crate::runtime::{Block, Completion, Executor};
+use edgeplane_proto::oip::grpc_inference_service_client::GrpcInferenceServiceClient;
+use edgeplane_proto::oip::infer_parameter::ParameterChoice;
+use edgeplane_proto::oip::model_infer_request::InferInputTensor;
+use edgeplane_proto::oip::{ModelInferRequest, ModelMetadataRequest, ServerReadyRequest};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+type Client = GrpcInferenceServiceClient<Channel>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OipError {
+    #[error("worker {partition}: cannot start `{command}`: {source}")]
+    Spawn {
+        partition: String,
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("worker {partition} at {addr} did not become ready within {timeout_ms} ms: {last}")]
+    NotReady {
+        partition: String,
+        addr: String,
+        timeout_ms: u64,
+        last: String,
+    },
+    #[error("worker {partition}: model {model:?}: {why}")]
+    Model {
+        partition: String,
+        model: String,
+        why: String,
+    },
+    #[error("worker {partition}: {why}")]
+    Other { partition: String, why: String },
+}
+
+/// A model as its worker describes it (`ModelMetadata`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMeta {
+    pub input_name: String,
+    pub datatype: String,
+    /// -1 = variable (the batch).
+    pub input_shape: Vec<i64>,
+    pub output_shape: Vec<i64>,
+    pub platform: String,
+}
+
+/// A validated input tensor: FP32 little-endian bytes, row-major.
+#[derive(Debug, Clone)]
+pub struct InputTensor {
+    pub shape: Vec<i64>,
+    pub data: Vec<u8>,
+}
+
+/// What came back from the worker for one job.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    pub data: Vec<u8>,
+    /// The worker's forward pass alone.
+    pub exec_ms: f64,
+    /// Dispatch decision -> the worker's handler has the request.
+    pub overhead_ms: f64,
+    pub energy_mj: f64,
+    pub energy_source: Source,
+}
+
+/// The tensor side of a job travelling with it through the runtime: the input, and the slot the
+/// executor fills before it completes the block.
+#[derive(Debug, Default)]
+pub struct JobIo {
+    pub input: Option<InputTensor>,
+    pub result: Mutex<Option<Result<JobResult, Status>>>,
+}
+
+/// How the agent reaches the worker of one partition.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// Connect to a worker already running at this address (`host:port`).
+    Connect(String),
+    /// Start (and restart) a worker from a command template run by `sh -c`.
+    Spawn {
+        command: String,
+        /// Extra environment (`CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`, `CUDA_VISIBLE_DEVICES`, ...).
+        env: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    /// The partition this worker serves ("cpu0", "gpu0/mps-50", "gpu0/mig-1g.10gb-0").
+    pub partition: String,
+    /// Its share of the device in % (MPS active-thread percentage; 100 for a whole device).
+    pub share_pct: u32,
+    pub launch: Launch,
+    pub models: Vec<String>,
+    pub ready_timeout: Duration,
+    /// Longest a single request may take before it fails with UNAVAILABLE.
+    pub request_timeout: Duration,
+}
+
+impl WorkerSpec {
+    /// The command line for one start on `port`.
+    pub fn command_line(&self, template: &str, port: u16) -> String {
+        template
+            .replace("{port}", &port.to_string())
+            .replace("{partition}", &self.partition)
+            .replace("{share}", &self.share_pct.to_string())
+            .replace("{models}", &self.models.join(","))
+    }
+}
+
+/// The built-in CPU worker's command template: `edgeplane-worker` next to the agent binary
+/// (else from `PATH`), at `resolution`.
+pub fn builtin_command(resolution: u32) -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("edgeplane-worker")))
+        .filter(|p| p.exists())
+        .map_or("edgeplane-worker".to_string(), |p| p.display().to_string());
+    format!("'{exe}' --listen 127.0.0.1:{{port}} --models {{models}} --resolution {resolution}")
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// One (dispatch overhead, worker execution) sample.
+#[derive(Debug, Clone, Copy)]
+pub struct OverheadSample {
+    pub overhead_ms: f64,
+    pub exec_ms: f64,
+}
+
+/// Overhead percentiles of one model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OverheadSummary {
+    pub model: String,
+    pub jobs: usize,
+    pub overhead_p50_ms: f64,
+    pub overhead_p99_ms: f64,
+    pub exec_p50_ms: f64,
+    /// overhead p50 / execution p50.
+    pub ratio_p50: f64,
+    pub ratio_p99: f64,
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+/// One worker, started by us or connected to.
+pub struct WorkerHandle {
+    pub spec: WorkerSpec,
+    client: RwLock<Option<(Client, String)>>,
+    meta: RwLock<HashMap<String, ModelMeta>>,
+    stopping: AtomicBool,
+    stop: tokio::sync::Notify,
+    pub restarts: AtomicU64,
+    overhead: Mutex<BTreeMap<String, Vec<OverheadSample>>>,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("spec", &self.spec)
+            .finish()
+    }
+}
+
+async fn wait_ready(
+    partition: &str,
+    addr: &str,
+    timeout: Duration,
+    mut child: Option<&mut tokio::process::Child>,
+) -> Result<Client, OipError> {
+    let deadline = Instant::now() + timeout;
+    let mut last: String;
+    loop {
+        if let Some(c) = child.as_deref_mut() {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Err(OipError::NotReady {
+                    partition: partition.into(),
+                    addr: addr.into(),
+                    timeout_ms: timeout.as_millis() as u64,
+                    last: format!("the worker process exited ({st}) before it was ready"),
+                });
+            }
+        }
+        let ep = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| OipError::Other {
+                partition: partition.into(),
+                why: format!("address {addr:?}: {e}"),
+            })?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true);
+        match ep.connect().await {
+            Ok(ch) => {
+                let mut c = GrpcInferenceServiceClient::new(ch)
+                    .max_decoding_message_size(256 << 20)
+                    .max_encoding_message_size(256 << 20);
+                match c.server_ready(ServerReadyRequest {}).await {
+                    Ok(r) if r.get_ref().ready => return Ok(c),
+                    Ok(_) => last = "ServerReady answered ready = false".into(),
+                    Err(s) => last = format!("ServerReady: {}", s.message()),
+                }
+            }
+            Err(e) => last = format!("connect: {e}"),
+        }
+        if Instant::now() >= deadline {
+            return Err(OipError::NotReady {
+                partition: partition.into(),
+                addr: addr.into(),
+                timeout_ms: timeout.as_millis() as u64,
+                last,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn spawn_child(
+    spec: &WorkerSpec,
+    template: &str,
+    env: &[(String, String)],
+) -> Result<(tokio::process::Child, String), OipError> {
+    let port = free_port().map_err(|e| OipError::Other {
+        partition: spec.partition.clone(),
+        why: format!("no free port: {e}"),
+    })?;
+    let line = spec.command_line(template, port);
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("exec {line}"))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .env("EDGEPLANE_PARTITION", &spec.partition)
+        .env(
+            "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",
+            spec.share_pct.to_string(),
+        );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().map_err(|source| OipError::Spawn {
+        partition: spec.partition.clone(),
+        command: line.clone(),
+        source,
+    })?;
+    tracing::info!(partition = %spec.partition, command = %line, pid = child.id(), "worker started");
+    Ok((child, format!("127.0.0.1:{port}")))
+}
+
+impl WorkerHandle {
+    /// Start (or connect to) the worker, wait until it is ready and read its models' metadata.
+    pub async fn start(spec: WorkerSpec) -> Result<Arc<WorkerHandle>, OipError> {
+        let (client, addr, child) = match &spec.launch {
+            Launch::Connect(addr) => {
+                let c = wait_ready(&spec.partition, addr, spec.ready_timeout, None).await?;
+                (c, addr.clone(), None)
+            }
+            Launch::Spawn { command, env } => {
+                let (mut child, addr) = spawn_child(&spec, command, env)?;
+                let c = wait_ready(&spec.partition, &addr, spec.ready_timeout, Some(&mut child))
+                    .await?;
+                (c, addr, Some(child))
+            }
+        };
+        let h = Arc::new(WorkerHandle {
+            spec,
+            client: RwLock::new(Some((client.clone(), addr))),
+            meta: RwLock::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            stop: tokio::sync::Notify::new(),
+            restarts: AtomicU64::new(0),
+            overhead: Mutex::new(BTreeMap::new()),
+        });
+        h.read_metadata(client).await?;
+        if let Some(child) = child {
+            tokio::spawn(h.clone().supervise(child));
+        }
+        Ok(h)
+    }
+
+    async fn read_metadata(&self, mut c: Client) -> Result<(), OipError> {
+        for m in &self.spec.models {
+            let err = |why: String| OipError::Model {
+                partition: self.spec.partition.clone(),
+                model: m.clone(),
+                why,
+            };
+            let md = c
+                .model_metadata(ModelMetadataRequest {
+                    name: m.clone(),
+                    version: String::new(),
+                })
+                .await
+                .map_err(|s| err(format!("ModelMetadata: {}", s.message())))?
+                .into_inner();
+            let (Some(i), Some(o)) = (md.inputs.first(), md.outputs.first()) else {
+                return Err(err("metadata lists no input or no output tensor".into()));
+            };
+            self.meta.write().expect("meta lock").insert(
+                m.clone(),
+                ModelMeta {
+                    input_name: i.name.clone(),
+                    datatype: i.datatype.clone(),
+                    input_shape: i.shape.clone(),
+                    output_shape: o.shape.clone(),
+                    platform: md.platform.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Restart the worker whenever it exits, until stopped.
+    async fn supervise(self: Arc<Self>, mut child: tokio::process::Child) {
+        let Launch::Spawn { command, env } = self.spec.launch.clone() else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                st = child.wait() => {
+                    *self.client.write().expect("client lock") = None;
+                    if self.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    tracing::warn!(partition = %self.spec.partition, status = ?st.ok(), "worker exited; restarting it");
+                }
+                _ = self.stop.notified() => {
+                    *self.client.write().expect("client lock") = None;
+                    let _ = child.kill().await;
+                    tracing::info!(partition = %self.spec.partition, "worker stopped");
+                    return;
+                }
+            }
+            loop {
+                if self.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                match spawn_child(&self.spec, &command, &env) {
+                    Ok((mut c, addr)) => {
+                        match wait_ready(
+                            &self.spec.partition,
+                            &addr,
+                            self.spec.ready_timeout,
+                            Some(&mut c),
+                        )
+                        .await
+                        {
+                            Ok(client) => {
+                                *self.client.write().expect("client lock") = Some((client, addr));
+                                self.restarts.fetch_add(1, Ordering::SeqCst);
+                                tracing::info!(partition = %self.spec.partition, "worker restarted and ready");
+                                child = c;
+                                backoff = Duration::from_millis(100);
+                                break;
+                            }
+                            Err(e) => {
+                                let _ = c.kill().await;
+                                tracing::warn!(error = %e, "worker restart failed; retrying");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "worker restart failed; retrying"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Stop the worker (a started one is killed; a connected one is left running).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+
+    pub fn ready(&self) -> bool {
+        self.client.read().expect("client lock").is_some()
+    }
+
+    /// The worker's address now (changes when it is restarted).
+    pub fn addr(&self) -> Option<String> {
+        self.client
+            .read()
+            .expect("client lock")
+            .as_ref()
+            .map(|c| c.1.clone())
+    }
+
+    pub fn metadata(&self, model: &str) -> Option<ModelMeta> {
+        self.meta.read().expect("meta lock").get(model).cloned()
+    }
+
+    /// Run `model` on `input` (None: one zero image of the model's input shape).
+    /// `dispatched_ns`: wall clock of the dispatch decision, for the overhead measurement.
+    pub async fn infer(
+        &self,
+        model: &str,
+        input: Option<&InputTensor>,
+        dispatched_ns: u64,
+    ) -> Result<JobResult, Status> {
+        let p = &self.spec.partition;
+        let meta = self.metadata(model).ok_or_else(|| {
+            Status::not_found(format!("model {model:?} is not served by worker {p}"))
+        })?;
+        let synth;
+        let input = match input {
+            Some(i) => i,
+            None => {
+                let shape: Vec<i64> = meta.input_shape.iter().map(|&d| d.max(1)).collect();
+                let n = shape.iter().product::<i64>().max(0) as usize;
+                synth = InputTensor {
+                    shape,
+                    data: vec![0u8; n * 4],
+                };
+                &synth
+            }
+        };
+        let client = self
+            .client
+            .read()
+            .expect("client lock")
+            .as_ref()
+            .map(|c| c.0.clone());
+        let Some(mut client) = client else {
+            return Err(Status::unavailable(format!(
+                "worker {p} is not ready (restarting or stopped)"
+            )));
+        };
+        let mut req = tonic::Request::new(ModelInferRequest {
+            model_name: model.into(),
+            model_version: String::new(),
+            id: String::new(),
+            parameters: HashMap::new(),
+            inputs: vec![InferInputTensor {
+                name: meta.input_name.clone(),
+                datatype: meta.datatype.clone(),
+                shape: input.shape.clone(),
+                parameters: HashMap::new(),
+                contents: None,
+            }],
+            outputs: vec![],
+            raw_input_contents: vec![input.data.clone()],
+        });
+        req.set_timeout(self.spec.request_timeout);
+        // The client enforces the timeout too: a worker that ignores `grpc-timeout` and hangs
+        // must not hang the job.
+        let call = tokio::time::timeout(self.spec.request_timeout, client.model_infer(req)).await;
+        let call = call.unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!(
+                "no answer within the {} ms request timeout",
+                self.spec.request_timeout.as_millis()
+            )))
+        });
+        let resp = match call {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                return Err(match s.code() {
+                    Code::InvalidArgument | Code::NotFound => s,
+                    _ => Status::unavailable(format!(
+                        "worker {p} failed during the request ({:?}): {}",
+                        s.code(),
+                        s.message()
+                    )),
+                })
+            }
+        };
+        let param = |k: &str| {
+            resp.parameters
+                .get(k)
+                .and_then(|v| v.parameter_choice.clone())
+        };
+        let received = match param("received_unix_ns") {
+            Some(ParameterChoice::Uint64Param(v)) => Some(v),
+            Some(ParameterChoice::Int64Param(v)) => Some(v as u64),
+            _ => None,
+        };
+        let exec_ms = match param("exec_ms") {
+            Some(ParameterChoice::DoubleParam(v)) => v,
+            _ => f64::NAN,
+        };
+        let overhead_ms =
+            received.map_or(f64::NAN, |r| r.saturating_sub(dispatched_ns) as f64 / 1e6);
+        let Some(out) = resp.outputs.first() else {
+            return Err(Status::internal(format!(
+                "worker {p} returned no output tensor"
+            )));
+        };
+        let data = resp
+            .raw_output_contents
+            .first()
+            .cloned()
+            .unwrap_or_else(|| {
+                out.contents
+                    .as_ref()
+                    .map(|c| {
+                        c.fp32_contents
+                            .iter()
+                            .flat_map(|v| v.to_le_bytes())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            });
+        if overhead_ms.is_finite() && exec_ms.is_finite() {
+            self.overhead
+                .lock()
+                .expect("overhead lock")
+                .entry(model.to_string())
+                .or_default()
+                .push(OverheadSample {
+                    overhead_ms,
+                    exec_ms,
+                });
+        }
+        Ok(JobResult {
+            shape: out.shape.clone(),
+            datatype: out.datatype.clone(),
+            data,
+            exec_ms,
+            overhead_ms,
+            energy_mj: 0.0,
+            energy_source: Source::Modelled,
+        })
+    }
+
+    /// Dispatch-overhead percentiles per model so far.
+    pub fn overhead(&self) -> Vec<OverheadSummary> {
+        self.overhead
+            .lock()
+            .expect("overhead lock")
+            .iter()
+            .map(|(m, s)| {
+                let mut o: Vec<f64> = s.iter().map(|x| x.overhead_ms).collect();
+                let mut e: Vec<f64> = s.iter().map(|x| x.exec_ms).collect();
+                let (p50, p99, e50) = (pct(&mut o, 50.0), pct(&mut o, 99.0), pct(&mut e, 50.0));
+                OverheadSummary {
+                    model: m.clone(),
+                    jobs: s.len(),
+                    overhead_p50_ms: p50,
+                    overhead_p99_ms: p99,
+                    exec_p50_ms: e50,
+                    ratio_p50: p50 / e50,
+                    ratio_p99: p99 / e50,
+                }
+            })
+            .collect()
+    }
+
+    pub fn clear_overhead(&self) {
+        self.overhead.lock().expect("overhead lock").clear();
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+}
+
+/// Runs blocks on a worker. A block is a whole job (worker-backed accelerators have one-layer
+/// cost tables, so the scheduler never splits a model).
+pub struct OipExecutor {
+    pub worker: Arc<WorkerHandle>,
+    rt: tokio::runtime::Handle,
+    rapl: Option<Rapl>,
+}
+
+impl OipExecutor {
+    /// Must be called inside a tokio runtime (requests are spawned on it).
+    pub fn new(worker: Arc<WorkerHandle>) -> OipExecutor {
+        let rapl = Rapl::system();
+        tracing::info!(
+            partition = %worker.spec.partition,
+            energy = if rapl.is_some() { "rapl (measured)" } else { "modelled (RAPL not readable)" },
+            "worker executor"
+        );
+        OipExecutor {
+            worker,
+            rt: tokio::runtime::Handle::current(),
+            rapl,
+        }
+    }
+
+    pub fn energy_source(&self) -> Source {
+        if self.rapl.is_some() {
+            Source::Rapl
+        } else {
+            Source::Modelled
+        }
+    }
+}
+
+impl Executor for OipExecutor {
+    fn run(&self, block: Block, done: Completion) {
+        let dispatched_ns = unix_ns();
+        let w = self.worker.clone();
+        let rapl = self.rapl.clone();
+        self.rt.spawn(async move {
+            let before = rapl.as_ref().map(Rapl::read);
+            let input = block.io.as_ref().and_then(|io| io.input.as_ref());
+            let mut r = w.infer(&block.model, input, dispatched_ns).await;
+            let (energy, source) = match (&rapl, before) {
+                (Some(rp), Some(b)) => (rp.delta_mj(&b, &rp.read()), Source::Rapl),
+                _ => (block.energy_mj, Source::Modelled),
+            };
+            if let Ok(res) = r.as_mut() {
+                res.energy_mj = energy;
+                res.energy_source = source;
+            }
+            if let Err(s) = &r {
+                tracing::warn!(model = %block.model, code = ?s.code(), error = %s.message(), "worker request failed");
+            }
+            if let Some(io) = &block.io {
+                *io.result.lock().expect("io lock") = Some(r);
+            }
+            done(energy);
+        });
+    }
+}
+
+/// Models served by workers on this node, with their metadata and default deadline (for the
+/// `Infer` service's validation). Set once at start-up by the worker-backed node set-up.
+#[derive(Debug, Clone)]
+pub struct WorkerModel {
+    pub meta: ModelMeta,
+    pub default_deadline_ms: f64,
+}
+
+static WORKER_MODELS: OnceLock<RwLock<BTreeMap<String, WorkerModel>>> = OnceLock::new();
+
+fn registry() -> &'static RwLock<BTreeMap<String, WorkerModel>> {
+    WORKER_MODELS.get_or_init(|| RwLock::new(BTreeMap::new()))
+}
+
+pub fn register_model(name: &str, m: WorkerModel) {
+    registry()
+        .write()
+        .expect("registry lock")
+        .insert(name.into(), m);
+}
+
+pub fn worker_model(name: &str) -> Option<WorkerModel> {
+    registry().read().expect("registry lock").get(name).cloned()
+}
+
+pub fn worker_model_names() -> Vec<String> {
+    registry()
+        .read()
+        .expect("registry lock")
+        .keys()
+        .cloned()
+        .collect()
+}

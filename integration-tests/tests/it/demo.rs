@@ -1,0 +1,202 @@
+//! `edgeplane demo` as a newcomer runs it: the real binary, a short `--duration`. It must exit
+//! 0 with a report that says every link was mutual TLS and names the failover time, the
+//! deadlines met per model and the plan changes, write its pictures and CSVs, and leave no
+//! process behind: after a normal run, after Ctrl-C, and after the demo itself is SIGKILLed.
+
+use crate::support::bin;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The pids the demo wrote to `<out>/pids.txt` (one `name pid` line per child).
+fn pids(out: &Path) -> Vec<(String, u32)> {
+    std::fs::read_to_string(out.join("pids.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (n, p) = l.split_once(' ')?;
+            Some((n.to_string(), p.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Whether `pid` is still one of the demo's children (an `edgeplane internal` process); a
+/// reused pid running something else does not count.
+fn alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let s = String::from_utf8_lossy(&c).replace('\0', " ");
+            s.contains(" internal ")
+        })
+        .unwrap_or(false)
+}
+
+fn demo(out: &Path, duration: &str) -> Command {
+    let mut c = Command::new(bin("edgeplane"));
+    // 110 virtual seconds of the GPU reference runs still hold all three arrivals (0, 50, 100 s)
+    c.args([
+        "demo",
+        "--duration",
+        duration,
+        "--gpu-virtual-s",
+        "150",
+        "--out",
+    ])
+    .arg(out)
+    .env("EDGEPLANE_LOG", "warn");
+    c
+}
+
+/// Start the demo in the background and wait until its children are up (3 coordinators and
+/// the XR agent; a GPU box agent too when the agent can simulate GPUs).
+fn start_and_wait_for_children(out: &Path) -> (Child, Vec<(String, u32)>) {
+    let child = demo(out, "60")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start edgeplane demo");
+    let mut found: Vec<(String, u32)>;
+    crate::assert_eventually!(
+        {
+            found = pids(out);
+            found.len() >= 4
+        },
+        Duration::from_secs(60),
+        "the demo wrote at least 4 child pids to {}",
+        out.join("pids.txt").display()
+    );
+    for (n, p) in &found {
+        assert!(alive(*p), "{n} (pid {p}) runs");
+    }
+    (child, found)
+}
+
+#[test]
+fn demo_runs_the_system_reports_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = demo(&out, "12").output().expect("run edgeplane demo");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        o.status
+    );
+
+    // Every link was mutual TLS (and a plaintext call was refused).
+    assert!(
+        stdout.contains("TLS: on (mutual TLS on every link")
+            && stdout.contains("a plaintext call was refused"),
+        "the report says TLS was on:\n{stdout}"
+    );
+
+    // The failover time, measured, in seconds.
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("Failover time:"))
+        .unwrap_or_else(|| panic!("no failover line in the report:\n{stdout}"));
+    let secs: f64 = line
+        .trim_start_matches("Failover time:")
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no number in {line:?}"));
+    assert!(secs > 0.0 && secs < 30.0, "failover {secs} s: {line}");
+
+    // Deadlines met per model: each XR model of VR_gaming (live) and each seed model on the GPU box.
+    for m in [
+        "ES_RITNet",
+        "GE_FBNet_C",
+        "HT_hand_graph_cnn_half",
+        "resnet18",
+        "resnet50",
+        "vgg16",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.contains(m) && l.contains('%')),
+            "no deadlines-met row for {m}:\n{stdout}"
+        );
+    }
+    // Plan changes with their reasons.
+    let changes = stdout
+        .split("Plan changes with their reasons:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no plan changes section:\n{stdout}"));
+    assert!(
+        changes
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .any(|l| l.contains("re-plan:") || l.contains("pin")),
+        "no plan change with a reason:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("SDRM3"),
+        "SDRM3 against a baseline:\n{stdout}"
+    );
+    for f in [
+        "latency.png",
+        "partitions.png",
+        "live_probe_latency.csv",
+        "gpu_partitions.csv",
+        "events.csv",
+        "report.txt",
+    ] {
+        let len = std::fs::metadata(out.join(f)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{f} written and not empty");
+        assert!(stdout.contains(f), "the report says where {f} is");
+    }
+    let ps = pids(&out);
+    assert!(
+        ps.len() >= 4,
+        "3 coordinators and the XR agent were started: {ps:?}"
+    );
+    for (n, p) in ps {
+        assert!(
+            !alive(p),
+            "{n} (pid {p}) is still running after the demo exited"
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_stops_every_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (mut child, _) = start_and_wait_for_children(&out);
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut code: Option<std::process::ExitStatus>;
+    crate::assert_eventually!(
+        {
+            code = child.try_wait().unwrap();
+            code.is_some()
+        },
+        Duration::from_secs(20),
+        "the demo exits after SIGINT"
+    );
+    assert_eq!(code.unwrap().code(), Some(130), "interrupted exit code");
+    // read again: a child started while the signal was on its way counts too
+    for (n, p) in pids(&out) {
+        assert!(!alive(p), "{n} (pid {p}) outlived the interrupted demo");
+    }
+}
+
+#[test]
+fn sigkilled_demo_takes_its_children_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (mut child, _) = start_and_wait_for_children(&out);
+    child.kill().unwrap(); // SIGKILL: no handler runs in the demo
+    child.wait().unwrap();
+    let ps = pids(&out);
+    crate::assert_eventually!(
+        ps.iter().all(|(_, p)| !alive(*p)),
+        Duration::from_secs(10),
+        "every child dies with the SIGKILLed demo: {ps:?}"
+    );
+}

@@ -1,0 +1,36 @@
+//! Edgeplane security: the cluster CA and its certificates ([`certs`]), the identity and
+//! role a certificate carries ([`identity`]), TLS material with reload ([`material`]), a
+//! TLS listener for tonic ([`incoming`]), authorization of every gRPC call ([`authz`]) and
+//! per-node join tokens ([`token`]).
+//! Crypto is rustls (ring provider) and rcgen; nothing here is hand-written crypto.
+#![forbid(unsafe_code)]
+
+pub mod authz;
+pub mod certs;
+pub mod identity;
+pub mod incoming;
+pub mod material;
+pub mod serve;
+pub mod token;
+
+pub use authz::{AuthLayer, Caller, Need, Policy, RateLimit};
+pub use certs::{generate_cluster_material, Ca, CertPaths, ClusterMaterial, LeafSpec, Validity};
+pub use identity::{Identity, Principal, Role};
+pub use incoming::tls_incoming;
+pub use material::{load_or_insecure, ClientTls, TlsMaterial, TlsPaths, NO_TLS_MATERIAL};
+pub use serve::{serve_routes, serve_routes_with, ClientCerts};
+pub use token::{JoinToken, Secret};
+
+/// Errors of this crate; each names the flag, file or field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+    #[error("certificate: {0}")]
+    Cert(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
