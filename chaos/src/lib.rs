@@ -13,12 +13,14 @@
 pub mod checker;
 pub mod checks;
 pub mod history;
+pub mod ports;
 pub mod procs;
 pub mod run;
 pub mod workload;
 
 pub use checker::{check_history, CheckConfig, CheckReport, Violation};
 pub use history::{Clock, History, Op, OpKind, Outcome, Value};
+pub use ports::reserve_port;
 pub use procs::{LocalCluster, ReplicaOpts};
 pub use run::{run_scenario, FaultKind, ScenarioConfig, ScenarioReport, Target};
 pub use workload::{Counters, WorkloadConfig};

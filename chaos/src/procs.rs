@@ -57,11 +57,9 @@ pub struct LocalCluster {
     max_id: u64,
 }
 
+/// A listen port a killed replica can be restarted on (see [`crate::ports`]).
 fn free_port() -> Result<u16, Error> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| Error::Process(format!("bind an ephemeral port: {e}")))?
-        .port())
+    crate::ports::reserve_port().map_err(|e| Error::Process(format!("reserve a port: {e}")))
 }
 
 impl LocalCluster {

@@ -837,12 +837,6 @@ impl Drop for LocalCluster {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn start_local_cluster(tls: bool) -> anyhow::Result<LocalCluster> {
     let exe = std::env::current_exe()?;
     let bin = exe
@@ -880,8 +874,8 @@ fn start_local_cluster(tls: bool) -> anyhow::Result<LocalCluster> {
     let mut peers = Vec::new();
     let mut clients = Vec::new();
     for _ in 0..3 {
-        peers.push(format!("127.0.0.1:{}", free_port()?));
-        clients.push(format!("127.0.0.1:{}", free_port()?));
+        peers.push(format!("127.0.0.1:{}", crate::gpu_box::free_port()?));
+        clients.push(format!("127.0.0.1:{}", crate::gpu_box::free_port()?));
     }
     let ic = peers
         .iter()

@@ -16,11 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
-/// A free loopback port (bound and released).
+/// A free loopback port below the ephemeral range (see `edgeplane_chaos::ports`: a child
+/// restarted on it cannot find it taken by an outgoing connection).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(edgeplane_chaos::reserve_port()?)
 }
 
 /// `n` fresh `127.0.0.1:<port>` addresses.

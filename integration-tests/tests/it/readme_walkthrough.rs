@@ -94,31 +94,6 @@ fn wait_for(step: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A port that is free now and below the kernel's ephemeral range, so that no outgoing
-/// connection can take it between now and the step that listens on it (seconds later; a port
-/// from `free_port` can be handed out again as a connection's source port meanwhile).
-fn listen_port(taken: &[u16]) -> u16 {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (from, to) = (10_000u16, low.max(10_001));
-    // a start that differs between test processes
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos() as u64);
-    let span = (to - from) as u64;
-    for i in 0..span {
-        let p = from + (seed.wrapping_mul(2_654_435_761).wrapping_add(i * 7919) % span) as u16;
-        if !taken.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port in {from}..{to}")
-}
-
-/// Every `127.0.0.1:PORT` mapped to a free port, consistently.
 fn remap_ports(text: &str) -> String {
     let mut map: BTreeMap<String, String> = BTreeMap::new();
     let mut out = String::new();
@@ -130,8 +105,9 @@ fn remap_ports(text: &str) -> String {
         let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
         if !digits.is_empty() {
             if !map.contains_key(&digits) {
-                let taken: Vec<u16> = map.values().filter_map(|v| v.parse().ok()).collect();
-                map.insert(digits.clone(), listen_port(&taken).to_string());
+                // Below the ephemeral range and never handed out twice: no outgoing connection
+                // can take it between now and the step that listens on it, seconds later.
+                map.insert(digits.clone(), crate::support::free_port().to_string());
             }
             out.push_str(&map[&digits]);
             rest = &rest[digits.len()..];

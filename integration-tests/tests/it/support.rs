@@ -103,12 +103,11 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A free loopback port (bound and released; good enough for tests on one machine).
+/// A free loopback port below the ephemeral range, never handed out twice in this process, so
+/// a killed child restarts on its port even while other tests open connections (an outgoing
+/// connection once took a killed replica's port from the ephemeral range and failed CI).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    edgeplane_chaos::reserve_port().expect("reserve a loopback port")
 }
 
 /// One cluster CA per test process (in a temp dir that lives as long as the process), made
