@@ -274,6 +274,32 @@ pub struct SledBackend {
     last_fsync: Duration,
 }
 
+/// Open sled in `dir`. sled releases its file lock from a background thread some time after
+/// the last handle of a previous open in this process is dropped, so an immediate reopen in the
+/// same process (a restore followed by a start, the tests) can find the lock still held; that
+/// case is retried for a few seconds. A lock held by another process is reported as before.
+fn open_sled(dir: &Path) -> Result<sled::Db> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            // Durability comes from our own flush + fsync; sled's background flusher would
+            // only add sync_file_range calls between them.
+            .flush_every_ms(None)
+            .open();
+        match r {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return Ok(r?),
+        }
+    }
+}
+
 impl SledBackend {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -287,13 +313,7 @@ impl SledBackend {
             move |source| StorageError::Io { path, source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            // Durability comes from our own flush + fsync; sled's background flusher would
-            // only add sync_file_range calls between them.
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_sled(dir)?;
         db.flush()?;
         let data_path = dir.join("db");
         let data_file = File::open(&data_path).map_err(io(&data_path))?;
