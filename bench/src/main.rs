@@ -204,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
             s.ops_per_s(),
             s.ms(0.99),
             s.ms(0.999),
-            s.hist.max() as f64 / 1e3,
+            s.hist.max_ms(),
             s.ms(0.999) / s.ms(0.99)
         );
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
+use edgeplane_scheduler::latency::Latencies;
 use serde_json::json;
 
 use crate::client::Client;
@@ -32,8 +32,8 @@ pub struct Outcome {
     pub ok: u64,
     pub errors: u64,
     pub seconds: f64,
-    /// Latency of successful operations, microseconds.
-    pub hist: Histogram<u64>,
+    /// Latency of successful operations.
+    pub hist: Latencies,
 }
 
 impl Outcome {
@@ -41,13 +41,13 @@ impl Outcome {
         self.ok as f64 / self.seconds
     }
     pub fn ms(&self, q: f64) -> f64 {
-        self.hist.value_at_quantile(q) as f64 / 1e3
+        self.hist.quantile_ms(q)
     }
     pub fn json(&self) -> serde_json::Value {
         json!({"system": self.system.name(), "op": self.op.name(), "clients": self.clients,
                "ok": self.ok, "errors": self.errors, "seconds": self.seconds,
                "ops_per_s": self.ops_per_s(), "p50_ms": self.ms(0.5), "p99_ms": self.ms(0.99),
-               "p999_ms": self.ms(0.999), "max_ms": self.hist.max() as f64 / 1e3})
+               "p999_ms": self.ms(0.999), "max_ms": self.hist.max_ms()})
     }
 }
 
@@ -84,7 +84,7 @@ pub async fn run(
     for (i, ch) in conns.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             let mut c = Client::new(system, ch);
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut hist = Latencies::default();
             let (mut ok, mut errors, mut value) = (0u64, 0u64, 0u64);
             let k = key(i);
             loop {
@@ -104,7 +104,7 @@ pub async fn run(
                 match r {
                     Ok(true) => {
                         ok += 1;
-                        let _ = hist.record((done - t).as_micros().max(1) as u64);
+                        hist.record(done - t);
                     }
                     Ok(false) | Err(_) => errors += 1,
                 }
@@ -112,11 +112,11 @@ pub async fn run(
             (hist, ok, errors)
         }));
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = Latencies::default();
     let (mut ok, mut errors) = (0, 0);
     for t in tasks {
         let (h, o, e) = t.await?;
-        hist.add(h)?;
+        hist.merge(&h);
         ok += o;
         errors += e;
     }

@@ -415,14 +415,12 @@ impl ScenarioReport {
         if self.gaps.is_empty() {
             return None;
         }
-        // The workspace's one percentile implementation: an HDR histogram (µs, 3
-        // significant digits), nearest rank.
-        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
-            .expect("valid bounds");
+        // The workspace's one percentile implementation (an HDR histogram), nearest rank.
+        let mut h = edgeplane_scheduler::latency::Latencies::default();
         for g in &self.gaps {
-            h.saturating_record((g.as_micros() as u64).max(1));
+            h.record(*g);
         }
-        Some(Duration::from_micros(h.value_at_quantile(p)))
+        Some(h.quantile(p))
     }
 }
 

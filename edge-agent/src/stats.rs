@@ -6,49 +6,10 @@
 //! fixed-size HDR histograms (µs, 3 significant digits, 1 µs ..= 1 h), never into vectors.
 
 use crate::persist::{AccCounters, Counters, ModelCounters};
-use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 
-/// Largest latency a histogram holds exactly (1 h in µs); longer ones saturate to it.
-const MAX_LATENCY_US: u64 = 3_600_000_000;
-
-/// A latency histogram (µs) of fixed size.
-#[derive(Debug, Clone)]
-pub struct Latencies(Histogram<u64>);
-
-impl Default for Latencies {
-    fn default() -> Self {
-        Latencies(Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"))
-    }
-}
-
-impl Latencies {
-    pub fn record_ms(&mut self, ms: f64) {
-        let us = (ms.max(0.0) * 1000.0).round() as u64;
-        self.0.saturating_record(us.max(1));
-    }
-
-    /// The q-quantile (0..=1) in ms; 0 when empty.
-    pub fn quantile_ms(&self, q: f64) -> f64 {
-        if self.0.is_empty() {
-            0.0
-        } else {
-            self.0.value_at_quantile(q) as f64 / 1000.0
-        }
-    }
-
-    pub fn len(&self) -> u64 {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn clear(&mut self) {
-        self.0.reset();
-    }
-}
+/// The workspace's one latency histogram (µs, fixed size).
+pub use edgeplane_scheduler::latency::Latencies;
 
 #[derive(Debug, Clone, Default)]
 pub struct ModelStats {
@@ -352,12 +313,12 @@ mod tests {
     fn memory_is_bounded_however_many_completions() {
         let mut s = Stats::new(&["npu0".into()]);
         s.complete("m", 1.0, true, 0.0);
-        let before = s.models["m"].all.0.distinct_values();
+        let before = s.models["m"].all.buckets();
         for i in 0..200_000u32 {
             s.complete("m", f64::from(i % 5000) / 10.0, true, 0.0);
         }
         // The histogram's bucket array never grows (fixed bounds): same size after 200k.
-        assert_eq!(s.models["m"].all.0.distinct_values(), before);
+        assert_eq!(s.models["m"].all.buckets(), before);
         assert_eq!(s.models["m"].all.len(), 200_001);
     }
 
