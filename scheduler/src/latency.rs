@@ -120,7 +120,11 @@ mod tests {
         a.merge(&b);
         assert_eq!(a.len(), 5);
         // nearest rank of 5 samples: the third, 3 ms (to the histogram's 0.1 % precision)
-        assert!((a.quantile_ms(0.5) - 3.0).abs() < 0.005, "{}", a.quantile_ms(0.5));
+        assert!(
+            (a.quantile_ms(0.5) - 3.0).abs() < 0.005,
+            "{}",
+            a.quantile_ms(0.5)
+        );
         assert!((a.max_ms() - 20.0).abs() < 0.02, "{}", a.max_ms());
         a.clear();
         assert!(a.is_empty());

@@ -469,6 +469,29 @@ async fn large_snapshot_reaches_a_lagging_follower_in_chunks() {
         .await
         .expect("register a large node");
     }
+    // The leader builds snapshots and compacts its log on a background thread: wait until it
+    // has dropped the entries the lagger lacks (killed at index <= 3 of a fresh cluster), or
+    // the lagger, restarted too early, would catch up from the log and no snapshot would move.
+    eventually(
+        Duration::from_secs(20),
+        "the leader compacted its log past the lagger",
+        || async {
+            let log = c.log_of(leader);
+            log.lines()
+                .filter(|l| l.contains("snapshot taken, log compacted"))
+                .filter_map(|l| {
+                    l.split("compacted_to=Some(")
+                        .nth(1)?
+                        .split(')')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .any(|upto| upto >= 8)
+                .then_some(())
+        },
+    )
+    .await;
     c.spawn(lagger);
     eventually(
         Duration::from_secs(20),
