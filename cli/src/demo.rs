@@ -421,6 +421,7 @@ fn start_probe(
     rate: f64,
     deadline_ms: f64,
     t0: Instant,
+    until: Option<Instant>,
     stop: tokio::sync::watch::Receiver<bool>,
     samples: Arc<Mutex<Vec<Sample>>>,
 ) -> tokio::task::JoinHandle<()> {
@@ -434,7 +435,7 @@ fn start_probe(
         let mut inflight = tokio::task::JoinSet::new();
         loop {
             tick.tick().await;
-            if *stop.borrow() {
+            if *stop.borrow() || until.is_some_and(|u| Instant::now() >= u) {
                 break;
             }
             let mut c = InferenceClient::new(ch.clone());
@@ -781,6 +782,9 @@ async fn live(
     ];
     xr_args.extend(net.server_flags(&format!("node-{XR_NODE}")));
     let xr_out = logs.join("xr-headset.summary.json");
+    // The agent's scenario (and the agent) ends `duration` after its start, which is after
+    // this instant: the probe stops here, so it never calls an agent that has just exited.
+    let xr_ends = Instant::now() + Duration::from_secs_f64(a.duration);
     let pid = children.spawn(
         XR_NODE,
         &xr_args,
@@ -892,6 +896,7 @@ async fn live(
             a.probe_rate,
             0.0,
             load_t0,
+            Some(xr_ends),
             stop_rx,
             samples.clone(),
         )
@@ -939,6 +944,7 @@ async fn live(
                     a.gpu_rate,
                     m.slo_ms,
                     load_t0,
+                    None,
                     stop_rx_gpu.clone(),
                     m.samples.clone(),
                 ));
