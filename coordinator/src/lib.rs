@@ -59,6 +59,8 @@
 
 pub mod admin;
 pub mod agents;
+#[cfg(test)]
+mod apply_props;
 pub mod auth;
 pub mod config;
 pub mod entry;
