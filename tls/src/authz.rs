@@ -126,6 +126,9 @@ pub const JOIN_RATE: RateLimit = RateLimit {
 
 const MAX_TRACKED: usize = 10_000;
 
+/// Certificates whose identity is remembered (distinct client certificates seen recently).
+const MAX_IDENTITIES: usize = 4_096;
+
 #[derive(Default)]
 struct Buckets {
     map: HashMap<String, (f64, Instant)>,
@@ -139,6 +142,10 @@ pub struct AuthLayer {
     secure: bool,
     rate: Option<RateLimit>,
     buckets: Arc<Mutex<Buckets>>,
+    /// Identities by certificate DER. The identity is a pure function of the certificate's
+    /// bytes, and parsing X.509 on every request was a cost TLS added to every call; with
+    /// the whole DER as key a cached answer is the answer parsing would give.
+    identities: Arc<Mutex<HashMap<Vec<u8>, Result<Identity, String>>>>,
     server: &'static str,
 }
 
@@ -149,6 +156,7 @@ impl AuthLayer {
             secure,
             rate: Some(DEFAULT_RATE),
             buckets: Arc::default(),
+            identities: Arc::default(),
             server,
         }
     }
@@ -185,6 +193,21 @@ impl AuthLayer {
         }
     }
 
+    /// The identity in a certificate, parsed once per distinct certificate (bounded memory:
+    /// the cache starts over when full).
+    fn identity_of(&self, der: &[u8]) -> Result<Identity, String> {
+        if let Some(hit) = self.identities.lock().expect("identity cache").get(der) {
+            return hit.clone();
+        }
+        let id = Identity::from_der(der);
+        let mut cache = self.identities.lock().expect("identity cache");
+        if cache.len() >= MAX_IDENTITIES {
+            cache.clear();
+        }
+        cache.insert(der.to_vec(), id.clone());
+        id
+    }
+
     /// Decide on one request: the caller to attach, or the refusal.
     pub fn authorize(&self, path: &str, ext: &http::Extensions) -> Result<Caller, tonic::Status> {
         let need = (self.policy)(path);
@@ -218,7 +241,7 @@ impl AuthLayer {
                 need.describe()
             )));
         };
-        let id = Identity::from_der(first).map_err(|e| {
+        let id = self.identity_of(first).map_err(|e| {
             tonic::Status::unauthenticated(format!("{path}: client certificate: {e}"))
         })?;
         if !need.allows(&id) {
@@ -343,5 +366,46 @@ mod tests {
         assert!(n.allows(&id(Principal::User("x".into()), Some(Role::Admin))));
         assert!(!n.allows(&id(Principal::User("x".into()), Some(Role::Operator))));
         assert!(!n.allows(&id(Principal::Client("c".into()), None)));
+    }
+
+    #[test]
+    fn identities_are_parsed_once_per_certificate_and_equal_a_fresh_parse() {
+        use rustls_pki_types::pem::PemObject as _;
+        let ca = crate::certs::Ca::generate("test").unwrap();
+        let l = layer(Need::Member);
+        let mut ders = Vec::new();
+        for (who, role) in [("alice", Some(Role::Operator)), ("bob", None)] {
+            let (pem, _) = ca
+                .issue(&crate::certs::LeafSpec::new(Identity {
+                    principal: Principal::User(who.into()),
+                    role,
+                }))
+                .unwrap();
+            ders.push(
+                rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                    .unwrap()
+                    .to_vec(),
+            );
+        }
+        for _ in 0..3 {
+            for d in &ders {
+                assert_eq!(l.identity_of(d), Identity::from_der(d));
+            }
+        }
+        assert_eq!(
+            l.identities.lock().unwrap().len(),
+            2,
+            "one entry per certificate"
+        );
+        // A certificate that does not parse is refused every time, with the same reason.
+        let bad = b"not a certificate".to_vec();
+        let e = l.identity_of(&bad).unwrap_err();
+        assert_eq!(l.identity_of(&bad).unwrap_err(), e);
+        assert!(e.contains("not DER X.509"), "{e}");
+        // Bounded: the cache starts over instead of growing.
+        for i in 0..MAX_IDENTITIES + 10 {
+            let _ = l.identity_of(&i.to_le_bytes());
+        }
+        assert!(l.identities.lock().unwrap().len() <= MAX_IDENTITIES);
     }
 }
