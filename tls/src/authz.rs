@@ -126,6 +126,9 @@ pub const JOIN_RATE: RateLimit = RateLimit {
 
 const MAX_TRACKED: usize = 10_000;
 
+/// Parsed identities (or the parse error) by certificate DER.
+type IdentityCache = HashMap<Vec<u8>, Result<Identity, String>>;
+
 /// Certificates whose identity is remembered (distinct client certificates seen recently).
 const MAX_IDENTITIES: usize = 4_096;
 
@@ -145,7 +148,7 @@ pub struct AuthLayer {
     /// Identities by certificate DER. The identity is a pure function of the certificate's
     /// bytes, and parsing X.509 on every request was a cost TLS added to every call; with
     /// the whole DER as key a cached answer is the answer parsing would give.
-    identities: Arc<Mutex<HashMap<Vec<u8>, Result<Identity, String>>>>,
+    identities: Arc<Mutex<IdentityCache>>,
     server: &'static str,
 }
 
