@@ -12,19 +12,10 @@
 //!   what the leader held);
 //! - `precheck` (run before proposing) refuses no command that `apply` would accept.
 
+use crate::input_props::cfg;
 use crate::state::State;
 use edgeplane_proto::raft::{self as pb, command::Kind};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
-
-fn cfg(cases: u32) -> Config {
-    Config {
-        cases,
-        rng_seed: RngSeed::Fixed(0x00A9_91E5),
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
 
 fn node_name() -> impl Strategy<Value = String> {
     prop_oneof![

@@ -10,7 +10,8 @@ use proptest::test_runner::{Config, RngSeed};
 use prost::Message as _;
 use protobuf::Message as _;
 
-fn cfg(cases: u32) -> Config {
+/// A fixed seed and `cases` cases, no failure files (shared with `apply_props`).
+pub(crate) fn cfg(cases: u32) -> Config {
     Config {
         cases,
         rng_seed: RngSeed::Fixed(0x005E_C011),
