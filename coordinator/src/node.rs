@@ -138,8 +138,8 @@ pub(crate) struct HandleInner {
     pub join_token: Option<edgeplane_tls::Secret>,
     pub client_addr: String,
     /// The cluster CA with its key (`--tls-ca-key`): this member signs joining agents'
-    /// certificates. `None` on members without the key.
-    pub ca: Option<Arc<edgeplane_tls::Ca>>,
+    /// certificates (reloaded when its files change). `None` on members without the key.
+    pub ca: Option<Arc<edgeplane_tls::CaSigner>>,
     /// Client TLS of this member (its member certificate), for calls to other members.
     pub client_tls: edgeplane_tls::ClientTls,
     pub forward: Box<dyn LeaderClient>,
@@ -160,7 +160,7 @@ impl Handle {
 
     /// The CA this member signs joining agents' certificates with (`--tls-ca-key`).
     pub fn signing_ca(&self) -> Option<Arc<edgeplane_tls::Ca>> {
-        self.inner.ca.clone()
+        self.inner.ca.as_ref().map(|s| s.current())
     }
 
     /// This member's client TLS (member certificate, or plaintext with `--insecure`).

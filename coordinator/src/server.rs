@@ -146,11 +146,14 @@ impl Coordinator {
         // The CA key signs the certificates of agents that join with a per-node token.
         let ca = match (&cfg.tls_ca_key, &cfg.tls) {
             (Some(key), Some(paths)) => {
-                let ca = edgeplane_tls::Ca::load_files(&paths.ca, key)?;
+                let ca = edgeplane_tls::CaSigner::load(&paths.ca, key)?;
+                // A CA rotation (new key, bundle of old and new certificates) reaches the
+                // signer like the rest of the TLS material: on change or SIGHUP.
+                edgeplane_tls::spawn_reloader(&ca, Duration::from_secs(2));
                 tracing::info!(
                     "this member holds the CA key: it signs the certificates of joining agents"
                 );
-                Some(Arc::new(ca))
+                Some(ca)
             }
             _ => None,
         };

@@ -398,6 +398,64 @@ pub fn generate_cluster_material(
     })
 }
 
+/// The CA a member signs joining agents' certificates with (`--tls-ca` and `--tls-ca-key`),
+/// re-read when the files change or on SIGHUP ([`crate::material::spawn_reloader`]), so a CA
+/// rotation reaches the signer without a restart. A failed reload keeps the previous CA.
+#[derive(Debug)]
+pub struct CaSigner {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: std::sync::RwLock<(std::sync::Arc<Ca>, Vec<Option<std::time::SystemTime>>)>,
+}
+
+impl CaSigner {
+    fn stamp(&self) -> Vec<Option<std::time::SystemTime>> {
+        [&self.cert_path, &self.key_path]
+            .iter()
+            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    /// Load the CA; errors name the flag and the file.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<std::sync::Arc<CaSigner>, Error> {
+        let me = CaSigner {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            current: std::sync::RwLock::new((
+                std::sync::Arc::new(Ca::load_files(cert_path, key_path)?),
+                Vec::new(),
+            )),
+        };
+        let st = me.stamp();
+        me.current.write().expect("ca lock").1 = st;
+        Ok(std::sync::Arc::new(me))
+    }
+
+    /// The CA to sign with now.
+    pub fn current(&self) -> std::sync::Arc<Ca> {
+        self.current.read().expect("ca lock").0.clone()
+    }
+}
+
+impl crate::material::Reloadable for CaSigner {
+    fn stale(&self) -> bool {
+        self.stamp() != self.current.read().expect("ca lock").1
+    }
+
+    fn reload(&self) -> Result<bool, Error> {
+        let st = self.stamp();
+        let ca = Ca::load_files(&self.cert_path, &self.key_path)?;
+        let mut cur = self.current.write().expect("ca lock");
+        let changed = ca.pem != cur.0.pem || ca.key.serialize_der() != cur.0.key.serialize_der();
+        *cur = (std::sync::Arc::new(ca), st);
+        Ok(changed)
+    }
+
+    fn what(&self) -> String {
+        "ca key".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,5 +556,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--tls-ca") && e.contains("missing.pem"), "{e}");
+    }
+
+    #[test]
+    fn the_signer_follows_a_rotated_ca_and_keeps_the_old_one_on_a_bad_reload() {
+        use crate::material::Reloadable as _;
+        let dir = tempfile::tempdir().unwrap();
+        let old = Ca::init(dir.path(), "old").unwrap();
+        let (cert, key) = (dir.path().join(CA_CERT), dir.path().join(CA_KEY));
+        let signer = CaSigner::load(&cert, &key).unwrap();
+        assert!(!signer.stale());
+        assert_eq!(signer.current().cert_pem(), old.cert_pem());
+        // Rotation: the bundle holds old and new CA certificates, the key is the new CA's.
+        let new = Ca::generate("new").unwrap();
+        std::fs::write(&cert, format!("{}{}", old.cert_pem(), new.cert_pem())).unwrap();
+        write_private(&key, new.key.serialize_pem().as_bytes()).unwrap();
+        assert!(signer.reload().unwrap(), "a rotated CA is a change");
+        let spec = LeafSpec::new(Identity {
+            principal: Principal::Node("edge-9".into()),
+            role: None,
+        });
+        let (leaf, _) = signer.current().issue(&spec).unwrap();
+        let leaf = der(&leaf);
+        let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+        let issuer = parsed.issuer().to_string();
+        assert!(issuer.contains("new"), "signed by the new CA: {issuer}");
+        // A broken key file: the reload fails, naming the flag, and the new CA stays.
+        std::fs::write(&key, "not a key").unwrap();
+        let e = signer.reload().unwrap_err().to_string();
+        assert!(e.contains("--tls-ca-key"), "{e}");
+        assert!(signer.current().cert_pem().contains(new.cert_pem().trim()));
+        assert!(signer.reload().is_err());
     }
 }

@@ -14,10 +14,14 @@ pub mod serve;
 pub mod token;
 
 pub use authz::{AuthLayer, Caller, Need, Policy, RateLimit};
-pub use certs::{generate_cluster_material, Ca, CertPaths, ClusterMaterial, LeafSpec, Validity};
+pub use certs::{
+    generate_cluster_material, Ca, CaSigner, CertPaths, ClusterMaterial, LeafSpec, Validity,
+};
 pub use identity::{Identity, Principal, Role};
 pub use incoming::tls_incoming;
-pub use material::{load_or_insecure, ClientTls, TlsMaterial, TlsPaths, NO_TLS_MATERIAL};
+pub use material::{
+    load_or_insecure, spawn_reloader, ClientTls, Reloadable, TlsMaterial, TlsPaths, NO_TLS_MATERIAL,
+};
 pub use serve::{serve_routes, serve_routes_with, ClientCerts};
 pub use token::{JoinToken, Secret};
 

@@ -196,44 +196,7 @@ impl TlsMaterial {
     /// Reload when the files change (polled every `every`) or on SIGHUP, until the
     /// material is dropped everywhere else.
     pub fn spawn_reloader(self: &Arc<Self>, every: Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            #[cfg(unix)]
-            let mut hup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-            loop {
-                #[cfg(unix)]
-                let signalled = async {
-                    match hup.as_mut() {
-                        Some(h) => {
-                            h.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                #[cfg(not(unix))]
-                let signalled = std::future::pending::<()>();
-                let forced = tokio::select! {
-                    _ = signalled => true,
-                    _ = tokio::time::sleep(every) => false,
-                };
-                let Some(m) = weak.upgrade() else { return };
-                if forced || m.stale() {
-                    match m.reload() {
-                        Ok(changed) => tracing::info!(
-                            changed,
-                            sighup = forced,
-                            identity = %m.identity(),
-                            "tls material reloaded"
-                        ),
-                        Err(e) => tracing::error!(
-                            error = %e,
-                            "tls material reload failed; keeping the previous certificates"
-                        ),
-                    }
-                }
-            }
-        });
+        spawn_reloader(self, every);
     }
 
     /// A tonic client TLS config from the current files (for each new connection).
@@ -322,4 +285,67 @@ pub fn server_authenticated_endpoint(
                 .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem)),
         )
         .map_err(|e| Error::Config(format!("tls for {addr}: {e}")))
+}
+
+/// Something read from files that is re-read when they change or on SIGHUP (the process's TLS
+/// material, the CA a member signs with). On a failed reload the previous value stays in use.
+pub trait Reloadable: Send + Sync + 'static {
+    /// Whether the files changed since the last load.
+    fn stale(&self) -> bool;
+    /// Re-read the files; whether anything changed.
+    fn reload(&self) -> Result<bool, Error>;
+    /// What it is, for the log line.
+    fn what(&self) -> String;
+}
+
+impl Reloadable for TlsMaterial {
+    fn stale(&self) -> bool {
+        TlsMaterial::stale(self)
+    }
+    fn reload(&self) -> Result<bool, Error> {
+        TlsMaterial::reload(self)
+    }
+    fn what(&self) -> String {
+        "tls material".into()
+    }
+}
+
+/// Reload `r` when its files change (polled every `every`) or on SIGHUP, until it is dropped
+/// everywhere else. Logs "<what> reloaded" (or "<what> reload failed").
+pub fn spawn_reloader<R: Reloadable>(r: &Arc<R>, every: Duration) {
+    let weak = Arc::downgrade(r);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let signalled = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let signalled = std::future::pending::<()>();
+            let forced = tokio::select! {
+                _ = signalled => true,
+                _ = tokio::time::sleep(every) => false,
+            };
+            let Some(m) = weak.upgrade() else { return };
+            if forced || m.stale() {
+                match m.reload() {
+                    Ok(changed) => {
+                        tracing::info!(changed, sighup = forced, "{} reloaded", m.what())
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "{} reload failed; keeping the previous one",
+                        m.what()
+                    ),
+                }
+            }
+        }
+    });
 }

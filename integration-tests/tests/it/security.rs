@@ -527,6 +527,10 @@ async fn rotated_certificate_is_picked_up_on_sighup_without_a_restart() {
     let peer = format!("127.0.0.1:{}", free_port());
     let client = format!("127.0.0.1:{}", free_port());
     let log = own.path().join("r.log");
+    // Its own copy of the CA certificate and key too, so the CA can be rotated under it.
+    let (ca_pem, ca_key) = (own.path().join("ca.pem"), own.path().join("ca.key"));
+    std::fs::copy(tls().ca(), &ca_pem).unwrap();
+    std::fs::copy(tls().dir.join("ca.key"), &ca_key).unwrap();
     let mut child = Command::new(bin("edgeplane-coordinator"))
         .args(["--id", "1", "--client-addr", &client])
         .args([
@@ -538,7 +542,9 @@ async fn rotated_certificate_is_picked_up_on_sighup_without_a_restart() {
         .arg("--data-dir")
         .arg(own.path().join("d"))
         .arg("--tls-ca")
-        .arg(tls().ca())
+        .arg(&ca_pem)
+        .arg("--tls-ca-key")
+        .arg(&ca_key)
         .arg("--tls-cert")
         .arg(&p.cert)
         .arg("--tls-key")
@@ -581,6 +587,35 @@ async fn rotated_certificate_is_picked_up_on_sighup_without_a_restart() {
         .unwrap();
     let mut fresh = AdminClient::new(channel(&admin, &client).await.unwrap());
     fresh
+        .cluster_status(adm::ReadRequest { stale: true })
+        .await
+        .unwrap();
+    // Rotate the CA under the member: the bundle holds the old and the new CA certificate,
+    // the key is the new CA's. The signer picks it up on SIGHUP, the member keeps serving
+    // clients of the old CA.
+    let newca = tempfile::tempdir().unwrap();
+    let rotated = Ca::init(newca.path(), "rotated").unwrap();
+    let bundle = format!(
+        "{}{}",
+        std::fs::read_to_string(&ca_pem).unwrap(),
+        rotated.cert_pem()
+    );
+    std::fs::write(&ca_pem, bundle).unwrap();
+    std::fs::copy(newca.path().join("ca.key"), &ca_key).unwrap();
+    let ok = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    crate::assert_eventually!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ca key reloaded changed=true"),
+        Duration::from_secs(10),
+        "no CA reload logged"
+    );
+    let mut after = AdminClient::new(channel(&admin, &client).await.unwrap());
+    after
         .cluster_status(adm::ReadRequest { stale: true })
         .await
         .unwrap();
