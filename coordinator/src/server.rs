@@ -38,6 +38,11 @@ pub fn nodelay_incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
 /// Errors while starting a replica.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(
+        "data dir {dir} is in use by another coordinator (lock {lock} is held); stop that \
+         replica or pick another --data-dir"
+    )]
+    Locked { dir: String, lock: String },
     #[error("opening the data dir {dir}: {source}")]
     Storage {
         dir: String,
@@ -71,6 +76,8 @@ pub struct Extensions {
 
 /// A running replica.
 pub struct Coordinator {
+    /// The data dir's lock, held for as long as the replica runs.
+    _lock: std::fs::File,
     handle: Handle,
     shutdown: broadcast::Sender<()>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -80,6 +87,7 @@ pub struct Coordinator {
 impl Coordinator {
     /// Open storage, start the raft thread and every server. Returns once listening.
     pub async fn start(cfg: Config, ext: Extensions) -> Result<Coordinator, StartError> {
+        let lock = lock_data_dir(&cfg.data_dir)?;
         let dir = cfg.data_dir.join("raft");
         let fail_after = if cfg.enable_fault_injection {
             std::env::var(FSYNC_FAULT_ENV)
@@ -309,6 +317,7 @@ impl Coordinator {
 
         tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, "coordinator replica started");
         Ok(Coordinator {
+            _lock: lock,
             handle,
             shutdown,
             tasks,
@@ -422,10 +431,57 @@ async fn bind(field: &'static str, addr: &str) -> Result<tokio::net::TcpListener
         })
 }
 
+/// Take `<data_dir>/LOCK` (flock, released when the process ends however it ends). A second
+/// replica on the same dir is refused at once with the dir named, before sled is opened
+/// (sled's own lock would refuse it too, but only after retries and in sled's words).
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let storage = |e: std::io::Error, path: &std::path::Path| StartError::Storage {
+        dir: data_dir.display().to_string(),
+        source: crate::storage::StorageError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| storage(e, data_dir))?;
+    let path = data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| storage(e, &path))?;
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(file),
+        Err(fs4::TryLockError::WouldBlock) => Err(StartError::Locked {
+            dir: data_dir.display().to_string(),
+            lock: path.display().to_string(),
+        }),
+        Err(fs4::TryLockError::Error(e)) => Err(storage(e, &path)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio_stream::StreamExt as _;
+
+    #[test]
+    fn a_second_replica_on_the_same_data_dir_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_data_dir(dir.path()).unwrap();
+        let t0 = std::time::Instant::now();
+        let e = lock_data_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "waited {:?}",
+            t0.elapsed()
+        );
+        assert!(e.contains("in use by another coordinator"), "{e}");
+        assert!(e.contains("--data-dir"), "{e}");
+        drop(held);
+        // Released with the holder.
+        lock_data_dir(dir.path()).unwrap();
+    }
 
     fn free_addr() -> String {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
