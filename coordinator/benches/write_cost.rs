@@ -27,6 +27,7 @@ fn register(name: String, client_id: u64) -> pb::Command {
                 ..Default::default()
             }],
             agent_addr: "10.0.0.1:7200".into(),
+            cert_sha256: Vec::new(),
         })),
     }
 }

@@ -550,6 +550,33 @@ pub fn check_report(r: &api::Report) -> Result<(), String> {
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<api::CoordinatorMessage, Status>> + Send>>;
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fingerprint a registration is bound to: the caller's certificate when it is a node
+/// certificate. An admin acting for a node (tools, benchmarks) binds nothing, so removing
+/// such a node never revokes an admin's certificate.
+fn node_cert(caller: Option<&edgeplane_tls::Caller>, ext: &tonic::Extensions) -> Option<[u8; 32]> {
+    match caller {
+        Some(edgeplane_tls::Caller::Cert(id))
+            if matches!(id.principal, edgeplane_tls::Principal::Node(_)) =>
+        {
+            edgeplane_tls::peer_cert_sha256(ext)
+        }
+        _ => None,
+    }
+}
+
+/// The refusal of a certificate that `nodes remove` revoked.
+fn revoked(name: &str) -> Status {
+    Status::permission_denied(format!(
+        "certificate: this certificate of node {name:?} was revoked when the node was removed; \
+         join again with a new token (`edgeplane tokens create --node {name}`) and an empty \
+         data dir"
+    ))
+}
+
 fn redirect(handle: &Handle) -> api::CoordinatorMessage {
     let l = *handle.leadership().borrow();
     api::CoordinatorMessage {
@@ -642,6 +669,10 @@ impl AgentService {
                     name: r.name.clone(),
                     accelerators: accelerators_of(&r),
                     agent_addr: r.agent_addr.clone(),
+                    // bound to the certificate it is about to receive
+                    cert_sha256: edgeplane_tls::pem_cert_sha256(&certificate)
+                        .map(|h| h.to_vec())
+                        .unwrap_or_default(),
                 }),
             })),
         };
@@ -729,6 +760,7 @@ impl Agent for AgentService {
         request: Request<api::RegisterRequest>,
     ) -> Result<Response<api::RegisterResponse>, Status> {
         let caller = edgeplane_tls::Caller::of(&request).cloned();
+        let cert = node_cert(caller.as_ref(), request.extensions());
         let remote_ip = request.remote_addr().map(|a| a.ip());
         let r = request.into_inner();
         if !r.csr.is_empty() {
@@ -748,8 +780,14 @@ impl Agent for AgentService {
         let accelerators = accelerators_of(&r);
         // Write only what changed: a reconnect of a ready, unchanged node costs no Raft entry.
         let st = self.handle.read(true).await.map_err(|e| e.to_status())?;
+        // The same check runs when the registration applies; this one saves the entry.
+        if cert.is_some_and(|h| st.is_revoked(&h)) {
+            return Err(revoked(&r.name));
+        }
+        let cert_hex = cert.map(|h| hex(&h)).unwrap_or_default();
         let unchanged = st.nodes.get(&r.name).is_some_and(|n| {
             (n.status == NodeStatus::Ready || n.status == NodeStatus::Draining)
+                && (cert_hex.is_empty() || n.cert_sha256 == cert_hex)
                 && n.agent_addr == r.agent_addr
                 && n.accelerators.len() == accelerators.len()
                 && n.accelerators
@@ -770,6 +808,7 @@ impl Agent for AgentService {
                     name: r.name.clone(),
                     accelerators,
                     agent_addr: r.agent_addr.clone(),
+                    cert_sha256: cert.map(|h| h.to_vec()).unwrap_or_default(),
                 })),
             };
             self.handle.propose(cmd).await.map_err(|e| e.to_status())?;
@@ -803,6 +842,7 @@ impl Agent for AgentService {
         request: Request<Streaming<api::AgentMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
         let caller = edgeplane_tls::Caller::of(&request).cloned();
+        let cert = node_cert(caller.as_ref(), request.extensions());
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<api::CoordinatorMessage, Status>>(16);
         if !self.handle.leadership().borrow().is_leader {
@@ -822,6 +862,9 @@ impl Agent for AgentService {
             check_token(&self.handle, &hello.join_token)?;
         }
         crate::auth::check_node_name(caller.as_ref(), &hello.name)?;
+        if cert.is_some_and(|h| self.handle.stale_state().is_revoked(&h)) {
+            return Err(revoked(&hello.name));
+        }
         if !self.handle.stale_state().nodes.contains_key(&hello.name) {
             return Err(Status::failed_precondition(format!(
                 "node {:?} is not registered: call Register first",

@@ -10,7 +10,8 @@
 //! - two replicas applying the same sequence end byte-identical (no clock, no hash order);
 //! - the snapshot encoding round-trips (a follower that catches up by snapshot holds exactly
 //!   what the leader held);
-//! - `precheck` (run before proposing) refuses no command that `apply` would accept.
+//! - `precheck` (run before proposing) refuses no command that `apply` would accept;
+//! - a certificate revoked by `RemoveNode` never registers a node again.
 
 use crate::input_props::cfg;
 use crate::state::State;
@@ -70,17 +71,30 @@ fn accelerator() -> impl Strategy<Value = pb::Accelerator> {
         })
 }
 
+/// A certificate fingerprint: none (plaintext), one of three certificates, or malformed.
+fn cert() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        2 => Just(Vec::new()),
+        4 => prop::sample::select(vec![1u8, 2, 3]).prop_map(|b| vec![b; 32]),
+        1 => prop::collection::vec(any::<u8>(), 1..40),
+    ]
+}
+
 fn register() -> impl Strategy<Value = pb::RegisterNode> {
     (
         node_name(),
         prop::collection::vec(accelerator(), 0..3),
         addr(),
+        cert(),
     )
-        .prop_map(|(name, accelerators, agent_addr)| pb::RegisterNode {
-            name,
-            accelerators,
-            agent_addr,
-        })
+        .prop_map(
+            |(name, accelerators, agent_addr, cert_sha256)| pb::RegisterNode {
+                name,
+                accelerators,
+                agent_addr,
+                cert_sha256,
+            },
+        )
 }
 
 fn partition() -> impl Strategy<Value = pb::Partition> {
@@ -244,6 +258,7 @@ fn base() -> State {
                 })
                 .collect(),
             agent_addr: "127.0.0.1:7300".into(),
+            cert_sha256: Vec::new(),
         })));
     }
     for m in ["m0", "m1", "m2"] {
@@ -283,12 +298,25 @@ proptest! {
         for (i, cmd) in cmds.iter().enumerate() {
             let index = 100 + i as u64;
             let before = a.encode();
+            let revoked_before = match &cmd.kind {
+                Some(Kind::RegisterNode(r)) => a.is_revoked(&r.cert_sha256) && !r.cert_sha256.is_empty(),
+                Some(Kind::JoinNode(j)) => j
+                    .node
+                    .as_ref()
+                    .is_some_and(|r| !r.cert_sha256.is_empty() && a.is_revoked(&r.cert_sha256)),
+                _ => false,
+            };
             let pre = a.precheck(cmd);
             let r = a.apply(cmd, index);
             let rb = b.apply(cmd, index);
             prop_assert_eq!(&r.result, &rb.result, "replicas answered differently");
             if r.result.code == 0 {
                 accepted += 1;
+                prop_assert!(
+                    !revoked_before,
+                    "a revoked certificate registered a node: {:?}",
+                    cmd.kind
+                );
                 prop_assert!(
                     pre.is_ok(),
                     "precheck refused what apply accepted: {:?} -> {:?}",

@@ -900,6 +900,7 @@ mod tests {
                 name: name.into(),
                 accelerators: vec![acc],
                 agent_addr: "127.0.0.1:1".into(),
+                ..Default::default()
             })),
             index,
         );

@@ -160,6 +160,25 @@ pub struct Node {
     /// before it is broken (old partitions kept until the new home reports ready).
     #[serde(default)]
     pub target: Vec<Partition>,
+    /// SHA-256 (hex) of the certificate the node last registered with; empty without TLS.
+    /// Removing the node revokes it.
+    #[serde(default)]
+    pub cert_sha256: String,
+}
+
+/// A node certificate revoked by `nodes remove` (its SHA-256, hex) and the node it named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedCert {
+    pub sha256: String,
+    pub node: String,
+}
+
+/// Revoked certificates kept (the oldest are forgotten first; node certificates expire after
+/// a year anyway).
+pub const MAX_REVOKED_CERTS: usize = 10_000;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One plan change (a node's assignment committed by the planner), kept in the replicated
@@ -313,6 +332,9 @@ pub struct State {
     /// Per-node join tokens by id (only the hash of each secret; see [`crate::tokens`]).
     #[serde(default)]
     pub tokens: OrdMap<String, crate::tokens::TokenRecord>,
+    /// Certificates of removed nodes, oldest first (at most [`MAX_REVOKED_CERTS`]).
+    #[serde(default)]
+    pub revoked_certs: Vector<RevokedCert>,
     /// (last write index, client id) of every session: the eviction order.
     #[serde(skip)]
     session_order: OrdSet<(u64, u64)>,
@@ -351,6 +373,15 @@ pub fn validate(cmd: &pb::Command) -> Result<(), CommandError> {
             }
             if !r.agent_addr.is_empty() {
                 check_addr("agent_addr", &r.agent_addr)?;
+            }
+            if !(r.cert_sha256.is_empty() || r.cert_sha256.len() == 32) {
+                return Err(CommandError::invalid(
+                    "cert_sha256",
+                    format!(
+                        "must be empty or a SHA-256 digest (32 bytes), got {} bytes",
+                        r.cert_sha256.len()
+                    ),
+                ));
             }
         }
         Kind::SetNodeStatus(s) => {
@@ -708,12 +739,16 @@ impl State {
                     assignment_epoch: 0,
                     partitions: Vec::new(),
                     target: Vec::new(),
+                    cert_sha256: String::new(),
                 },
             );
         }
         let node = self.nodes.get_mut(&r.name).expect("just inserted");
         node.accelerators = accelerators;
         node.agent_addr = r.agent_addr.clone();
+        if !r.cert_sha256.is_empty() {
+            node.cert_sha256 = hex(&r.cert_sha256);
+        }
         // An operator's drain outlives the agent reconnecting.
         if node.status != NodeStatus::Draining {
             node.status = NodeStatus::Ready;
@@ -721,15 +756,42 @@ impl State {
         node.assignment_epoch
     }
 
+    /// Refuse a registration with a certificate revoked by `nodes remove`.
+    fn check_not_revoked(&self, r: &pb::RegisterNode) -> Result<(), CommandError> {
+        if r.cert_sha256.is_empty() {
+            return Ok(());
+        }
+        let h = hex(&r.cert_sha256);
+        match self.revoked_certs.iter().find(|c| c.sha256 == h) {
+            Some(c) => Err(CommandError::PermissionDenied(format!(
+                "certificate: this certificate of node {:?} was revoked when the node was \
+                 removed; join again with a new token (`edgeplane tokens create --node {}`) \
+                 and an empty data dir",
+                c.node, r.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a certificate (SHA-256) was revoked by `nodes remove`.
+    pub fn is_revoked(&self, cert_sha256: &[u8]) -> bool {
+        let h = hex(cert_sha256);
+        self.revoked_certs.iter().any(|c| c.sha256 == h)
+    }
+
     /// Check, then mutate. Returns the affected node's assignment epoch (0 if none).
     /// Every check happens before the first mutation.
     fn apply_kind(&mut self, kind: &Kind, index: u64) -> Result<u64, CommandError> {
         match kind {
-            Kind::RegisterNode(r) => Ok(self.register_node(r)),
+            Kind::RegisterNode(r) => {
+                self.check_not_revoked(r)?;
+                Ok(self.register_node(r))
+            }
             Kind::CreateToken(c) => crate::tokens::apply_create(self, c).map(|()| 0),
             Kind::RevokeToken(r) => crate::tokens::apply_revoke(self, r).map(|()| 0),
             Kind::JoinNode(j) => {
                 let r = j.node.as_ref().expect("validated");
+                self.check_not_revoked(r)?;
                 crate::tokens::check_join(self, j)?;
                 if self.nodes.contains_key(&r.name) {
                     return Err(CommandError::FailedPrecondition(format!(
@@ -751,11 +813,22 @@ impl State {
                 Ok(node.assignment_epoch)
             }
             Kind::RemoveNode(r) => {
-                if self.nodes.remove(&r.name).is_none() {
+                let Some(gone) = self.nodes.remove(&r.name) else {
                     return Err(CommandError::NotFound(format!(
                         "node {:?} not found",
                         r.name
                     )));
+                };
+                // Its certificate stops working here: the agent behind it, or anyone who
+                // copied its key, cannot register the name (or another) again.
+                if !gone.cert_sha256.is_empty() {
+                    self.revoked_certs.push_back(RevokedCert {
+                        sha256: gone.cert_sha256,
+                        node: r.name.clone(),
+                    });
+                    while self.revoked_certs.len() > MAX_REVOKED_CERTS {
+                        self.revoked_certs.pop_front();
+                    }
                 }
                 self.pins.retain(|p| p.node != r.name);
                 Ok(0)
@@ -999,6 +1072,7 @@ mod tests {
                     ..Default::default()
                 }],
                 agent_addr: "127.0.0.1:1".into(),
+                cert_sha256: Vec::new(),
             })),
         };
         s.apply(&cmd, 2);
@@ -1031,6 +1105,7 @@ mod tests {
                     ..Default::default()
                 }],
                 agent_addr: "127.0.0.1:1".into(),
+                cert_sha256: Vec::new(),
             })),
         }
     }
@@ -1065,6 +1140,7 @@ mod tests {
                     })
                     .collect(),
                 agent_addr: "127.0.0.1:1".into(),
+                cert_sha256: Vec::new(),
             })),
         };
         s.apply(
@@ -1087,6 +1163,61 @@ mod tests {
             vec!["cpu0"],
             "a GPU node keeps the first accelerator"
         );
+    }
+
+    #[test]
+    fn removing_a_node_revokes_its_certificate() {
+        let mut s = State::default();
+        let reg = |cert: u8| pb::Command {
+            kind: Some(Kind::RegisterNode(pb::RegisterNode {
+                name: "edge-1".into(),
+                agent_addr: "127.0.0.1:1".into(),
+                cert_sha256: if cert == 0 {
+                    Vec::new()
+                } else {
+                    vec![cert; 32]
+                },
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(s.apply(&reg(1), 2).result.code, 0);
+        assert_eq!(s.nodes["edge-1"].cert_sha256, "01".repeat(32));
+        let remove = pb::Command {
+            kind: Some(Kind::RemoveNode(pb::RemoveNode {
+                name: "edge-1".into(),
+            })),
+            ..Default::default()
+        };
+        assert_eq!(s.apply(&remove, 3).result.code, 0);
+        assert!(s.is_revoked(&[1; 32]));
+        // The removed node's certificate cannot register it (or any name) again, and the
+        // refusal says how to bring the box back.
+        let before = s.encode();
+        let r = s.apply(&reg(1), 4).result;
+        assert_eq!(r.code, 7, "{}", r.message);
+        assert!(
+            r.message.contains("revoked") && r.message.contains("tokens create --node edge-1"),
+            "{}",
+            r.message
+        );
+        assert_eq!(before, s.encode(), "a refused registration wrote something");
+        // A new certificate (a new join) registers the name; plaintext registrations are
+        // not bound to a certificate and are unaffected.
+        assert_eq!(s.apply(&reg(2), 5).result.code, 0);
+        assert_eq!(s.nodes["edge-1"].cert_sha256, "02".repeat(32));
+        assert_eq!(s.apply(&reg(0), 6).result.code, 0);
+        assert_eq!(s.nodes["edge-1"].cert_sha256, "02".repeat(32));
+        // The list is bounded, oldest forgotten first.
+        for i in 0..MAX_REVOKED_CERTS + 5 {
+            s.revoked_certs.push_back(RevokedCert {
+                sha256: format!("{i:064x}"),
+                node: "x".into(),
+            });
+        }
+        assert_eq!(s.apply(&remove, 7).result.code, 0);
+        assert_eq!(s.revoked_certs.len(), MAX_REVOKED_CERTS);
+        assert!(s.is_revoked(&[2; 32]), "the newest revocation is kept");
     }
 
     #[test]

@@ -339,6 +339,7 @@ mod tests {
                     name: name.into(),
                     accelerators: vec![],
                     agent_addr: "127.0.0.1:1".into(),
+                    ..Default::default()
                 }),
             })),
         };

@@ -59,6 +59,7 @@ async fn handle_register_pin_and_read() {
                 ..Default::default()
             }],
             agent_addr: "127.0.0.1:7301".into(),
+            cert_sha256: Vec::new(),
         }),
     ))
     .await

@@ -185,7 +185,9 @@ impl Link {
                 }
                 Err(e @ LinkError::Refused { .. }) => {
                     if !refused_logged {
-                        tracing::error!(error = %e, "registration refused; check --join-token");
+                        // The reason says what to fix: the token, the certificate's name, or a
+                        // certificate revoked by `nodes remove`. Retried with backoff.
+                        tracing::error!(error = %e, "registration refused; retrying");
                         refused_logged = true;
                     }
                 }

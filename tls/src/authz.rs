@@ -265,6 +265,27 @@ impl AuthLayer {
     }
 }
 
+/// SHA-256 of the client certificate on this request's connection (`None` without TLS or
+/// without a client certificate): what a node registration is bound to, and revoked by.
+pub fn peer_cert_sha256(ext: &http::Extensions) -> Option<[u8; 32]> {
+    use sha2::Digest as _;
+    let certs = ext
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|t| t.peer_certs())?;
+    let first = certs.first()?;
+    Some(sha2::Sha256::digest(first.as_ref()).into())
+}
+
+/// SHA-256 of the first certificate of a PEM text (`None` when it holds none).
+pub fn pem_cert_sha256(pem: &str) -> Option<[u8; 32]> {
+    use rustls_pki_types::pem::PemObject as _;
+    use sha2::Digest as _;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
+    Some(sha2::Sha256::digest(der.as_ref()).into())
+}
+
 fn rate_refusal(path: &str, who: &str, r: Option<RateLimit>) -> tonic::Status {
     tonic::Status::resource_exhausted(format!(
         "{path}: rate limit of {} requests/s per client exceeded by {who}; retry later",

@@ -718,6 +718,98 @@ async fn refused_join(mut cmd: Command, log: &std::path::Path) -> String {
     err
 }
 
+/// `nodes remove` revokes the node's certificate: the agent that held it cannot register
+/// again (not even after a restart from its data dir), and a fresh join with a new token
+/// brings the name back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_nodes_certificate_is_revoked_and_a_new_join_brings_it_back() {
+    let _g = SERIAL.lock().await;
+    let c = Cluster::start(
+        1,
+        Opts {
+            ca_key_on: vec![1],
+            ..Default::default()
+        },
+    );
+    c.leader(Duration::from_secs(10)).await;
+    let addr = c.replicas[&1].client_addr.clone();
+    let admin = tls().admin();
+    let node_ready = |admin: ClientTls, addr: String| async move {
+        let nodes = AdminClient::new(channel(&admin, &addr).await.ok()?)
+            .list_nodes(adm::ReadRequest { stale: false })
+            .await
+            .ok()?
+            .into_inner()
+            .nodes;
+        nodes
+            .iter()
+            .any(|n| n.name == "rev-a" && n.status == "ready")
+            .then_some(())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let start = |data: &std::path::Path, token: Option<&str>, log: &std::path::Path| {
+        let mut cmd = joining_agent("rev-a", data, &format!("127.0.0.1:{}", free_port()), &addr);
+        if let Some(t) = token {
+            cmd.args(["--join-token", t]);
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start edgeplane-agent")
+    };
+    let (_, token) = create_token(&addr, &["--ttl", "10m", "--node", "rev-a"]);
+    let data = dir.path().join("rev-a");
+    let mut agent = start(&data, Some(&token), &dir.path().join("a1.log"));
+    eventually(Duration::from_secs(30), "rev-a joined", || {
+        node_ready(admin.clone(), addr.clone())
+    })
+    .await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    AdminClient::new(channel(&admin, &addr).await.unwrap())
+        .remove_node(adm::RemoveNodeRequest {
+            meta: None,
+            name: "rev-a".into(),
+        })
+        .await
+        .expect("nodes remove rev-a");
+    // The same agent, from the same data dir (its certificate): refused, with the reason.
+    let log = dir.path().join("a2.log");
+    let mut agent = start(&data, None, &log);
+    crate::assert_eventually!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("was revoked when the node was removed"),
+        Duration::from_secs(20),
+        "no revocation refusal in the agent's log"
+    );
+    let nodes = AdminClient::new(channel(&admin, &addr).await.unwrap())
+        .list_nodes(adm::ReadRequest { stale: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert!(
+        nodes.iter().all(|n| n.name != "rev-a"),
+        "a revoked certificate registered the node again"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    // A new token and an empty data dir: a new certificate, and the name is back.
+    let (_, token) = create_token(&addr, &["--ttl", "10m", "--node", "rev-a"]);
+    let mut agent = start(
+        &dir.path().join("rev-a-new"),
+        Some(&token),
+        &dir.path().join("a3.log"),
+    );
+    eventually(Duration::from_secs(30), "rev-a joined again", || {
+        node_ready(admin.clone(), addr.clone())
+    })
+    .await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_joins_with_a_per_node_token_and_keeps_its_certificate() {
     let _g = SERIAL.lock().await;
