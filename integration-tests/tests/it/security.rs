@@ -569,18 +569,7 @@ async fn rotated_certificate_is_picked_up_on_sighup_without_a_restart() {
     ca.issue_to(own.path(), "member-1", &LeafSpec::new(id))
         .unwrap();
     assert_ne!(first, std::fs::read(&p.cert).unwrap());
-    let ok = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    crate::assert_eventually!(
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("tls material reloaded"),
-        Duration::from_secs(10),
-        "no reload logged"
-    );
+    sighup_until_logged(&child, &log, "tls material reloaded");
     // The replica is still up: the established connection and a new one both answer.
     old.cluster_status(adm::ReadRequest { stale: true })
         .await
@@ -602,18 +591,7 @@ async fn rotated_certificate_is_picked_up_on_sighup_without_a_restart() {
     );
     std::fs::write(&ca_pem, bundle).unwrap();
     std::fs::copy(newca.path().join("ca.key"), &ca_key).unwrap();
-    let ok = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    crate::assert_eventually!(
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("ca key reloaded changed=true"),
-        Duration::from_secs(10),
-        "no CA reload logged"
-    );
+    sighup_until_logged(&child, &log, "ca key reloaded changed=true");
     let mut after = AdminClient::new(channel(&admin, &client).await.unwrap());
     after
         .cluster_status(adm::ReadRequest { stale: true })
@@ -690,6 +668,58 @@ fn joining_agent(name: &str, data_dir: &std::path::Path, listen: &str, coord: &s
     cmd
 }
 
+/// Send SIGHUP to `child` and wait until its log says `line`.
+fn sighup_until_logged(child: &std::process::Child, log: &std::path::Path, line: &str) {
+    let ok = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    crate::assert_eventually!(
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains(line),
+        Duration::from_secs(10),
+        "no {:?} logged",
+        line
+    );
+}
+
+/// A one-replica cluster whose member holds the CA key (it signs joins), and its address.
+async fn signing_cluster() -> (Cluster, String) {
+    let c = Cluster::start(
+        1,
+        Opts {
+            ca_key_on: vec![1],
+            ..Default::default()
+        },
+    );
+    c.leader(Duration::from_secs(10)).await;
+    let addr = c.replicas[&1].client_addr.clone();
+    (c, addr)
+}
+
+/// Wait until node `name` is listed as ready (a linearizable list, as the admin user).
+async fn node_ready(addr: &str, name: &str) {
+    let admin = tls().admin();
+    eventually(Duration::from_secs(30), &format!("{name} ready"), || {
+        let ch = channel(&admin, addr);
+        async move {
+            let nodes = AdminClient::new(ch.await.ok()?)
+                .list_nodes(adm::ReadRequest { stale: false })
+                .await
+                .ok()?
+                .into_inner()
+                .nodes;
+            nodes
+                .iter()
+                .any(|n| n.name == name && n.status == "ready")
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 /// Run an agent that must be refused: it exits non-zero (polled with a deadline); its
 /// stderr.
 async fn refused_join(mut cmd: Command, log: &std::path::Path) -> String {
@@ -724,28 +754,8 @@ async fn refused_join(mut cmd: Command, log: &std::path::Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_removed_nodes_certificate_is_revoked_and_a_new_join_brings_it_back() {
     let _g = SERIAL.lock().await;
-    let c = Cluster::start(
-        1,
-        Opts {
-            ca_key_on: vec![1],
-            ..Default::default()
-        },
-    );
-    c.leader(Duration::from_secs(10)).await;
-    let addr = c.replicas[&1].client_addr.clone();
+    let (_cluster, addr) = signing_cluster().await;
     let admin = tls().admin();
-    let node_ready = |admin: ClientTls, addr: String| async move {
-        let nodes = AdminClient::new(channel(&admin, &addr).await.ok()?)
-            .list_nodes(adm::ReadRequest { stale: false })
-            .await
-            .ok()?
-            .into_inner()
-            .nodes;
-        nodes
-            .iter()
-            .any(|n| n.name == "rev-a" && n.status == "ready")
-            .then_some(())
-    };
     let dir = tempfile::tempdir().unwrap();
     let start = |data: &std::path::Path, token: Option<&str>, log: &std::path::Path| {
         let mut cmd = joining_agent("rev-a", data, &format!("127.0.0.1:{}", free_port()), &addr);
@@ -760,10 +770,7 @@ async fn a_removed_nodes_certificate_is_revoked_and_a_new_join_brings_it_back() 
     let (_, token) = create_token(&addr, &["--ttl", "10m", "--node", "rev-a"]);
     let data = dir.path().join("rev-a");
     let mut agent = start(&data, Some(&token), &dir.path().join("a1.log"));
-    eventually(Duration::from_secs(30), "rev-a joined", || {
-        node_ready(admin.clone(), addr.clone())
-    })
-    .await;
+    node_ready(&addr, "rev-a").await;
     let _ = agent.kill();
     let _ = agent.wait();
     AdminClient::new(channel(&admin, &addr).await.unwrap())
@@ -802,10 +809,7 @@ async fn a_removed_nodes_certificate_is_revoked_and_a_new_join_brings_it_back() 
         Some(&token),
         &dir.path().join("a3.log"),
     );
-    eventually(Duration::from_secs(30), "rev-a joined again", || {
-        node_ready(admin.clone(), addr.clone())
-    })
-    .await;
+    node_ready(&addr, "rev-a").await;
     let _ = agent.kill();
     let _ = agent.wait();
 }
@@ -813,15 +817,7 @@ async fn a_removed_nodes_certificate_is_revoked_and_a_new_join_brings_it_back() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_joins_with_a_per_node_token_and_keeps_its_certificate() {
     let _g = SERIAL.lock().await;
-    let c = Cluster::start(
-        1,
-        Opts {
-            ca_key_on: vec![1],
-            ..Default::default()
-        },
-    );
-    c.leader(Duration::from_secs(10)).await;
-    let addr = c.replicas[&1].client_addr.clone();
+    let (c, addr) = signing_cluster().await;
     let (id, token) = create_token(&addr, &["--ttl", "10m", "--node", "join-a"]);
     let secret = token.split_once('.').unwrap().1.to_string();
 
@@ -848,22 +844,7 @@ async fn an_agent_joins_with_a_per_node_token_and_keeps_its_certificate() {
     let mut agent = spawn(true);
     // The node appears as ready, registered by its join.
     let admin = tls().admin();
-    eventually(Duration::from_secs(30), "join-a ready", || {
-        let ch = channel(&admin, &addr);
-        async move {
-            let nodes = AdminClient::new(ch.await.ok()?)
-                .list_nodes(adm::ReadRequest { stale: false })
-                .await
-                .ok()?
-                .into_inner()
-                .nodes;
-            nodes
-                .iter()
-                .any(|n| n.name == "join-a" && n.status == "ready")
-                .then_some(())
-        }
-    })
-    .await;
+    node_ready(&addr, "join-a").await;
     // It serves Infer with that certificate, and its session with the leader is up.
     let status = |admin: ClientTls, listen: String| async move {
         let st = InferenceClient::new(channel(&admin, &listen).await.ok()?)
@@ -979,15 +960,7 @@ async fn an_agent_joins_with_a_per_node_token_and_keeps_its_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoked_expired_and_other_nodes_tokens_cannot_join() {
     let _g = SERIAL.lock().await;
-    let c = Cluster::start(
-        1,
-        Opts {
-            ca_key_on: vec![1],
-            ..Default::default()
-        },
-    );
-    c.leader(Duration::from_secs(10)).await;
-    let addr = c.replicas[&1].client_addr.clone();
+    let (c, addr) = signing_cluster().await;
     let dir = tempfile::tempdir().unwrap();
     let try_join = |name: &str, token: &str, tag: &str| {
         let mut cmd = joining_agent(
