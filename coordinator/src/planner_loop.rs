@@ -554,7 +554,7 @@ pub fn round(
         .find(|d| d.subject == "plan")
         .map(|d| d.reason.clone())
         .unwrap_or_else(|| "first plan".into());
-    let trigger = explain_pinned(st, trigger);
+    let trigger = explain_pinned(st, out.trigger.as_ref(), trigger);
     // desired target per node
     let mut target: BTreeMap<String, Vec<Partition>> = BTreeMap::new();
     if out.replanned {
@@ -704,36 +704,30 @@ pub fn round(
 }
 
 /// The pure planner sees only what it plans: a model an operator pinned looks "removed" to
-/// it, and a node whose accelerators are all pinned looks "lost". Say what happened instead.
-fn explain_pinned(st: &State, trigger: String) -> String {
-    let Some(why) = trigger.strip_prefix("re-plan: ") else {
-        return trigger;
-    };
-    if let Some(m) = why
-        .strip_prefix("model ")
-        .and_then(|r| r.strip_suffix(" removed"))
-    {
-        if st.models.contains_key(m) && st.pins.iter().any(|p| p.model == m) {
-            return format!(
+/// it, and a node whose accelerators are all pinned looks "lost". Say what happened instead,
+/// from the planner's structured trigger (`text` is its rendering, kept otherwise).
+fn explain_pinned(st: &State, trigger: Option<&planner::Trigger>, text: String) -> String {
+    match trigger {
+        Some(planner::Trigger::ModelRemoved(m))
+            if st.models.contains_key(m) && st.pins.iter().any(|p| &p.model == m) =>
+        {
+            format!(
                 "re-plan: model {m} pinned by an operator (its pin places it now, not the planner)"
-            );
+            )
         }
-    }
-    if let Some(n) = why
-        .strip_prefix("node ")
-        .and_then(|r| r.strip_suffix(" lost"))
-    {
-        let ready = st
-            .nodes
-            .get(n)
-            .is_some_and(|x| x.status == NodeStatus::Ready);
-        if ready && st.pins.iter().any(|p| p.node == n) {
-            return format!(
+        Some(planner::Trigger::NodeLost(n))
+            if st
+                .nodes
+                .get(n)
+                .is_some_and(|x| x.status == NodeStatus::Ready)
+                && st.pins.iter().any(|p| &p.node == n) =>
+        {
+            format!(
                 "re-plan: node {n}'s accelerators pinned by an operator (the planner no longer places models there)"
-            );
+            )
         }
+        _ => text,
     }
-    trigger
 }
 
 impl Planner {

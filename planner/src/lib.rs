@@ -204,6 +204,10 @@ pub struct Outcome {
     pub replanned: bool,
     pub steps: Vec<Step>,
     pub decisions: Vec<Decision>,
+    /// Why the current plan was replaced (None: a first plan, or the plan was kept). Its text
+    /// is already in `decisions` (the JSON shape stays as it was).
+    #[serde(skip)]
+    pub trigger: Option<Trigger>,
 }
 
 /// The capacity menu of one (GPU kind, profile, SLO): ideal share and residue sizes.
@@ -325,8 +329,62 @@ pub fn basis_rps(m: &ModelDemand) -> f64 {
     m.observed_peak_rps.unwrap_or(m.requested_rps)
 }
 
+/// Why a plan was replaced (hysteresis fired). Structured, so that callers that know more
+/// than the planner sees (the coordinator knows an operator's pins) can say it better without
+/// parsing the text; `Display` is the text the planner's decisions carry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    NodeLost(String),
+    NodeJoined(String),
+    ModelRemoved(String),
+    ModelDeployed(String),
+    /// The rate rose more than `pct` % over the planned rate `old`.
+    RateRose {
+        model: String,
+        now: f64,
+        old: f64,
+        pct: f64,
+    },
+    /// The rate fell more than `pct` % under the planned rate `old`.
+    RateFell {
+        model: String,
+        now: f64,
+        old: f64,
+        pct: f64,
+    },
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trigger::NodeLost(n) => write!(f, "node {n} lost"),
+            Trigger::NodeJoined(n) => write!(f, "node {n} joined"),
+            Trigger::ModelRemoved(m) => write!(f, "model {m} removed"),
+            Trigger::ModelDeployed(m) => write!(f, "model {m} deployed"),
+            Trigger::RateRose {
+                model,
+                now,
+                old,
+                pct,
+            } => write!(
+                f,
+                "{model}: rate {now:.1} req/s rose more than {pct:.0} % over {old:.1}"
+            ),
+            Trigger::RateFell {
+                model,
+                now,
+                old,
+                pct,
+            } => write!(
+                f,
+                "{model}: rate {now:.1} req/s fell more than {pct:.0} % under {old:.1}"
+            ),
+        }
+    }
+}
+
 /// Why the current plan must be replaced, or None to keep it (hysteresis).
-pub fn replan_trigger(inputs: &Inputs, current: &Plan, cfg: &Config) -> Option<String> {
+pub fn replan_trigger(inputs: &Inputs, current: &Plan, cfg: &Config) -> Option<Trigger> {
     let healthy: BTreeSet<String> = inputs
         .nodes
         .iter()
@@ -334,33 +392,35 @@ pub fn replan_trigger(inputs: &Inputs, current: &Plan, cfg: &Config) -> Option<S
         .map(|n| n.id.clone())
         .collect();
     if let Some(lost) = current.nodes.difference(&healthy).next() {
-        return Some(format!("node {lost} lost"));
+        return Some(Trigger::NodeLost(lost.clone()));
     }
     if let Some(new) = healthy.difference(&current.nodes).next() {
-        return Some(format!("node {new} joined"));
+        return Some(Trigger::NodeJoined(new.clone()));
     }
     let names: BTreeSet<&String> = inputs.models.iter().map(|m| &m.name).collect();
     if let Some(gone) = current.basis_rps.keys().find(|k| !names.contains(k)) {
-        return Some(format!("model {gone} removed"));
+        return Some(Trigger::ModelRemoved(gone.clone()));
     }
     for m in &inputs.models {
         let now = basis_rps(m);
         match current.basis_rps.get(&m.name) {
-            None => return Some(format!("model {} deployed", m.name)),
+            None => return Some(Trigger::ModelDeployed(m.name.clone())),
             Some(&old) => {
                 if now > old * (1.0 + cfg.rise) {
-                    return Some(format!(
-                        "{}: rate {now:.1} req/s rose more than {:.0} % over {old:.1}",
-                        m.name,
-                        cfg.rise * 100.0
-                    ));
+                    return Some(Trigger::RateRose {
+                        model: m.name.clone(),
+                        now,
+                        old,
+                        pct: cfg.rise * 100.0,
+                    });
                 }
                 if now < old * (1.0 - cfg.fall) {
-                    return Some(format!(
-                        "{}: rate {now:.1} req/s fell more than {:.0} % under {old:.1}",
-                        m.name,
-                        cfg.fall * 100.0
-                    ));
+                    return Some(Trigger::RateFell {
+                        model: m.name.clone(),
+                        now,
+                        old,
+                        pct: cfg.fall * 100.0,
+                    });
                 }
             }
         }
@@ -378,6 +438,7 @@ pub fn plan(
 ) -> Result<Outcome, PlanError> {
     validate(inputs)?;
     let mut decisions = Vec::new();
+    let mut trigger = None;
     if let Some(cur) = current {
         match replan_trigger(inputs, cur, cfg) {
             None => {
@@ -385,6 +446,7 @@ pub fn plan(
                     plan: cur.clone(),
                     replanned: false,
                     steps: Vec::new(),
+                    trigger: None,
                     decisions: vec![Decision {
                         subject: "plan".into(),
                         reason: format!(
@@ -395,10 +457,13 @@ pub fn plan(
                     }],
                 })
             }
-            Some(why) => decisions.push(Decision {
-                subject: "plan".into(),
-                reason: format!("re-plan: {why}"),
-            }),
+            Some(why) => {
+                decisions.push(Decision {
+                    subject: "plan".into(),
+                    reason: format!("re-plan: {why}"),
+                });
+                trigger = Some(why);
+            }
         }
     }
     let mut ctx = Ctx {
@@ -963,6 +1028,7 @@ pub fn plan(
         replanned: true,
         steps,
         decisions,
+        trigger,
     })
 }
 
