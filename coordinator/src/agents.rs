@@ -550,10 +550,6 @@ pub fn check_report(r: &api::Report) -> Result<(), String> {
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<api::CoordinatorMessage, Status>> + Send>>;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The fingerprint a registration is bound to: the caller's certificate when it is a node
 /// certificate. An admin acting for a node (tools, benchmarks) binds nothing, so removing
 /// such a node never revokes an admin's certificate.
@@ -784,7 +780,7 @@ impl Agent for AgentService {
         if cert.is_some_and(|h| st.is_revoked(&h)) {
             return Err(revoked(&r.name));
         }
-        let cert_hex = cert.map(|h| hex(&h)).unwrap_or_default();
+        let cert_hex = cert.map(|h| crate::state::hex(&h)).unwrap_or_default();
         let unchanged = st.nodes.get(&r.name).is_some_and(|n| {
             (n.status == NodeStatus::Ready || n.status == NodeStatus::Draining)
                 && (cert_hex.is_empty() || n.cert_sha256 == cert_hex)

@@ -177,7 +177,8 @@ pub struct RevokedCert {
 /// a year anyway).
 pub const MAX_REVOKED_CERTS: usize = 10_000;
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of a digest (token secret hashes, certificate fingerprints).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use edgeplane_proto::raft::{self as pb, command::Kind};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{CommandError, State};
+use crate::state::{hex, CommandError, State};
 
 /// Shortest token lifetime.
 pub const MIN_TTL_MS: u64 = 1_000;
@@ -93,10 +93,6 @@ pub fn stamp(cmd: &mut pb::Command, now: u64) {
         Some(Kind::JoinNode(j)) => j.now_unix_ms = now,
         _ => {}
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A token id: 6 of `[a-z0-9]`.

@@ -408,27 +408,25 @@ pub struct CaSigner {
     current: std::sync::RwLock<(std::sync::Arc<Ca>, Vec<Option<std::time::SystemTime>>)>,
 }
 
-impl CaSigner {
-    fn stamp(&self) -> Vec<Option<std::time::SystemTime>> {
-        [&self.cert_path, &self.key_path]
-            .iter()
-            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-            .collect()
-    }
+/// Modification times of the CA's files (a change triggers a reload).
+fn ca_stamp(cert: &Path, key: &Path) -> Vec<Option<std::time::SystemTime>> {
+    [cert, key]
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
 
+impl CaSigner {
     /// Load the CA; errors name the flag and the file.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<std::sync::Arc<CaSigner>, Error> {
-        let me = CaSigner {
+        // Stamped before reading: a change during the read shows as stale and is read again.
+        let stamp = ca_stamp(cert_path, key_path);
+        let ca = Ca::load_files(cert_path, key_path)?;
+        Ok(std::sync::Arc::new(CaSigner {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
-            current: std::sync::RwLock::new((
-                std::sync::Arc::new(Ca::load_files(cert_path, key_path)?),
-                Vec::new(),
-            )),
-        };
-        let st = me.stamp();
-        me.current.write().expect("ca lock").1 = st;
-        Ok(std::sync::Arc::new(me))
+            current: std::sync::RwLock::new((std::sync::Arc::new(ca), stamp)),
+        }))
     }
 
     /// The CA to sign with now.
@@ -439,11 +437,11 @@ impl CaSigner {
 
 impl crate::material::Reloadable for CaSigner {
     fn stale(&self) -> bool {
-        self.stamp() != self.current.read().expect("ca lock").1
+        ca_stamp(&self.cert_path, &self.key_path) != self.current.read().expect("ca lock").1
     }
 
     fn reload(&self) -> Result<bool, Error> {
-        let st = self.stamp();
+        let st = ca_stamp(&self.cert_path, &self.key_path);
         let ca = Ca::load_files(&self.cert_path, &self.key_path)?;
         let mut cur = self.current.write().expect("ca lock");
         let changed = ca.pem != cur.0.pem || ca.key.serialize_der() != cur.0.key.serialize_der();
