@@ -757,8 +757,9 @@ async fn a_removed_nodes_certificate_is_revoked_and_a_new_join_brings_it_back() 
     let (_cluster, addr) = signing_cluster().await;
     let admin = tls().admin();
     let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
     let start = |data: &std::path::Path, token: Option<&str>, log: &std::path::Path| {
-        let mut cmd = joining_agent("rev-a", data, &format!("127.0.0.1:{}", free_port()), &addr);
+        let mut cmd = joining_agent("rev-a", data, &listen, &addr);
         if let Some(t) = token {
             cmd.args(["--join-token", t]);
         }
@@ -767,10 +768,25 @@ async fn a_removed_nodes_certificate_is_revoked_and_a_new_join_brings_it_back() 
             .spawn()
             .expect("start edgeplane-agent")
     };
+    // The join is complete once the agent serves Infer over TLS with its new certificate
+    // and its session is up: only then are its key and certificate on disk. (The node is
+    // listed as ready earlier, by the join's Raft entry, before the agent has its reply.)
+    let serving = || {
+        let (admin, listen) = (admin.clone(), listen.clone());
+        async move {
+            let st = InferenceClient::new(channel(&admin, &listen).await.ok()?)
+                .status(agent_api::StatusRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            st.connected.then_some(())
+        }
+    };
     let (_, token) = create_token(&addr, &["--ttl", "10m", "--node", "rev-a"]);
     let data = dir.path().join("rev-a");
     let mut agent = start(&data, Some(&token), &dir.path().join("a1.log"));
     node_ready(&addr, "rev-a").await;
+    eventually(Duration::from_secs(20), "rev-a serving", serving).await;
     let _ = agent.kill();
     let _ = agent.wait();
     AdminClient::new(channel(&admin, &addr).await.unwrap())
@@ -788,7 +804,8 @@ async fn a_removed_nodes_certificate_is_revoked_and_a_new_join_brings_it_back() 
             .unwrap_or_default()
             .contains("was revoked when the node was removed"),
         Duration::from_secs(20),
-        "no revocation refusal in the agent's log"
+        "no revocation refusal in the agent's log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
     let nodes = AdminClient::new(channel(&admin, &addr).await.unwrap())
         .list_nodes(adm::ReadRequest { stale: false })
