@@ -29,7 +29,7 @@ pub struct ReadOpts {
     #[arg(long)]
     pub stale: bool,
     /// Output format: `table` for people, `json` for scripts.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, short = 'o', visible_alias = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 
@@ -38,7 +38,14 @@ pub enum ClusterCommand {
     /// Leader, term, indexes and members.
     ///
     /// Example: edgeplane cluster status --endpoints 10.0.0.1:7101,10.0.0.2:7101
+    ///
+    /// Without a quorum it prints each reachable member's own view and exits 2.
     Status(ReadOpts),
+    /// Whether every member serves a linearizable read, each asked on its own (exit 2 when
+    /// any is unhealthy).
+    ///
+    /// Example: edgeplane cluster health --endpoints 10.0.0.1:7101,10.0.0.2:7101
+    Health(crate::health::HealthArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +98,15 @@ pub enum NodesCommand {
     ///
     /// Example: edgeplane nodes list
     List(ReadOpts),
+    /// Show one node (exit code 4 when it is not registered).
+    ///
+    /// Example: edgeplane nodes get edge-7 -o json
+    Get {
+        /// Node name.
+        name: String,
+        #[command(flatten)]
+        opts: ReadOpts,
+    },
     /// Drain a node: mark it draining (nothing new is placed there), remove its pins and
     /// empty its plan. `--undo` makes it ready again.
     ///
@@ -117,6 +133,10 @@ pub enum NodesCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
+    /// List the members with their roles, addresses and reachability (as `cluster status`).
+    ///
+    /// Example: edgeplane member list
+    List(ReadOpts),
     /// Add a member (voter, or learner with --learner), then start it with
     /// `--join` on its host.
     ///
@@ -240,7 +260,7 @@ pub struct BenchRaftArgs {
     #[arg(long)]
     pub reads: bool,
     /// Output format: `table` for people, `json` for scripts.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, short = 'o', visible_alias = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// With --local: run the benchmark twice in this run, on a plaintext (--insecure)
     /// cluster and on a mutual-TLS cluster, and report the cost of TLS.
@@ -268,12 +288,29 @@ fn retryable(s: &Status) -> bool {
 
 fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
     Ok(crate::tls::endpoint(addr)
-        .map_err(|e| exit::fail(Kind::InvalidInput, format!("endpoint {addr:?}: {e:#}")))?
+        .map_err(|e| {
+            // A TLS file that cannot be read is local I/O (6); anything else about the
+            // endpoint or the TLS flags is invalid input (3).
+            let kind = match exit::kind_of(&e) {
+                Kind::Io => Kind::Io,
+                _ => Kind::InvalidInput,
+            };
+            exit::fail(kind, format!("endpoint {addr:?}: {e:#}"))
+        })?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true))
 }
 
 impl Conn {
+    /// A connection to one endpoint only, with its own timeout (per-member views).
+    pub(crate) fn single(addr: &str, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Conn {
+            endpoints: vec![addr.to_string()],
+            timeout,
+            client_id: rand::random::<u64>() | 1,
+        })
+    }
+
     pub(crate) fn new(g: &GlobalArgs) -> anyhow::Result<Self> {
         if g.endpoints.is_empty() {
             return Err(exit::fail(Kind::InvalidInput, "no --endpoints given"));
@@ -297,10 +334,14 @@ impl Conn {
         F: FnMut(AdminClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let deadline = Instant::now() + self.timeout;
+        let start = Instant::now();
+        let deadline = start + self.timeout;
         let mut last: String;
         let mut last_kind: Kind;
         let mut i = 0usize;
+        // Since when every member has refused the connection (nothing listens there).
+        let mut all_refused_since: Option<Instant> = None;
+        let mut refused_this_pass = 0usize;
         loop {
             let addr = &self.endpoints[i % self.endpoints.len()];
             i += 1;
@@ -334,8 +375,32 @@ impl Conn {
                 }
                 Err(e) => {
                     last_kind = Kind::Unavailable;
-                    last = format!("{addr}: cannot connect: {e}")
+                    last = format!("{addr}: cannot connect: {}", exit::error_chain(&e));
+                    if exit::is_connection_refused(&e) {
+                        refused_this_pass += 1;
+                    }
                 }
+            }
+            if i.is_multiple_of(self.endpoints.len()) {
+                if refused_this_pass == self.endpoints.len() {
+                    let since = *all_refused_since.get_or_insert_with(Instant::now);
+                    // Every member refused for 2 s: nothing is listening, waiting the whole
+                    // timeout would not help (a member that is starting is up well within it).
+                    if since.elapsed() >= Duration::from_secs(2) {
+                        return Err(exit::fail(
+                            Kind::Unavailable,
+                            format!(
+                                "{what}: connection refused by every endpoint for {:.1?} (is the \
+                                 cluster running, and are --endpoints its client addresses?); \
+                                 last error: {last}",
+                                start.elapsed()
+                            ),
+                        ));
+                    }
+                } else {
+                    all_refused_since = None;
+                }
+                refused_this_pass = 0;
             }
             if Instant::now() >= deadline {
                 return Err(exit::fail(
@@ -362,13 +427,29 @@ impl Conn {
 
 pub async fn cluster(g: &GlobalArgs, c: ClusterCommand) -> anyhow::Result<()> {
     let conn = Conn::new(g)?;
-    let ClusterCommand::Status(o) = c;
-    let r = conn
+    let o = match c {
+        ClusterCommand::Status(o) => o,
+        ClusterCommand::Health(a) => return crate::health::health(g, a).await,
+    };
+    let r = match conn
         .call("cluster status", |mut c| async move {
             c.cluster_status(api::ReadRequest { stale: o.stale }).await
         })
-        .await?;
-    if o.format == Format::Json {
+        .await
+    {
+        Ok(r) => r,
+        Err(e) if !o.stale && exit::kind_of(&e) == Kind::Unavailable => {
+            return crate::health::status_without_quorum(g, o.format, e).await;
+        }
+        Err(e) => return Err(e),
+    };
+    print_cluster_status(&r, o.format);
+    Ok(())
+}
+
+/// Print a `cluster status` answer (also `member list`).
+fn print_cluster_status(r: &api::ClusterStatusResponse, format: Format) {
+    if format == Format::Json {
         let members: Vec<_> = r
             .members
             .iter()
@@ -379,7 +460,8 @@ pub async fn cluster(g: &GlobalArgs, c: ClusterCommand) -> anyhow::Result<()> {
             .collect();
         print_json(
             &json!({"leader_id": r.leader_id, "term": r.term, "commit_index": r.commit_index,
-            "applied_index": r.applied_index, "answered_by": r.id, "members": members}),
+            "applied_index": r.applied_index, "answered_by": r.id, "version": r.version,
+            "members": members}),
         );
     } else {
         println!(
@@ -398,7 +480,6 @@ pub async fn cluster(g: &GlobalArgs, c: ClusterCommand) -> anyhow::Result<()> {
         }
         println!("{t}");
     }
-    Ok(())
 }
 
 fn model_json(m: &api::ModelInfo) -> serde_json::Value {
@@ -537,8 +618,9 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
 
 pub async fn nodes(g: &GlobalArgs, c: NodesCommand) -> anyhow::Result<()> {
     let conn = Conn::new(g)?;
-    let o = match c {
-        NodesCommand::List(o) => o,
+    let (o, only) = match c {
+        NodesCommand::List(o) => (o, None),
+        NodesCommand::Get { name, opts } => (opts, Some(name)),
         NodesCommand::Drain { name, undo, out } => {
             let meta = conn.meta(1);
             let r = conn
@@ -586,11 +668,20 @@ pub async fn nodes(g: &GlobalArgs, c: NodesCommand) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let r = conn
+    let mut r = conn
         .call("nodes list", |mut c| async move {
             c.list_nodes(api::ReadRequest { stale: o.stale }).await
         })
         .await?;
+    if let Some(name) = &only {
+        r.nodes.retain(|n| &n.name == name);
+        if r.nodes.is_empty() {
+            return Err(exit::fail(
+                Kind::NotFound,
+                format!("nodes get: node {name:?} is not registered (see `edgeplane nodes list`)"),
+            ));
+        }
+    }
     if o.format == Format::Json {
         let v: Vec<_> = r
             .nodes
@@ -608,7 +699,10 @@ pub async fn nodes(g: &GlobalArgs, c: NodesCommand) -> anyhow::Result<()> {
                    "live_figures_unknown": r.live_figures_unknown})
             })
             .collect();
-        print_json(&json!(v));
+        match (&only, v.first()) {
+            (Some(_), Some(one)) => print_json(one),
+            _ => print_json(&json!(v)),
+        }
     } else {
         let mut t = output::table([
             "name", "status", "address", "accel", "profile", "epoch", "met", "missed", "energy_j",
@@ -653,6 +747,14 @@ pub async fn member(g: &GlobalArgs, c: MemberCommand) -> anyhow::Result<()> {
     let conn = Conn::new(g)?;
     let meta = conn.meta(1);
     match c {
+        MemberCommand::List(o) => {
+            let r = conn
+                .call("member list", |mut c| async move {
+                    c.cluster_status(api::ReadRequest { stale: o.stale }).await
+                })
+                .await?;
+            print_cluster_status(&r, o.format);
+        }
         MemberCommand::Add {
             id,
             peer_addr,

@@ -27,7 +27,7 @@ pub struct AgentStatusArgs {
     #[arg(long, default_value_t = 5.0)]
     pub timeout_s: f64,
     /// Output format: `table` for people, `json` for scripts.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, short = 'o', visible_alias = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 

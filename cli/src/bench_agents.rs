@@ -48,7 +48,7 @@ pub struct BenchAgentsArgs {
     #[arg(long)]
     pub expire: bool,
     /// Output format: `table` for people, `json` for scripts.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, short = 'o', visible_alias = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 

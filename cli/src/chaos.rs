@@ -57,7 +57,7 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 1000)]
     pub election_timeout_ms: u64,
     /// Output format of the final report.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, short = 'o', visible_alias = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 

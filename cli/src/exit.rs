@@ -110,6 +110,34 @@ pub fn kind_of(e: &anyhow::Error) -> Kind {
     Kind::Error
 }
 
+/// An error with its causes, `a: b: c` (tonic's transport error alone says only
+/// "transport error"; its causes say "Connection refused").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let c_s = c.to_string();
+        if !s.ends_with(&c_s) {
+            s.push_str(": ");
+            s.push_str(&c_s);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Whether a connection error is a refusal (nothing listens on the port).
+pub fn is_connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 pub fn exit_code(e: &anyhow::Error) -> ExitCode {
     ExitCode::from(kind_of(e).code())
 }
@@ -146,6 +174,20 @@ mod tests {
         );
         assert_eq!(Kind::of_code(Code::Unauthenticated), Kind::PermissionDenied);
         assert_eq!(Kind::of_code(Code::Internal), Kind::Error);
+    }
+
+    #[test]
+    fn a_refused_connection_is_named_in_the_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("transport error")]
+        struct Transport(#[source] std::io::Error);
+        let e = Transport(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(is_connection_refused(&e));
+        let s = error_chain(&e);
+        assert!(s.starts_with("transport error: "), "{s}");
+        assert!(s.to_lowercase().contains("refused"), "{s}");
+        let other = Transport(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(!is_connection_refused(&other));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod chaos;
 pub mod demo;
 pub mod exit;
 pub mod gpu_box;
+pub mod health;
 pub mod latency;
 pub mod load;
 pub mod output;
@@ -44,6 +45,9 @@ Every command takes --format table|json. Exit codes: 0 ok, 1 error, 2 unavailabl
 3 invalid input, 4 not found, 5 permission denied, 6 local I/O (see README)."
 )]
 pub struct Cli {
+    /// Leave the header row out of tables (for scripts that cut columns).
+    #[arg(long, global = true)]
+    pub no_headers: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -153,6 +157,15 @@ pub enum Command {
         #[command(flatten)]
         args: chaos::ChaosArgs,
     },
+    /// The client's version and every member's (each asked on its own; no quorum needed).
+    ///
+    /// Example: edgeplane version --endpoints 10.0.0.1:7101,10.0.0.2:7101
+    Version {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(flatten)]
+        out: output::FormatArg,
+    },
     /// Print a shell completion script.
     ///
     /// Example: edgeplane completion bash > /etc/bash_completion.d/edgeplane;
@@ -175,7 +188,29 @@ pub enum Command {
     },
 }
 
+/// A closed stdout (`edgeplane nodes list | head -1`) ends the process quietly with
+/// SIGPIPE (the shell shows 141), as `ls` or `kubectl` do, instead of a panic in `println!`.
+/// Rust ignores SIGPIPE by default; this restores the default action.
+fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL has no preconditions; it is done
+    // before the runtime starts any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 impl Command {
+    /// Whether the command prints its answer and ends (every command but the long runs that
+    /// start processes and hold connections: demo, benchmarks, the fault suite). Only these get
+    /// the default SIGPIPE action ([`default_sigpipe`]); the long runs keep Rust's default
+    /// (EPIPE as an error), so a closed pipe to a child process never kills them.
+    fn is_one_shot(&self) -> bool {
+        !matches!(
+            self,
+            Command::Demo(_) | Command::Bench(_) | Command::Chaos { .. }
+        )
+    }
+
     /// The TLS flags of a command that talks to a coordinator or an agent.
     fn tls_args(&self) -> Option<&tls::TlsArgs> {
         match self {
@@ -190,6 +225,7 @@ impl Command {
             | Command::Events { conn, .. }
             | Command::Chaos { conn, .. }
             | Command::Tokens { conn, .. }
+            | Command::Version { conn, .. }
             | Command::Snapshot(admin::SnapshotCommand::Save { conn, .. }) => Some(&conn.tls),
             Command::Agent { tls, .. } | Command::Load { tls, .. } => Some(tls),
             _ => None,
@@ -230,7 +266,7 @@ pub fn main() -> ExitCode {
             return demo::internal(raw.collect());
         }
     }
-    let argv = hoist_connection_flags(std::env::args().collect());
+    let argv = output::hoist_format_flags(hoist_connection_flags(std::env::args().collect()));
     let json = output::json_requested(&argv);
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
@@ -245,6 +281,10 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    output::set_no_headers(cli.no_headers);
+    if cli.command.is_one_shot() {
+        default_sigpipe();
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEPLANE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -351,6 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chaos { conn, args } => chaos::chaos(&conn, args).await,
         Command::Certs(c) => tls::certs(c),
         Command::Tokens { conn, cmd } => tokens::tokens(&conn, cmd).await,
+        Command::Version { conn, out } => health::version(&conn, out.format).await,
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

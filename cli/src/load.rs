@@ -5,6 +5,7 @@
 //! than as a lower offered rate. Inter-arrival times are Poisson (exponential) or fixed,
 //! drawn from a seeded RNG, so a run is reproducible.
 
+use crate::exit::{self, Kind};
 use clap::{Args, ValueEnum};
 use edgeplane_proto::agent::{inference_client::InferenceClient, InferRequest, Outcome};
 use rand::{Rng, SeedableRng};
@@ -50,7 +51,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Output format: `table` for people, `json` for scripts.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, short = 'o', visible_alias = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 
@@ -76,6 +77,9 @@ pub struct LoadReport {
     pub dispatch_overhead_p50_ms: f64,
     pub energy_source: String,
     pub first_error: Option<String>,
+    /// The gRPC code of `first_error`, when it was a refusal (picks the exit code).
+    #[serde(skip)]
+    pub first_error_code: Option<tonic::Code>,
 }
 
 fn validate(a: &LoadArgs) -> anyhow::Result<()> {
@@ -108,7 +112,7 @@ fn validate(a: &LoadArgs) -> anyhow::Result<()> {
 }
 
 pub async fn load(a: LoadArgs) -> anyhow::Result<()> {
-    validate(&a)?;
+    validate(&a).map_err(|e| exit::fail(Kind::InvalidInput, format!("{e:#}")))?;
     let r = run(&a).await?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string(&r)?),
@@ -137,10 +141,16 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<()> {
         }
     }
     if r.sent > 0 && r.errors == r.sent {
-        anyhow::bail!(
-            "every request failed: {}",
-            r.first_error.unwrap_or_default()
-        );
+        // The exit code is the first refusal's (README's table): a model the agent does not
+        // serve (FAILED_PRECONDITION) is 3, an agent that went away (UNAVAILABLE) is 2.
+        let kind = r.first_error_code.map_or(Kind::Error, Kind::of_code);
+        return Err(exit::fail(
+            kind,
+            format!(
+                "every request failed: {}",
+                r.first_error.unwrap_or_default()
+            ),
+        ));
     }
     Ok(())
 }
@@ -150,7 +160,16 @@ async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
         .connect_timeout(Duration::from_secs(3))
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to agent {}: {e}", a.agent))?;
+        .map_err(|e| {
+            exit::fail(
+                Kind::Unavailable,
+                format!(
+                    "cannot connect to agent {}: {}",
+                    a.agent,
+                    exit::error_chain(&e)
+                ),
+            )
+        })?;
     let client = InferenceClient::new(channel);
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let total = Duration::from_secs_f64(a.duration_s);
@@ -159,7 +178,7 @@ async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} sent",
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} sent {msg}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
@@ -181,6 +200,7 @@ async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
     let mut next = Duration::ZERO;
     let mut tasks = tokio::task::JoinSet::new();
     let mut sent = 0u64;
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         let gap = match a.arrivals {
             Arrivals::Fixed => 1.0 / a.rate,
@@ -201,13 +221,26 @@ async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
             payload: payload.clone(),
             input: input.clone(),
         };
+        let failed_in_task = failed.clone();
         tasks.spawn(async move {
             let t0 = Instant::now();
             let r = c.infer(req).await;
+            if r.is_err() {
+                failed_in_task.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             (t0.elapsed().as_secs_f64() * 1000.0, r)
         });
         sent += 1;
+        // Poisson arrivals can send a few more than rate x duration: the bar grows with them
+        // instead of showing 31/30.
+        if sent > bar.length().unwrap_or(0) {
+            bar.set_length(sent);
+        }
         bar.inc(1);
+        let n_failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+        if n_failed > 0 {
+            bar.set_message(format!("({n_failed} failed)"));
+        }
         next += Duration::from_secs_f64(gap);
     }
     let mut rep = LoadReport {
@@ -262,6 +295,7 @@ async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
                 rep.errors += 1;
                 if rep.first_error.is_none() {
                     rep.first_error = Some(format!("{:?}: {}", s.code(), s.message()));
+                    rep.first_error_code = Some(s.code());
                 }
             }
         }

@@ -33,7 +33,7 @@ pub struct PartitionArgs {
     #[arg(long, value_enum, default_value_t = Variant::Seed)]
     pub variant: Variant,
     /// Output format: `table` for people, `json` for scripts.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, short = 'o', visible_alias = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Folder for the PNGs and CSVs (default: ./partition-<variant>-<gpu>).
     #[arg(long)]

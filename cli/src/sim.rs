@@ -55,14 +55,14 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 0.0)]
     pub early_exit: f64,
     /// Output format: `table` for people, `json` for scripts.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, short = 'o', visible_alias = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Output format: `table` for people, `json` for scripts.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, short = 'o', visible_alias = "output", value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Seeds per cell.
     #[arg(long, default_value_t = 3)]

@@ -216,6 +216,7 @@ impl Admin for AdminService {
             applied_index: rs.applied_index,
             members,
             id: rs.id,
+            version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }
 

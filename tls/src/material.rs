@@ -83,8 +83,11 @@ fn stamp(p: &TlsPaths) -> Vec<Option<SystemTime>> {
 }
 
 fn read(path: &Path, field: &str) -> Result<Vec<u8>, Error> {
-    std::fs::read(path)
-        .map_err(|e| Error::Config(format!("{field}: reading {}: {e}", path.display())))
+    // An I/O error keeps its kind (the CLI exits 6 for a file it cannot read).
+    std::fs::read(path).map_err(|e| Error::Io {
+        path: format!("{field}: reading {}", path.display()),
+        source: e,
+    })
 }
 
 fn load(p: &TlsPaths) -> Result<Loaded, Error> {

@@ -3,6 +3,7 @@
 
 mod agent;
 mod chaos;
+mod cli_conventions;
 mod cluster;
 mod coord_defects;
 mod coordinator;
