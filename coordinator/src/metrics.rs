@@ -1,10 +1,10 @@
 //! Prometheus metrics of one replica, kept in a `prometheus-client` registry and served as
-//! OpenMetrics text by a small HTTP responder on tokio (`GET /metrics`; one endpoint does
-//! not justify a web framework).
+//! OpenMetrics or Prometheus text (content negotiation) by `edgeplane-metrics`' responder,
+//! with the process metrics and `edgeplane_build_info`.
 //!
 //! Metric names (counters gain the `_total` suffix in the exposition):
 //! `edgeplane_raft_term`, `edgeplane_raft_commit_index`, `edgeplane_raft_applied_index`,
-//! `edgeplane_raft_is_leader` (gauges), `edgeplane_raft_leader_changes_total`,
+//! `edgeplane_raft_is_leader`, `edgeplane_raft_has_leader` (gauges), `edgeplane_raft_leader_changes_total`,
 //! `edgeplane_raft_snapshots_total`, `edgeplane_storage_fsyncs_total` (counters),
 //! `edgeplane_raft_proposal_seconds`, `edgeplane_storage_fsync_seconds` (histograms).
 
@@ -16,7 +16,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Latency buckets, seconds (0.5 ms .. 5 s).
 const BUCKETS_S: [f64; 12] = [
@@ -30,6 +29,8 @@ pub struct Metrics {
     pub commit_index: Gauge<u64, AtomicU64>,
     pub applied_index: Gauge<u64, AtomicU64>,
     pub is_leader: Gauge<u64, AtomicU64>,
+    /// 1 while this replica knows a leader (etcd's `etcd_server_has_leader`).
+    pub has_leader: Gauge<u64, AtomicU64>,
     pub snapshots: Counter,
     /// fsync-family calls of the Raft storage (data file, blob files, snapshot file, dirs);
     /// the storage counts them, so the loop stores its total (`fsyncs.inner().store`).
@@ -51,6 +52,7 @@ impl Default for Metrics {
             commit_index: Gauge::default(),
             applied_index: Gauge::default(),
             is_leader: Gauge::default(),
+            has_leader: Gauge::default(),
             snapshots: Counter::default(),
             fsyncs: Counter::default(),
             plan_changes: Counter::default(),
@@ -75,6 +77,11 @@ impl Default for Metrics {
             "edgeplane_raft_is_leader",
             "1 if this replica leads",
             m.is_leader.clone(),
+        );
+        r.register(
+            "edgeplane_raft_has_leader",
+            "1 if this replica knows a leader, 0 if not",
+            m.has_leader.clone(),
         );
         r.register(
             "edgeplane_raft_leader_changes",
@@ -111,6 +118,7 @@ impl Default for Metrics {
             "fsync latency of the Raft log",
             m.fsync_latency.clone(),
         );
+        edgeplane_metrics::register_process_and_build(&mut r, "coordinator");
         Metrics { registry: r, ..m }
     }
 }
@@ -125,52 +133,7 @@ impl Metrics {
 
     /// OpenMetrics text exposition.
     pub fn render(&self) -> String {
-        let mut o = String::new();
-        prometheus_client::encoding::text::encode(&mut o, &self.registry)
-            .expect("writing to a String cannot fail");
-        o
-    }
-}
-
-/// The exposition's content type.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Serve `render()` over HTTP on `listener` until `shutdown` fires: `GET /metrics` (or `/`)
-/// answers the exposition, anything else 404.
-pub async fn serve_http(
-    listener: tokio::net::TcpListener,
-    render: Arc<dyn Fn() -> String + Send + Sync>,
-    mut shutdown: tokio::sync::broadcast::Receiver<()>,
-) {
-    loop {
-        tokio::select! {
-            _ = shutdown.recv() => return,
-            acc = listener.accept() => {
-                let Ok((mut sock, _)) = acc else { continue };
-                let render = render.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 2048];
-                    let n = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf))
-                        .await
-                        .ok()
-                        .and_then(|r| r.ok())
-                        .unwrap_or(0);
-                    let head = String::from_utf8_lossy(&buf[..n]);
-                    let path = head.split_whitespace().nth(1).unwrap_or("/");
-                    let resp = if path == "/metrics" || path == "/" {
-                        let body = render();
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                    } else {
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-                    };
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        }
+        edgeplane_metrics::encode(&self.registry)
     }
 }
 
@@ -180,12 +143,13 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: tokio::sync::broadcast::Receiver<()>,
 ) {
-    serve_http(listener, Arc::new(move || metrics.render()), shutdown).await
+    edgeplane_metrics::serve(listener, Arc::new(move || metrics.render()), shutdown).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn exposition_has_every_metric_with_its_type() {

@@ -674,6 +674,7 @@ impl RaftLoop {
         m.commit_index.set(st.commit_index);
         m.applied_index.set(st.applied_index);
         m.is_leader.set(u64::from(r.state == StateRole::Leader));
+        m.has_leader.set(u64::from(st.leader_id != 0));
         *self.shared.status.lock().expect("status lock") = st;
     }
 }

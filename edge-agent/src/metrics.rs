@@ -18,8 +18,6 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct StatsCollector(Arc<Shared>);
 
@@ -163,44 +161,18 @@ impl Collector for StatsCollector {
 pub fn render(shared: &Arc<Shared>) -> String {
     let mut r = Registry::default();
     r.register_collector(Box::new(StatsCollector(shared.clone())));
-    let mut o = String::new();
-    prometheus_client::encoding::text::encode(&mut o, &r).expect("writing to a String");
-    o
+    edgeplane_metrics::register_process_and_build(&mut r, "agent");
+    edgeplane_metrics::encode(&r)
 }
 
-/// Serve [`render`] on `listener` until `shutdown` fires: `GET /metrics` (or `/`), else 404.
+/// Serve [`render`] on `listener` until `shutdown` fires: `GET /metrics` (or `/`), else 404,
+/// OpenMetrics or Prometheus text by the request's `Accept` header.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
-    mut shutdown: tokio::sync::broadcast::Receiver<()>,
+    shutdown: tokio::sync::broadcast::Receiver<()>,
 ) {
-    loop {
-        tokio::select! {
-            _ = shutdown.recv() => return,
-            acc = listener.accept() => {
-                let Ok((mut sock, _)) = acc else { continue };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 2048];
-                    let n = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf))
-                        .await.ok().and_then(|r| r.ok()).unwrap_or(0);
-                    let head = String::from_utf8_lossy(&buf[..n]);
-                    let path = head.split_whitespace().nth(1).unwrap_or("/");
-                    let resp = if path == "/metrics" || path == "/" {
-                        let body = render(&shared);
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                    } else {
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-                    };
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        }
-    }
+    edgeplane_metrics::serve(listener, Arc::new(move || render(&shared)), shutdown).await
 }
 
 #[cfg(test)]

@@ -438,10 +438,15 @@ async fn health_reflection_and_metrics_are_served() {
         health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
     };
     let dir = tempfile::tempdir().unwrap();
+    let coord_metrics = format!("127.0.0.1:{}", free_port());
     let c = Cluster::start(
         1,
         Opts {
             insecure: true,
+            env: vec![(
+                "EDGEPLANE_COORDINATOR_METRICS_ADDR".into(),
+                coord_metrics.clone(),
+            )],
             ..Opts::default()
         },
     );
@@ -528,6 +533,92 @@ async fn health_reflection_and_metrics_are_served() {
     assert!(
         body.contains("edgeplane_agent_accelerator_busy_seconds_total{accelerator=\"npu0\"}"),
         "{body}"
+    );
+    // Both daemons, both formats: Prometheus text passes promtool's lint, OpenMetrics when
+    // asked for it (before: always OpenMetrics, and `promtool check metrics` exited 3 on
+    // "no help text" for every counter).
+    for (addr, family) in [
+        (metrics.as_str(), "edgeplane_agent_connected"),
+        (coord_metrics.as_str(), "edgeplane_raft_has_leader"),
+    ] {
+        let text = scrape(addr, "text/plain;version=0.0.4").await;
+        assert!(
+            text.contains("Content-Type: text/plain; version=0.0.4"),
+            "{text}"
+        );
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        for want in [family, "process_cpu_seconds_total", "edgeplane_build_info{"] {
+            assert!(body.contains(want), "{addr}: {want} missing:\n{body}");
+        }
+        assert!(!body.contains("# EOF"), "{body}");
+        promtool_check_metrics(&body);
+        let om = scrape(addr, "application/openmetrics-text;version=1.0.0").await;
+        assert!(
+            om.contains("Content-Type: application/openmetrics-text"),
+            "{om}"
+        );
+        assert!(om.trim_end().ends_with("# EOF"), "{om}");
+    }
+}
+
+async fn scrape(addr: &str, accept: &str) -> String {
+    eventually(Duration::from_secs(10), "metrics answer", || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        out.starts_with("HTTP/1.1 200").then_some(out)
+    })
+    .await
+}
+
+/// `promtool check metrics` on a Prometheus text exposition. Without promtool (Debian's
+/// `prometheus` package) the check is skipped with a note, except under CI=true.
+pub fn promtool_check_metrics(body: &str) {
+    use std::io::Write;
+    let Some(promtool) = support::tool_or_skip("promtool", "prometheus") else {
+        return;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- input ---\n{body}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn the_shipped_prometheus_config_passes_promtool() {
+    let Some(promtool) = support::tool_or_skip("promtool", "prometheus") else {
+        return;
+    };
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus.yml");
+    let o = Command::new(promtool)
+        .args(["check", "config", "--syntax-only"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
     );
 }
 

@@ -231,3 +231,25 @@ pub async fn admin_channel(
         .connect()
         .await
 }
+
+/// The path of an external tool the test needs, found on PATH. Missing: under `CI=true` the
+/// test fails (CI installs it, so a green CI means it ran); elsewhere it is skipped with a note
+/// naming the Debian package that brings it.
+pub fn tool_or_skip(tool: &str, debian_package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "CI=true requires {tool} (apt-get install {debian_package}), but it is not on PATH"
+            );
+        }
+        eprintln!(
+            "SKIPPED: {tool} not found (apt-get install {debian_package}); it runs under CI=true"
+        );
+    }
+    found
+}
