@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds a minimal Edgeplane container image WITHOUT pulling anything: a root filesystem that
-# holds the three binaries (debug info stripped) and exactly the shared libraries they link
+# holds the four binaries (CLI, coordinator, agent, CPU inference worker) (debug info stripped) and exactly the shared libraries they link
 # (from `ldd`), imported with `docker import`. Works where no registry can be reached.
 #
 #   deploy/build-image.sh [BIN_DIR] [TAG]      (defaults: target/release edgeplane:local)
@@ -9,7 +9,7 @@
 set -euo pipefail
 bin_dir=${1:-target/release}
 tag=${2:-edgeplane:local}
-bins=(edgeplane edgeplane-coordinator edgeplane-agent)
+bins=(edgeplane edgeplane-coordinator edgeplane-agent edgeplane-worker)
 
 command -v docker >/dev/null || { echo "build-image: docker is not installed" >&2; exit 1; }
 for b in "${bins[@]}"; do

@@ -877,7 +877,7 @@ impl Admin for AdminService {
             .get(&token.id)
             .map(|t| t.expires_unix_ms)
             .unwrap_or_default();
-        tracing::info!(target: "audit", who = %who, id = %token.id, node = %r.node, expires_unix_ms = expires, "join token created");
+        tracing::info!(target: "audit", who = ?who, id = %token.id, node = %r.node, expires_unix_ms = expires, "join token created");
         Ok(Response::new(api::CreateTokenResponse {
             token: token.reveal().expose().to_string(),
             id: token.id,
@@ -931,7 +931,7 @@ impl Admin for AdminService {
                 }),
             ))
             .await?;
-        tracing::info!(target: "audit", who = %who, %id, "join token revoked");
+        tracing::info!(target: "audit", who = ?who, %id, "join token revoked");
         out.get_mut().message = format!("token {id} revoked");
         Ok(out)
     }

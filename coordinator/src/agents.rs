@@ -678,14 +678,14 @@ impl AgentService {
         let applied = match self.handle.propose(cmd).await {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(node = %r.name, token = %token.id, from = ?source_ip, error = %e, "join refused");
+                tracing::warn!(node = %r.name, token = %token.id, from = %source_ip.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()), error = %e, "join refused");
                 return Err(e.to_status());
             }
         };
         if self.handle.leadership().borrow().is_leader {
             self.hub.renew(&r.name);
         }
-        tracing::info!(target: "audit", node = %r.name, token = %token.id, from = ?source_ip, index = applied.index, "agent joined with a token: node certificate issued");
+        tracing::info!(target: "audit", node = %r.name, token = %token.id, from = %source_ip.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()), index = applied.index, "agent joined with a token: node certificate issued");
         let l = *self.handle.leadership().borrow();
         Ok(api::RegisterResponse {
             leader_id: l.leader_id,

@@ -88,7 +88,7 @@ pub fn check_raft_sender(caller: Option<&Caller>, from: u64) -> Result<(), tonic
         )),
         Some(Caller::Cert(id)) if id.principal == Principal::Member(from) => Ok(()),
         Some(Caller::Cert(id)) => {
-            tracing::warn!(caller = %id, claimed_from = from, "forged raft sender refused");
+            tracing::warn!(caller = ?id.to_string(), claimed_from = from, "forged raft sender refused");
             Err(tonic::Status::permission_denied(format!(
                 "from: the batch claims replica {from} but the certificate is {id}"
             )))

@@ -33,16 +33,7 @@ where
         print!("{}", cfg.to_toml());
         return ExitCode::SUCCESS;
     }
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("EDGEPLANE_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,raft=warn,h2=warn,tower=warn")
-        });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal: journald and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    edgeplane_telemetry::logs::init(flags.log_format, "info,raft=warn,h2=warn,tower=warn");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

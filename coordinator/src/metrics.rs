@@ -1,5 +1,5 @@
 //! Prometheus metrics of one replica, kept in a `prometheus-client` registry and served as
-//! OpenMetrics or Prometheus text (content negotiation) by `edgeplane-metrics`' responder,
+//! OpenMetrics or Prometheus text (content negotiation) by `edgeplane-telemetry`'s responder,
 //! with the process metrics and `edgeplane_build_info`.
 //!
 //! Metric names (counters gain the `_total` suffix in the exposition):
@@ -118,7 +118,7 @@ impl Default for Metrics {
             "fsync latency of the Raft log",
             m.fsync_latency.clone(),
         );
-        edgeplane_metrics::register_process_and_build(&mut r, "coordinator");
+        edgeplane_telemetry::metrics::register_process_and_build(&mut r, "coordinator");
         Metrics { registry: r, ..m }
     }
 }
@@ -133,7 +133,7 @@ impl Metrics {
 
     /// OpenMetrics text exposition.
     pub fn render(&self) -> String {
-        edgeplane_metrics::encode(&self.registry)
+        edgeplane_telemetry::metrics::encode(&self.registry)
     }
 }
 
@@ -143,7 +143,8 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: tokio::sync::broadcast::Receiver<()>,
 ) {
-    edgeplane_metrics::serve(listener, Arc::new(move || metrics.render()), shutdown).await
+    edgeplane_telemetry::metrics::serve(listener, Arc::new(move || metrics.render()), shutdown)
+        .await
 }
 
 #[cfg(test)]

@@ -138,6 +138,10 @@ pub struct Flags {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Log line format on stderr: `text` (key=value) or `json` (one object per line). The
+    /// filter is `EDGEPLANE_LOG` (e.g. `info,raft=warn`).
+    #[arg(long, value_enum, env = "EDGEPLANE_AGENT_LOG_FORMAT", default_value_t = edgeplane_telemetry::logs::LogFormat::Text)]
+    pub log_format: edgeplane_telemetry::logs::LogFormat,
     /// Inference workers (`--accelerators cpu`, real execution).
     #[command(flatten)]
     pub worker: crate::worker_node::WorkerFlags,

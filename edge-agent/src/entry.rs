@@ -24,6 +24,7 @@ where
         }
     };
     let print = flags.print_config;
+    let log_format = flags.log_format;
     let cfg = match AgentConfig::resolve(flags) {
         Ok(c) => c,
         Err(e) => {
@@ -47,14 +48,7 @@ where
             }
         };
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEPLANE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal: journald and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    edgeplane_telemetry::logs::init(log_format, "info,h2=warn,tower=warn");
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

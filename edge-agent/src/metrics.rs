@@ -161,8 +161,8 @@ impl Collector for StatsCollector {
 pub fn render(shared: &Arc<Shared>) -> String {
     let mut r = Registry::default();
     r.register_collector(Box::new(StatsCollector(shared.clone())));
-    edgeplane_metrics::register_process_and_build(&mut r, "agent");
-    edgeplane_metrics::encode(&r)
+    edgeplane_telemetry::metrics::register_process_and_build(&mut r, "agent");
+    edgeplane_telemetry::metrics::encode(&r)
 }
 
 /// Serve [`render`] on `listener` until `shutdown` fires: `GET /metrics` (or `/`), else 404,
@@ -172,7 +172,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: tokio::sync::broadcast::Receiver<()>,
 ) {
-    edgeplane_metrics::serve(listener, Arc::new(move || render(&shared)), shutdown).await
+    edgeplane_telemetry::metrics::serve(listener, Arc::new(move || render(&shared)), shutdown).await
 }
 
 #[cfg(test)]

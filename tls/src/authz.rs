@@ -248,7 +248,7 @@ impl AuthLayer {
             tonic::Status::unauthenticated(format!("{path}: client certificate: {e}"))
         })?;
         if !need.allows(&id) {
-            tracing::warn!(server = self.server, method = path, caller = %id, needs = %need.describe(), "permission denied");
+            tracing::warn!(server = self.server, method = path, caller = ?id.to_string(), needs = ?need.describe(), "permission denied");
             return Err(tonic::Status::permission_denied(format!(
                 "{path} needs {}; the caller is {id}",
                 need.describe()
@@ -259,7 +259,7 @@ impl AuthLayer {
             return Err(rate_refusal(path, &id.to_string(), self.rate));
         }
         if let Need::Role { write: true, .. } = need {
-            tracing::info!(target: "audit", who = %id, method = path, "audit: write allowed");
+            tracing::info!(target: "audit", who = ?id.to_string(), method = path, "write allowed");
         }
         Ok(Caller::Cert(id))
     }

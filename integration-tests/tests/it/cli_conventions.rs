@@ -84,10 +84,20 @@ async fn output_flags_member_views_and_status_without_quorum() {
         3,
         Opts {
             insecure: true,
+            env: vec![("EDGEPLANE_COORDINATOR_LOG_FORMAT".into(), "json".into())],
             ..Default::default()
         },
     );
     let leader = c.leader(Duration::from_secs(20)).await;
+    // --log-format json: every line of the leader's log is one JSON object with a level.
+    let log = c.log_of(leader);
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "the leader logged nothing");
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
     let eps = c.endpoints().join(",");
     let ep = ["--endpoints", eps.as_str()];
     let run = |args: &[&str]| {

@@ -2,7 +2,9 @@
 //! (3 coordinators + 3 agents, image built by `deploy/build-image.sh` without pulling anything)
 //! comes up, the agents join, the leader is cut off with `docker network disconnect`, writes
 //! go on through the other two, and after the leader is reconnected every acknowledged write is
-//! on every replica.
+//! on every replica. Then `docker-compose up -d --force-recreate` (what an image bump does)
+//! replaces every container: the named volumes keep the state, so every acknowledged write, the
+//! nodes and an operator's pin are still there, and no replica bootstraps a new cluster.
 //!
 //! Outside CI a machine without docker skips it and says so; under `CI=true` a missing docker
 //! is a failure, so a green CI always means the test ran.
@@ -208,6 +210,21 @@ async fn compose_cluster_keeps_every_acknowledged_write_across_a_leader_network_
     .await;
 
     let (mut acked, _) = write(&c, &[1, 2, 3], "before", 20).await;
+    // an operator's pin: replicated placement that must survive the recreate below
+    let mut a = admin(&c.client_addr(leader).expect("leader port"))
+        .await
+        .expect("leader answers");
+    a.set_placement(api::SetPlacementRequest {
+        meta: Some(api::WriteMeta {
+            client_id: 0x5eed | 1,
+            seq: 1,
+        }),
+        node: "edge-1".into(),
+        model: acked[0].clone(),
+        accelerator: String::new(),
+    })
+    .await
+    .expect("pin acknowledged");
 
     // cut the leader off the network; the other two elect a leader and acknowledge writes
     sh(Command::new("docker").args([
@@ -247,5 +264,79 @@ async fn compose_cluster_keeps_every_acknowledged_write_across_a_leader_network_
             },
         )
         .await;
+    }
+    recreate_keeps_state(&c, &acked).await;
+}
+
+/// `up -d --force-recreate`: new containers on the same named volumes keep every acknowledged
+/// write, the three nodes and the pin (before the volumes: `models list` came back empty and two
+/// replicas logged `bootstrapped a new cluster`).
+async fn recreate_keeps_state(c: &Compose, acked: &[String]) {
+    sh(c.cmd().args(["up", "-d", "--force-recreate"]));
+    let leader = eventually(
+        Duration::from_secs(60),
+        "a leader after the recreate",
+        || async {
+            let s = status(c, 1).await?;
+            (s.leader_id != 0).then_some(s.leader_id)
+        },
+    )
+    .await;
+    for id in 1..=3u64 {
+        eventually(
+            Duration::from_secs(30),
+            &format!("replica {id} still holds all {} writes", acked.len()),
+            || async {
+                let have = models(c, id).await?;
+                acked.iter().all(|m| have.contains(m)).then_some(())
+            },
+        )
+        .await;
+    }
+    let mut a = admin(&c.client_addr(leader).expect("leader port"))
+        .await
+        .expect("leader answers");
+    let nodes = a
+        .list_nodes(api::ReadRequest { stale: false })
+        .await
+        .expect("nodes")
+        .into_inner();
+    let mut names: Vec<String> = nodes.nodes.into_iter().map(|n| n.name).collect();
+    names.sort();
+    assert_eq!(names, ["edge-1", "edge-2", "edge-3"]);
+    let p = a
+        .show_placement(api::ReadRequest { stale: false })
+        .await
+        .expect("placement")
+        .into_inner();
+    assert!(
+        p.pins
+            .iter()
+            .any(|x| x.node == "edge-1" && x.model == acked[0]),
+        "the pin did not survive: {:?}",
+        p.pins
+    );
+    // the healthchecks (gRPC answers of each process) report healthy
+    for s in ["c1", "a1"] {
+        eventually(Duration::from_secs(90), &format!("{s} healthy"), || async {
+            let o = Command::new("docker")
+                .args(["inspect", "-f", "{{.State.Health.Status}}", &c.container(s)])
+                .output()
+                .ok()?;
+            (String::from_utf8_lossy(&o.stdout).trim() == "healthy").then_some(())
+        })
+        .await;
+    }
+    for s in ["c1", "c2", "c3"] {
+        let logs = Command::new("docker")
+            .args(["logs", &c.container(s)])
+            .output()
+            .expect("docker logs");
+        let text = String::from_utf8_lossy(&logs.stderr).to_string()
+            + &String::from_utf8_lossy(&logs.stdout);
+        assert!(
+            !text.contains("bootstrapped a new cluster"),
+            "{s} bootstrapped again after the recreate:\n{text}"
+        );
     }
 }
