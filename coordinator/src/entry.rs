@@ -45,6 +45,7 @@ where
         }
     };
     let res: Result<(), crate::server::StartError> = rt.block_on(async move {
+        edgeplane_telemetry::service::spawn_sighup_handler("coordinator");
         let coord = Coordinator::start(
             cfg,
             agents::AgentHub::new(agents::LeaseConfig::from_env()).extensions(),

@@ -316,6 +316,8 @@ impl Coordinator {
         }));
 
         tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, "coordinator replica started");
+        // systemd (Type=notify): the ports are bound and served.
+        edgeplane_telemetry::service::ready();
         Ok(Coordinator {
             _lock: lock,
             handle,
@@ -352,6 +354,7 @@ impl Coordinator {
 
     /// Stop servers, then the raft loop; waits for both.
     pub async fn shutdown(mut self) {
+        edgeplane_telemetry::service::stopping();
         // A planned stop of the leader hands leadership over first, so clients see a
         // short transfer instead of a full election timeout.
         if self.handle.leadership().borrow().is_leader {

@@ -57,6 +57,7 @@ where
         }
     };
     let res = rt.block_on(async move {
+        edgeplane_telemetry::service::spawn_sighup_handler("agent");
         let (tx, _) = tokio::sync::broadcast::channel::<()>(4);
         let sig = tx.clone();
         tokio::spawn(async move {
@@ -72,6 +73,7 @@ where
                 }
             }
             tracing::info!("shutting down");
+            edgeplane_telemetry::service::stopping();
             let _ = sig.send(());
         });
         crate::run(cfg, tx).await

@@ -273,6 +273,8 @@ pub async fn run(
     health
         .set_serving::<edgeplane_proto::agent::inference_server::InferenceServer<infer::InferenceService>>()
         .await;
+    // systemd (Type=notify): the Inference API is served.
+    edgeplane_telemetry::service::ready();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(edgeplane_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

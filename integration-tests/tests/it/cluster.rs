@@ -247,6 +247,11 @@ impl Cluster {
         Some(st)
     }
 
+    /// The process id of replica `id`, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.replicas[&id].child.as_ref().map(Child::id)
+    }
+
     pub fn running(&self) -> Vec<u64> {
         self.replicas
             .values()

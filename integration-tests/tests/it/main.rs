@@ -13,5 +13,6 @@ mod ops;
 mod placement_live;
 mod readme_walkthrough;
 mod security;
+mod service;
 mod support;
 mod worker;
