@@ -52,7 +52,7 @@ pub enum ClusterCommand {
 pub enum ModelsCommand {
     /// Deploy (or update) a model.
     ///
-    /// Example: edgeplane models deploy ResNet50 --slo-ms 50 --rate 20 --memory-mb 98
+    /// Example: edgeplane models deploy resnet50 --slo-ms 50 --rate 20 --memory-mb 98
     Deploy {
         /// Model name (1-63 characters of [A-Za-z0-9._-]).
         name: String,
@@ -65,12 +65,16 @@ pub enum ModelsCommand {
         /// Memory footprint in MiB.
         #[arg(long, default_value_t = 0)]
         memory_mb: u64,
+        /// Deploy even when no profile knows the model (see `models catalog`); the planner
+        /// places it only once a node measures it.
+        #[arg(long)]
+        allow_unknown: bool,
         #[command(flatten)]
         out: FormatArg,
     },
     /// Remove a model.
     ///
-    /// Example: edgeplane models remove ResNet50
+    /// Example: edgeplane models remove resnet50
     Remove {
         /// Model name.
         name: String,
@@ -81,9 +85,14 @@ pub enum ModelsCommand {
     ///
     /// Example: edgeplane models list --format json
     List(ReadOpts),
+    /// The models a deployment can name, with where their profiles come from (shipped GPU
+    /// curves, XRBench scenarios, what the nodes measured).
+    ///
+    /// Example: edgeplane models catalog -o json
+    Catalog(FormatArg),
     /// Show one model (linearizable unless --stale; exit code 4 when it is not deployed).
     ///
-    /// Example: edgeplane models get ResNet50
+    /// Example: edgeplane models get resnet50
     Get {
         /// Model name.
         name: String,
@@ -520,8 +529,21 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
             slo_ms,
             rate,
             memory_mb,
+            allow_unknown,
             out,
         } => {
+            if !(slo_ms.is_finite() && slo_ms > 0.0) {
+                return Err(exit::fail(
+                    Kind::InvalidInput,
+                    format!(
+                        "slo_ms: --slo-ms must be a positive number of milliseconds, got {slo_ms}"
+                    ),
+                ));
+            }
+            if !allow_unknown {
+                let known = crate::catalog::of_cluster(&conn).await?;
+                crate::catalog::check_deployable(&known, &name)?;
+            }
             let meta = conn.meta(1);
             let r = conn
                 .call("models deploy", |mut c| {
@@ -588,6 +610,7 @@ pub async fn models(g: &GlobalArgs, c: ModelsCommand) -> anyhow::Result<()> {
                 println!("(applied index {})", r.applied_index);
             }
         }
+        ModelsCommand::Catalog(out) => crate::catalog::print(&conn, out.format).await?,
         ModelsCommand::List(o) => {
             let r = conn
                 .call("models list", |mut c| async move {

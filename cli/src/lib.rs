@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod agent_status;
 pub mod bench_agents;
+pub mod catalog;
 pub mod chaos;
 pub mod demo;
 pub mod exit;
@@ -36,7 +37,7 @@ use std::process::ExitCode;
     after_help = "Examples:\n  \
 edgeplane demo\n  \
 edgeplane cluster status --endpoints 10.0.0.1:7101,10.0.0.2:7101,10.0.0.3:7101\n  \
-edgeplane models deploy ResNet50 --slo-ms 50 --rate 20\n  \
+edgeplane models deploy resnet50 --slo-ms 50 --rate 20\n  \
 edgeplane nodes list --format json\n  \
 edgeplane tokens create --ttl 2h --node edge-7\n  \
 edgeplane agent status --agent 10.0.0.21:7301\n  \

@@ -317,6 +317,10 @@ impl Profiles {
     pub fn gpu_names(&self) -> Vec<String> {
         self.gpus.keys().cloned().collect()
     }
+    /// The models with GPU facts (memory, SLO), sorted.
+    pub fn model_names(&self) -> Vec<String> {
+        self.models.keys().cloned().collect()
+    }
     pub fn model(&self, name: &str) -> Result<&ModelInfo, GpuError> {
         self.models
             .get(name)

@@ -137,6 +137,50 @@ async fn output_flags_member_views_and_status_without_quorum() {
         .collect();
     assert_eq!(ids, ["1", "2", "3"]);
 
+    // A model no profile knows is refused with the valid names (before: exit 0, and the only
+    // trace was "not served" in `placement show`); --allow-unknown deploys it anyway.
+    let o = run(&["models", "deploy", "resnet-9000", "--slo-ms", "30"]);
+    assert_eq!(code(&o), 3, "{}", err(&o));
+    assert!(
+        err(&o).contains("resnet18") && err(&o).contains("ES_RITNet"),
+        "{}",
+        err(&o)
+    );
+    let o = run(&["models", "list", "-o", "json"]);
+    assert_eq!(
+        json(&o).as_array().map(Vec::len),
+        Some(0),
+        "nothing was deployed"
+    );
+    let o = run(&[
+        "models",
+        "deploy",
+        "resnet-9000",
+        "--slo-ms",
+        "30",
+        "--allow-unknown",
+    ]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let o = run(&["models", "deploy", "resnet18", "--slo-ms", "30"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let o = run(&["models", "catalog", "-o", "json"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let v = json(&o);
+    let vgg = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "vgg16")
+        .expect("vgg16 in the catalog");
+    assert!(
+        vgg["gpus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "Jetson-AGX-Xavier"),
+        "{vgg}"
+    );
+
     // nodes get: not found is 4.
     let o = run(&["nodes", "get", "ghost"]);
     assert_eq!(code(&o), 4, "{}", err(&o));

@@ -808,7 +808,7 @@ async fn snapshot_restore_brings_the_state_up_in_a_new_cluster() {
     );
     let leader = c.leader(Duration::from_secs(20)).await;
     let e = c.replicas[&leader].client_addr.clone();
-    for m in ["ResNet18", "ResNet50"] {
+    for m in ["resnet18", "resnet50"] {
         let o = cli(&["models", "deploy", m, "--slo-ms", "30", "--endpoints", &e]);
         assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     }
@@ -913,12 +913,12 @@ async fn snapshot_restore_brings_the_state_up_in_a_new_cluster() {
         .map(|m| m["name"].as_str().unwrap())
         .collect();
     got.sort();
-    assert_eq!(got, ["ResNet18", "ResNet50"]);
+    assert_eq!(got, ["resnet18", "resnet50"]);
     // It takes writes, numbered after the snapshot's index.
     let o = cli(&[
         "models",
         "deploy",
-        "VGG16",
+        "vgg16",
         "--slo-ms",
         "60",
         "--endpoints",
