@@ -98,11 +98,7 @@ pub struct EngineSpec {
 impl EngineSpec {
     /// An SDRM3 engine with weights `w`.
     pub fn sdrm3(&self, cat: &Catalog, w: Weights) -> Result<Engine, Error> {
-        let pol = policy::Sdrm3 {
-            weights: w,
-            layerwise: self.layerwise,
-            ..Default::default()
-        };
+        let pol = policy::Sdrm3::new(w, self.layerwise);
         let mut e = Engine::new(cat, &self.accelerators, self.models.clone(), Box::new(pol))?;
         for m in 0..self.models.len() {
             e.set_trigger_probability(m, self.probabilities[m]);
@@ -388,19 +384,25 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
             why: "no scenario given".into(),
         });
     }
-    let hw = cat.hardware(&cfg.hardware)?;
-    let wl = workload(cat, &cfg.phases)?;
     let mut pol: Box<dyn policy::Policy> = if cfg.policy == "sdrm3" {
-        Box::new(policy::Sdrm3 {
-            layerwise: cfg.sdrm3_layerwise,
-            ..Default::default()
-        })
+        Box::new(policy::Sdrm3::new(Weights::default(), cfg.sdrm3_layerwise))
     } else {
         policy::by_name(&cfg.policy)?
     };
     if let (Some(w), Some(pw)) = (cfg.weights, pol.weights_mut()) {
         *pw = w;
     }
+    run_with(cat, cfg, pol)
+}
+
+/// [`run`] with the policy given (`cfg.policy` only names it for the tuner's replays).
+pub(crate) fn run_with(
+    cat: &Catalog,
+    cfg: &SimConfig,
+    pol: Box<dyn policy::Policy>,
+) -> Result<SimResult, Error> {
+    let hw = cat.hardware(&cfg.hardware)?;
+    let wl = workload(cat, &cfg.phases)?;
     let mut engine = Engine::new(cat, &hw.accelerators, wl.models.clone(), pol)?;
     let nm = engine.models().len();
     for m in 0..nm {
