@@ -22,6 +22,10 @@ pub struct Weights {
     pub energy: f64,
     pub progress: f64,
     pub staleness: f64,
+    /// Density under load: w_D · D(j) · ρ with D(j) = clamp(1 − L*(j)/p_m, 0, 1), the share of
+    /// its period a job leaves free; under overload it prefers the jobs that free the most
+    /// time per frame served (0 in the design's profile).
+    pub density: f64,
     /// Drop an infeasible job only when the drop's value exceeds θ_drop × E*(frame)
     /// (0: whenever dropping saves more than it costs).
     pub theta_drop: f64,
@@ -39,6 +43,7 @@ impl Default for Weights {
             energy: 0.25,
             progress: 0.25,
             staleness: 0.5,
+            density: 0.0,
             theta_drop: 0.0,
             layerwise: false,
         }
@@ -46,7 +51,7 @@ impl Default for Weights {
 }
 
 impl Weights {
-    pub const DIM: usize = 7;
+    pub const DIM: usize = 8;
     /// Indices into [`Weights::to_vec`] (the tuner perturbs the vector).
     pub const URGENCY: usize = 0;
     pub const FAIRNESS: usize = 1;
@@ -55,11 +60,12 @@ impl Weights {
     pub const PROGRESS: usize = 4;
     pub const STALENESS: usize = 5;
     pub const THETA_DROP: usize = 6;
+    pub const DENSITY: usize = 7;
     /// The starting points the tuner compares on the same replayed frames before it starts
     /// its gradient steps: the design's weights, a deadline-first profile (urgency dominant,
     /// close to least-slack-first) and an energy-first one (w_en = 2), each with whole-model
     /// and block-aware costs.
-    pub fn profiles() -> [Weights; 6] {
+    pub fn profiles() -> [Weights; 8] {
         let d = Weights::default();
         let deadline = Weights {
             urgency: 3.0,
@@ -74,6 +80,7 @@ impl Weights {
             latency: 0.25,
             ..d
         };
+        let throughput = Weights { density: 2.0, ..d };
         [
             d,
             Weights {
@@ -90,9 +97,33 @@ impl Weights {
                 layerwise: true,
                 ..energy
             },
+            throughput,
+            Weights {
+                layerwise: true,
+                ..throughput
+            },
         ]
     }
-    pub fn to_vec(self) -> [f64; 7] {
+    /// Names of [`Weights::profiles`], in the same order.
+    pub const PROFILE_NAMES: [&'static str; 8] = [
+        "design",
+        "design+blocks",
+        "deadline",
+        "deadline+blocks",
+        "energy",
+        "energy+blocks",
+        "throughput",
+        "throughput+blocks",
+    ];
+    /// The name of the profile these weights are exactly (None once a gradient step moved
+    /// them off every profile).
+    pub fn profile_name(&self) -> Option<&'static str> {
+        Weights::profiles()
+            .iter()
+            .position(|p| p == self)
+            .map(|i| Weights::PROFILE_NAMES[i])
+    }
+    pub fn to_vec(self) -> [f64; Self::DIM] {
         [
             self.urgency,
             self.fairness,
@@ -101,9 +132,10 @@ impl Weights {
             self.progress,
             self.staleness,
             self.theta_drop,
+            self.density,
         ]
     }
-    pub fn from_vec(v: [f64; 7]) -> Self {
+    pub fn from_vec(v: [f64; Self::DIM]) -> Self {
         // NaN-safe: a NaN weight (a broken measurement) becomes 0
         let pos = |x: f64| if x.is_nan() { 0.0 } else { x.max(0.0) };
         Weights {
@@ -114,6 +146,7 @@ impl Weights {
             progress: pos(v[Self::PROGRESS]),
             staleness: pos(v[Self::STALENESS]),
             theta_drop: pos(v[Self::THETA_DROP]).min(1.0),
+            density: pos(v[Self::DENSITY]),
             layerwise: false,
         }
     }
@@ -163,8 +196,10 @@ struct CachedJob {
     /// L*(j), E*(j) of the score (block-aware when `layerwise`).
     l_star: f64,
     e_star: f64,
-    /// The score's job terms: urgency, progress, staleness (fairness is read per pick).
+    /// The score's job terms: urgency, progress, staleness, density (fairness is read per
+    /// pick).
     u: f64,
+    d: f64,
     g: f64,
     n: f64,
     /// Offset of this job's per-accelerator (L(j,a), E(j,a)) in [`StepCache::pairs`].
@@ -325,6 +360,7 @@ impl Sdrm3 {
                 l_star,
                 e_star,
                 u: (1.0 - (j.deadline_ms - now - l_star) / p).clamp(0.0, 1.0),
+                d: (1.0 - l_star / p).clamp(0.0, 1.0),
                 g: j.next_layer as f64 / j.end_layer.max(1) as f64,
                 n: if e.stale(j) { 1.0 } else { 0.0 },
                 pairs: offset,
@@ -451,7 +487,8 @@ impl Policy for Sdrm3 {
             let base = w.urgency * c.u * (0.5 + 0.5 * rho)
                 + w.fairness * e.fairness(c.model)
                 + w.progress * c.g
-                - w.staleness * c.n;
+                - w.staleness * c.n
+                + w.density * c.d * rho;
             let pairs = &self.cache.pairs[c.pairs..c.pairs + n_acc];
             for &a in idle.iter().filter(|&&a| e.allowed(c.model, a)) {
                 let (l, en) = pairs[a];
@@ -535,8 +572,10 @@ mod tests {
                 let f = e.fairness(j.model);
                 let g = j.next_layer as f64 / j.end_layer.max(1) as f64;
                 let n = if e.stale(j) { 1.0 } else { 0.0 };
+                let d = (1.0 - l_star / p).clamp(0.0, 1.0);
                 let base = w.urgency * u * (0.5 + 0.5 * rho) + w.fairness * f + w.progress * g
-                    - w.staleness * n;
+                    - w.staleness * n
+                    + w.density * d * rho;
                 for &a in idle.iter().filter(|&&a| e.allowed(j.model, a)) {
                     let (l, en) = s.pair(e, j, a);
                     let on_time = now + l <= j.deadline_ms;
@@ -592,6 +631,8 @@ mod tests {
                 let mut cfg = SimConfig::new(sc, hw, "sdrm3");
                 cfg.duration_ms = 600.0;
                 cfg.seed = 3;
+                // the weights fixed: both sides decide with the same weights throughout
+                cfg.tune = false;
                 cfg.early_exit_prob = if pi % 2 == 0 { 0.0 } else { 0.3 };
                 let mk = || Sdrm3::new(*w, false);
                 let new = sim::run_with(cat, &cfg, Box::new(mk())).unwrap();
