@@ -270,6 +270,10 @@ impl Engine {
     pub fn policy_mut(&mut self) -> &mut dyn Policy {
         self.policy.as_mut()
     }
+    /// The policy's current weights (SDRM3's; None for the others).
+    pub fn policy_weights(&self) -> Option<crate::policy::Weights> {
+        self.policy.weights()
+    }
     pub fn policy_name(&self) -> &'static str {
         self.policy.name()
     }

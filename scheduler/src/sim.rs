@@ -97,6 +97,9 @@ pub struct EngineSpec {
     /// Smallest dispatched block, ms ([`Engine::set_min_block_ms`]; 0 = B layers): a replay
     /// must group layers as the engine it stands in for does.
     pub min_block_ms: f64,
+    /// Accelerators each model may run on ([`Engine::set_allowed`]; empty or missing = all):
+    /// a replay must honour the assignment the live engine serves.
+    pub allowed: Vec<Vec<usize>>,
 }
 
 impl EngineSpec {
@@ -109,6 +112,11 @@ impl EngineSpec {
             e.set_active(m, self.active[m]);
         }
         e.set_min_block_ms(self.min_block_ms);
+        for (m, accs) in self.allowed.iter().enumerate() {
+            if !accs.is_empty() {
+                e.set_allowed(m, accs)?;
+            }
+        }
         Ok(e)
     }
 }
@@ -424,6 +432,7 @@ pub(crate) fn run_with(
         active: (0..nm).map(|m| wl.active[0].contains(&m)).collect(),
         layerwise: cfg.sdrm3_layerwise,
         min_block_ms: 0.0,
+        allowed: Vec::new(),
     };
 
     let mut d = Driver::new(engine);

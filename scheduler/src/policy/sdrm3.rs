@@ -519,6 +519,9 @@ impl Policy for Sdrm3 {
     fn weights_mut(&mut self) -> Option<&mut Weights> {
         Some(&mut self.weights)
     }
+    fn weights(&self) -> Option<Weights> {
+        Some(self.weights)
+    }
 }
 
 #[cfg(test)]

@@ -150,6 +150,7 @@ fn tuner_reduces_uxcost_where_the_defaults_are_poor_within_five_steps() {
         active: vec![true; 3],
         layerwise: false,
         min_block_ms: 0.0,
+        allowed: Vec::new(),
     };
     let with_defaults = sim::replay(cat, &spec, Weights::default(), &plain.arrivals)
         .unwrap()
