@@ -63,8 +63,9 @@ impl Weights {
     pub const DENSITY: usize = 7;
     /// The starting points the tuner compares on the same replayed frames before it starts
     /// its gradient steps: the design's weights, a deadline-first profile (urgency dominant,
-    /// close to least-slack-first) and an energy-first one (w_en = 2), each with whole-model
-    /// and block-aware costs.
+    /// close to least-slack-first), an energy-first one (w_en = 2) and a throughput one (the
+    /// energy-first set with the density term, w_D = 2: under overload, the frames that free
+    /// the most time first), each with whole-model and block-aware costs.
     pub fn profiles() -> [Weights; 8] {
         let d = Weights::default();
         let deadline = Weights {
@@ -80,7 +81,10 @@ impl Weights {
             latency: 0.25,
             ..d
         };
-        let throughput = Weights { density: 2.0, ..d };
+        let throughput = Weights {
+            density: 2.0,
+            ..energy
+        };
         [
             d,
             Weights {
