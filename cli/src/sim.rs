@@ -42,8 +42,12 @@ pub struct SimArgs {
     /// Seed for every random draw (reproducible runs).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Run SDRM3's online weight tuner.
+    /// SDRM3 without its online weight tuner (and start-of-run profile forecast): the
+    /// default weights throughout. The tuner is on by default.
     #[arg(long)]
+    pub no_tune: bool,
+    /// Accepted for scripts written when the tuner was opt-in; the tuner is on by default.
+    #[arg(long, hide = true, conflicts_with = "no_tune")]
     pub tune: bool,
     /// Switch Supernet sub-networks with load.
     #[arg(long)]
@@ -79,6 +83,9 @@ pub struct BenchArgs {
     /// Only these hardware set-ups of the grid (comma-separated).
     #[arg(long)]
     pub hardware: Option<String>,
+    /// SDRM3 without its online weight tuner (default weights): the untuned figure.
+    #[arg(long)]
+    pub no_tune: bool,
 }
 
 /// The hardware set-ups of the benchmark: heterogeneous and homogeneous.
@@ -194,13 +201,15 @@ pub fn sim(a: SimArgs) -> anyhow::Result<()> {
                 duration_ms: a.duration_ms,
                 seed: a.seed,
                 early_exit_prob: a.early_exit,
-                tune: a.tune,
+                tune: !a.no_tune,
                 supernet: a.supernet,
                 weights: None,
                 sdrm3_layerwise: a.layerwise,
             };
             let r = sim::run(cat, &cfg)?;
             let extra = json!({
+                "tuned": cfg.tune && a.policy == "sdrm3",
+                "profile_choices": r.profile_choices,
                 "tuner_steps_to_converge": r.tuner_steps_to_converge,
                 "tuner_log": r.tuner_log,
                 "width_switches": r.width_switches,
@@ -228,6 +237,15 @@ pub fn sim(a: SimArgs) -> anyhow::Result<()> {
                 a.scenario, a.hardware, a.policy, semantics
             );
             print_report(&report);
+            if let Some(p) = extra.get("profile_choices").and_then(|l| l.as_array()) {
+                if !p.is_empty() {
+                    let names: Vec<&str> = p.iter().filter_map(|x| x.as_str()).collect();
+                    println!(
+                        "tuner start profiles (forecast, then each restart): {}",
+                        names.join(", ")
+                    );
+                }
+            }
             if let Some(steps) = extra.get("tuner_log").and_then(|l| l.as_array()) {
                 for s in steps {
                     println!(
@@ -258,14 +276,18 @@ pub struct Cell {
 /// accuracy for UXCost, so it is shown beside its mean accuracy).
 pub const SUPERNET_ROW: &str = "sdrm3+supernet";
 
-fn run_cell(
-    cat: &Catalog,
-    sc: &str,
-    hw: &str,
-    p: &str,
+/// What one bench cell runs: a scenario on a hardware set-up, a policy, seeds and length.
+struct CellSpec<'a> {
+    sc: &'a str,
+    hw: &'a str,
+    policy: &'a str,
     seeds: u64,
-    dur: f64,
-) -> anyhow::Result<Cell> {
+    duration_ms: f64,
+    tune: bool,
+}
+
+fn run_cell(cat: &Catalog, c: &CellSpec<'_>) -> anyhow::Result<Cell> {
+    let (sc, hw, p, seeds, dur) = (c.sc, c.hw, c.policy, c.seeds, c.duration_ms);
     let supernet = p == SUPERNET_ROW;
     let policy = if supernet { "sdrm3" } else { p };
     let (mut ux, mut miss, mut energy, mut acc, mut steps) = (0.0, 0.0, 0.0, 0.0, Vec::new());
@@ -273,7 +295,7 @@ fn run_cell(
         let mut cfg = SimConfig::new(sc, hw, policy);
         cfg.duration_ms = dur;
         cfg.seed = seed;
-        cfg.tune = policy == "sdrm3";
+        cfg.tune = policy == "sdrm3" && c.tune;
         cfg.supernet = supernet;
         let r = sim::run(cat, &cfg)?;
         ux += r.report.uxcost;
@@ -387,11 +409,27 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             let mut cells = Vec::new();
             for p in POLICIES {
                 bar.set_message(format!("{sc} {hw} {p}"));
-                cells.push(run_cell(cat, sc, hw, p, a.seeds, a.duration_ms)?);
+                let spec = CellSpec {
+                    sc,
+                    hw,
+                    policy: p,
+                    seeds: a.seeds,
+                    duration_ms: a.duration_ms,
+                    tune: !a.no_tune,
+                };
+                cells.push(run_cell(cat, &spec)?);
                 bar.inc(1);
             }
             bar.set_message(format!("{sc} {hw} {SUPERNET_ROW}"));
-            let supernet = run_cell(cat, sc, hw, SUPERNET_ROW, a.seeds, a.duration_ms)?;
+            let spec = CellSpec {
+                sc,
+                hw,
+                policy: SUPERNET_ROW,
+                seeds: a.seeds,
+                duration_ms: a.duration_ms,
+                tune: !a.no_tune,
+            };
+            let supernet = run_cell(cat, &spec)?;
             bar.inc(1);
             rows.push(Row {
                 scenario: sc.to_string(),
@@ -449,6 +487,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         let v = json!({
             "seeds": a.seeds,
             "duration_ms": a.duration_ms,
+            "sdrm3_tuner": !a.no_tune,
             "elapsed_s": elapsed,
             "policies": POLICIES,
             "extra_row": SUPERNET_ROW,
@@ -473,7 +512,12 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("UXCost normalised to xrbench (lower is better); native semantics, {} seeds × {} ms per cell", a.seeds, a.duration_ms);
+    println!(
+        "UXCost normalised to xrbench (lower is better); native semantics, {} seeds × {} ms per cell; sdrm3 {}",
+        a.seeds,
+        a.duration_ms,
+        if a.no_tune { "without its tuner (--no-tune)" } else { "with its tuner (default)" }
+    );
     println!("all policies without Supernet; `{SUPERNET_ROW}` (accuracy beside it) is not compared; sat = every policy within 1 %");
     print!("{:<20} {:<20}", "scenario", "hardware");
     for p in POLICIES {

@@ -82,8 +82,12 @@ pub struct Flags {
     /// Exit after the scenario finished (prints its summary as JSON on stdout).
     #[arg(long)]
     pub exit_after_scenario: bool,
-    /// With SDRM3: run the online weight tuner beside the real-time loop.
+    /// With SDRM3: run without the online weight tuner (and its start-of-run forecast); the
+    /// tuner runs by default.
     #[arg(long)]
+    pub no_tune: bool,
+    /// Accepted for scripts written when the tuner was opt-in; it is on by default.
+    #[arg(long, hide = true, conflicts_with = "no_tune")]
     pub tune: bool,
     /// With SDRM3: switch Supernet sub-networks with load.
     #[arg(long)]
@@ -561,7 +565,7 @@ impl AgentConfig {
             scenario_duration_ms,
             exit_after_scenario: flags.exit_after_scenario,
             virtual_time: flags.virtual_time,
-            tune: flags.tune || file.tune.unwrap_or(false),
+            tune: flags.tune || (!flags.no_tune && file.tune.unwrap_or(true)),
             supernet: flags.supernet || file.supernet.unwrap_or(false),
             policy,
             seed: flags.seed.or(file.seed).unwrap_or(1),

@@ -71,6 +71,25 @@ pub enum CoreError {
     NoPartition { model: String },
 }
 
+/// What SDRM3's controllers are doing, for stats and metrics.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ControllerStatus {
+    /// Whether the online tuner runs.
+    pub tuning: bool,
+    /// Gradient steps the tuner took so far (one per window it was not converged).
+    pub tuner_steps: u64,
+    /// The profile the current weights are (`Weights::PROFILE_NAMES`), or `tuned` once a
+    /// gradient step moved them off every profile.
+    pub profile: String,
+    /// Profile comparisons made (start-of-run and assignment forecasts, restarts).
+    pub profile_choices: u64,
+    /// Whether the Supernet controller switches sub-network widths.
+    pub supernet: bool,
+    /// Mean Supernet accuracy of the completed jobs (share of the full network's; 1.0 when
+    /// every job ran at full width or none completed).
+    pub accuracy: f64,
+}
+
 /// A real-time multi-model scheduling core.
 pub trait SchedulingCore: Send {
     /// A new job (frame) of `model`, due at `deadline_ms` (absolute, runtime clock).
@@ -103,6 +122,10 @@ pub trait SchedulingCore: Send {
     /// Live partition slots (empty for fixed accelerators).
     fn slots(&self) -> Vec<SlotInfo> {
         Vec::new()
+    }
+    /// SDRM3's controllers (None for cores without them).
+    fn controllers(&self) -> Option<ControllerStatus> {
+        None
     }
     /// When the core next needs a `step` without any event (a queued job becomes infeasible
     /// or expires), in runtime ms; `None` = only on events. The default asks for a step every

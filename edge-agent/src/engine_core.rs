@@ -1,16 +1,19 @@
 //! [`SchedulingCore`] over the scheduler crate's online [`Engine`]: SDRM3 and every baseline,
 //! the same code the native simulator runs in virtual time.
 //!
-//! With SDRM3 the agent can also run the simulator's controllers on its live traffic
-//! (`--tune`, `--supernet`): the SPSA tuner (every window, the window's arrivals are replayed through a fresh engine in virtual
-//! time on a background thread, so the real-time loop never waits for it; the new weights
-//! are applied at the next decision after the replay finished) and, when enabled, the
-//! Supernet width controller (O(models) at a window boundary, inline).
+//! With SDRM3 the agent also runs the simulator's controllers on its live traffic: the SPSA
+//! tuner (on unless `--no-tune`; every window, the window's arrivals are replayed through a
+//! fresh engine in virtual time on a background thread, so the real-time loop never waits for
+//! it; the new weights are applied at the next window boundary after the replay finished),
+//! with the start-of-run profile forecast at start and at every assignment (the scenario's
+//! periodic frames over the next window, replayed under each profile, inline: a few ms), and,
+//! when enabled (`--supernet`), the Supernet width controller (O(models) at a window
+//! boundary, inline).
 
 use crate::core::{Action, CoreError, JobId, SchedulingCore};
 use crate::discovery::Accelerator;
 use edgeplane_scheduler::engine::{Action as EAction, DropReason, Engine, EngineModel};
-use edgeplane_scheduler::sim::{replay, Arrival, EngineSpec};
+use edgeplane_scheduler::sim::{forecast, replay, Arrival, EngineSpec};
 use edgeplane_scheduler::tuner::{Supernet, Tuner, TunerStep};
 use edgeplane_scheduler::{Catalog, Weights};
 use std::sync::mpsc;
@@ -35,6 +38,21 @@ struct Controllers {
     supernet: Option<Supernet>,
     rho: (f64, u64),
     outcomes: (u64, u64),
+    /// The first models are the scenario's (its frame streams, which the forecast replays).
+    scenario_models: usize,
+    /// Σ Supernet accuracy and count of the completed jobs.
+    accuracy: (f64, u64),
+    /// The tuner's gradient steps and profile comparisons so far (kept here: the tuner
+    /// itself is on the replay thread part of the time).
+    steps: u64,
+    choices: u64,
+}
+
+impl Controllers {
+    fn count(&mut self, t: &Tuner) {
+        self.steps = t.steps() as u64;
+        self.choices = t.profile_choices.len() as u64;
+    }
 }
 
 impl Controllers {
@@ -134,6 +152,7 @@ impl EngineCore {
                     models,
                     layerwise: false,
                     min_block_ms: 0.0,
+                    allowed: Vec::new(),
                 },
                 window,
                 next: window,
@@ -143,6 +162,10 @@ impl EngineCore {
                 supernet: None,
                 rho: (0.0, 0),
                 outcomes: (0, 0),
+                scenario_models,
+                accuracy: (0.0, 0),
+                steps: 0,
+                choices: 0,
             }
         });
         Ok(EngineCore {
@@ -170,10 +193,50 @@ impl EngineCore {
         }
     }
 
-    /// Run SDRM3's online tuner (SDRM3 only).
+    /// Run SDRM3's online tuner (SDRM3 only), starting from the forecast's profile.
     pub fn enable_tuner(&mut self) {
         if let Some(c) = self.ctl.as_mut() {
             c.tuner = Some(Tuner::new(0));
+        }
+        self.forecast(0.0);
+    }
+
+    /// The start-of-run profile forecast (DESIGN §3.5) at `now_ms`: the scenario's periodic
+    /// frames over the next window, replayed under the current weights and every profile;
+    /// the live weights become the best, and the tuner starts over from them. Without a
+    /// scenario there is nothing periodic to forecast: the weights stay.
+    fn forecast(&mut self, now_ms: f64) {
+        self.settle();
+        let widths: Vec<f64> = (0..self.engine.models().len())
+            .map(|m| self.engine.width(m))
+            .collect();
+        let Some(c) = self.ctl.as_mut() else { return };
+        let Some(tuner) = c.tuner.as_mut() else {
+            return;
+        };
+        let n = c.scenario_models;
+        let frames = forecast(&c.spec.models, |m| m < n, &widths, now_ms, c.window);
+        if frames.is_empty() {
+            return;
+        }
+        let Some(w) = self.engine.policy_mut().weights_mut() else {
+            return;
+        };
+        tuner.restart(now_ms);
+        let cat = Catalog::embedded();
+        let spec = &c.spec;
+        let mut eval = |x: Weights| replay(cat, spec, x, &frames).map(|r| r.uxcost);
+        let chosen = tuner.choose_profile(w, &mut eval);
+        c.steps = tuner.steps() as u64;
+        c.choices = tuner.profile_choices.len() as u64;
+        match chosen {
+            Ok(()) => tracing::info!(
+                profile = w.profile_name().unwrap_or("tuned"),
+                frames = frames.len(),
+                at_ms = now_ms,
+                "tuner forecast: start profile chosen"
+            ),
+            Err(e) => tracing::warn!(error = %e, "tuner forecast failed; weights kept"),
         }
     }
 
@@ -202,6 +265,7 @@ impl EngineCore {
         if let Some(c) = self.ctl.as_mut() {
             if let Some(rx) = c.inflight.take() {
                 if let Ok((t, w)) = rx.recv() {
+                    c.count(&t);
                     c.tuner = Some(t);
                     if let Some(pw) = self.engine.policy_mut().weights_mut() {
                         *pw = w;
@@ -299,7 +363,7 @@ impl SchedulingCore for EngineCore {
     /// (`Engine::set_allowed`, honoured by every policy from the next decision). A partition
     /// with an empty or unknown accelerator id means any accelerator; a model the assignment
     /// does not list keeps them all (the runtime refuses its requests before they get here).
-    fn assign(&mut self, _now_ms: f64, a: &edgeplane_proto::agent::Assignment) {
+    fn assign(&mut self, now_ms: f64, a: &edgeplane_proto::agent::Assignment) {
         let n_acc = self.engine.accelerators().len();
         for m in 0..self.engine.models().len() {
             let name = self.engine.models()[m].name.clone();
@@ -320,8 +384,35 @@ impl SchedulingCore for EngineCore {
             };
             if let Err(e) = self.engine.set_allowed(m, &list) {
                 tracing::warn!(model = %name, error = %e, "assignment not applied to this model");
+                continue;
+            }
+            if let Some(c) = self.ctl.as_mut() {
+                c.spec
+                    .allowed
+                    .resize(self.engine.models().len(), Vec::new());
+                c.spec.allowed[m] = list;
             }
         }
+        // the tuner's replays now stand in for the assigned engine: start from the profile
+        // that suits it, as at the start of a run
+        self.forecast(now_ms);
+    }
+
+    fn controllers(&self) -> Option<crate::core::ControllerStatus> {
+        let c = self.ctl.as_ref()?;
+        let w = self.engine.policy_weights()?;
+        Some(crate::core::ControllerStatus {
+            tuning: c.tuner.is_some() || c.inflight.is_some(),
+            tuner_steps: c.steps,
+            profile: w.profile_name().unwrap_or("tuned").to_string(),
+            profile_choices: c.choices,
+            supernet: c.supernet.is_some(),
+            accuracy: if c.accuracy.1 == 0 {
+                1.0
+            } else {
+                c.accuracy.0 / c.accuracy.1 as f64
+            },
+        })
     }
 
     /// Also for the tuner's replays, which stand in for this engine.
@@ -395,10 +486,16 @@ impl SchedulingCore for EngineCore {
     }
 
     fn block_done(&mut self, now_ms: f64, acc: usize) {
+        let width = self.engine.accelerators()[acc]
+            .busy
+            .and_then(|id| self.engine.job(id))
+            .map_or(1.0, |j| j.width);
         if let Some(EAction::Complete { late, .. }) = self.engine.block_done(now_ms, acc) {
             if let Some(c) = self.ctl.as_mut() {
                 c.outcomes.0 += u64::from(late);
                 c.outcomes.1 += 1;
+                c.accuracy.0 += Supernet::accuracy(width);
+                c.accuracy.1 += 1;
             }
         }
     }
@@ -443,6 +540,62 @@ mod tests {
             .collect();
         assert_eq!(layers.len(), 1);
         assert!(layers[0] > 1, "grouped, not one layer: {layers:?}");
+    }
+
+    /// The agent's first window runs on the forecast's profile, the one the simulator's
+    /// start-of-run forecast picks for the same scenario and accelerators (the peer), and
+    /// every assignment forecasts again on the assigned accelerators.
+    #[test]
+    fn the_forecast_tunes_the_first_window_and_runs_again_at_each_assignment() {
+        let accs = crate::discovery::discover(&crate::config::AcceleratorSpec::Sim(
+            "Dual_4K_WS_OS".into(),
+        ))
+        .unwrap();
+        let mut cfg = edgeplane_scheduler::SimConfig::new("VR_gaming", "Dual_4K_WS_OS", "sdrm3");
+        cfg.duration_ms = 300.0;
+        let sim = edgeplane_scheduler::sim::run(Catalog::embedded(), &cfg).unwrap();
+        let expected = sim.profile_choices[0];
+        let mut core = EngineCore::new("sdrm3", &accs, Some("VR_gaming")).unwrap();
+        assert_eq!(core.weights(), Some(Weights::default()));
+        core.enable_tuner();
+        let st = core.controllers().expect("sdrm3 has controllers");
+        assert_eq!(
+            st.profile, expected,
+            "the simulator's forecast chose {expected}"
+        );
+        assert_ne!(
+            core.weights(),
+            Some(Weights::default()),
+            "VR_gaming on Dual_4K_WS_OS starts off the design's weights"
+        );
+        assert_eq!(
+            (st.tuning, st.tuner_steps, st.profile_choices),
+            (true, 0, 1)
+        );
+        // an assignment: ES and GE on the first NPU only; the replays honour it
+        core.assign(
+            100.0,
+            &Assignment {
+                epoch: 1,
+                partitions: vec![Partition {
+                    accelerator_id: accs[0].id.clone(),
+                    share_pct: 100,
+                    models: vec!["ES_RITNet".into(), "GE_FBNet_C".into()],
+                }],
+            },
+        );
+        let st = core.controllers().unwrap();
+        assert_eq!(st.profile_choices, 2, "forecast again at the assignment");
+        let spec = &core.ctl.as_ref().unwrap().spec;
+        let es = core.engine.model_index("ES_RITNet").unwrap();
+        assert_eq!(spec.allowed[es], vec![0]);
+        // untuned: no forecast, the design's weights
+        let mut plain = EngineCore::new("sdrm3", &accs, Some("VR_gaming")).unwrap();
+        plain.assign(0.0, &Assignment::default());
+        let st = plain.controllers().unwrap();
+        assert_eq!((st.tuning, st.profile_choices), (false, 0));
+        assert_eq!(st.profile, "design");
+        assert_eq!(st.accuracy, 1.0);
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! `edgeplane_agent_accelerator_busy_seconds`, `edgeplane_agent_accelerator_energy_joules`.
 //! Gauges: `edgeplane_agent_assignment_epoch`, `edgeplane_agent_connected` (1 while a
 //! leader session is open), `edgeplane_agent_latency_p99_seconds{model}` (since start).
+//! With SDRM3: `edgeplane_agent_sdrm3_tuner_steps` (counter), `edgeplane_agent_sdrm3_profile
+//! {profile}` (1 on the weights' profile, `tuned` once moved off them) and
+//! `edgeplane_agent_supernet_accuracy` (mean accuracy of completed jobs).
 //! Counters continue across restarts (they are persisted in the data dir).
 
 use crate::runtime::Shared;
@@ -138,7 +141,11 @@ impl Collector for StatsCollector {
             energy,
             Counter,
         )?;
+        let controllers = st.controllers.clone();
         drop(st);
+        if let Some(c) = controllers {
+            encode_controllers(&mut enc, &c)?;
+        }
         let epoch = ConstGauge::new(sh.epoch() as i64);
         epoch.encode(enc.encode_descriptor(
             "edgeplane_agent_assignment_epoch",
@@ -155,6 +162,35 @@ impl Collector for StatsCollector {
         )?)?;
         Ok(())
     }
+}
+
+/// SDRM3's controllers: tuner steps, the current weights' profile (an info-style gauge, 1 on
+/// the profile in use) and the mean Supernet accuracy of completed jobs.
+fn encode_controllers(
+    enc: &mut DescriptorEncoder,
+    c: &crate::core::ControllerStatus,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::metrics::MetricType::{Counter, Gauge};
+    ConstCounter::new(c.tuner_steps).encode(enc.encode_descriptor(
+        "edgeplane_agent_sdrm3_tuner_steps",
+        "Gradient steps SDRM3's online tuner took",
+        None,
+        Counter,
+    )?)?;
+    family(
+        enc,
+        "edgeplane_agent_sdrm3_profile",
+        "1 on the weight profile SDRM3 runs (tuned: moved off every profile by the tuner)",
+        vec![([("profile", c.profile.clone())], ConstGauge::new(1))],
+        Gauge,
+    )?;
+    ConstGauge::new(c.accuracy).encode(enc.encode_descriptor(
+        "edgeplane_agent_supernet_accuracy",
+        "Mean Supernet accuracy of completed jobs (share of the full network's)",
+        None,
+        Gauge,
+    )?)?;
+    Ok(())
 }
 
 /// The OpenMetrics text of the agent's figures now.

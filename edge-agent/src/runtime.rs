@@ -489,8 +489,10 @@ pub fn start_with(
             let t0 = Instant::now();
             let actions = core.step(ms(t0));
             let spent = t0.elapsed().as_nanos();
+            let controllers = core.controllers();
             {
                 let mut st = shared.stats.lock().expect("stats");
+                st.controllers = controllers;
                 st.steps += 1;
                 if !actions.is_empty() {
                     st.decision_ns += spent;

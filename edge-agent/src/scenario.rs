@@ -229,6 +229,7 @@ pub fn simulate(
             }
         }
     }
+    stats.controllers = core.controllers();
     Ok(stats)
 }
 
@@ -302,6 +303,26 @@ mod tests {
         // deterministic in virtual time although the replays run on a thread
         let again = simulate(tuned(true), &ids, "social_interactionB", 2000, 1).unwrap();
         assert_eq!(again.models["GE_FBNet_C"].met, ge.met);
+        // the stats say what the tuner did, and the summary carries it
+        let c = s
+            .controllers
+            .clone()
+            .expect("sdrm3 reports its controllers");
+        assert!(c.tuning && c.tuner_steps > 0, "{c:?}");
+        assert!(
+            c.profile_choices >= 1,
+            "the start-of-run forecast ran: {c:?}"
+        );
+        assert_eq!(c.accuracy, 1.0, "no Supernet: every job at full width");
+        let mut s = s;
+        let j = s.summary_json();
+        assert_eq!(j["sdrm3"]["tuner_steps"], c.tuner_steps);
+        assert_eq!(j["sdrm3"]["profile"], c.profile);
+        let p = plain.controllers.expect("untuned sdrm3 reports too");
+        assert_eq!(
+            (p.tuning, p.tuner_steps, p.profile.as_str()),
+            (false, 0, "design")
+        );
     }
 
     #[test]
@@ -323,13 +344,17 @@ mod tests {
             )
             .unwrap();
             let s = simulate(core, &ids, "social_interactionA", 3000, 1).unwrap();
-            s.models.values().map(|m| m.met).sum::<u64>()
+            let accuracy = s.controllers.expect("sdrm3 controllers").accuracy;
+            (s.models.values().map(|m| m.met).sum::<u64>(), accuracy)
         };
-        let (with, without) = (met(true), met(false));
+        let ((with, acc_with), (without, acc_without)) = (met(true), met(false));
         assert!(
             with > without,
             "met {with} with Supernet vs {without} without"
         );
+        // narrower sub-networks cost accuracy (0.93 / 0.97 of full), and the stats say so
+        assert!((0.93..1.0).contains(&acc_with), "{acc_with}");
+        assert_eq!(acc_without, 1.0);
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Stats {
     /// Uptime of the agent's earlier processes on this data dir (restored counters were
     /// reached at it); reports carry `uptime_base_s + this process's uptime`.
     pub uptime_base_s: f64,
+    /// SDRM3's tuner and Supernet controller (None for other cores).
+    pub controllers: Option<crate::core::ControllerStatus>,
 }
 
 impl Stats {
@@ -251,6 +253,7 @@ impl Stats {
             "decision_overhead_us": self.overhead_us(),
             "decisions": self.decisions,
             "steps": self.steps,
+            "sdrm3": self.controllers,
             "models": per_model,
         })
     }

@@ -9,7 +9,7 @@
 use crate::catalog::{AccSpec, Catalog, ModelCost};
 use crate::error::Error;
 use crate::policy::{Pick, Policy};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// Identifies a job (one frame of one model, or one request) within an engine.
 pub type JobId = u64;
@@ -132,6 +132,9 @@ pub struct Engine {
     accs: Vec<AccState>,
     jobs: HashMap<JobId, Job>,
     order: Vec<JobId>, // jobs in release order (ready or waiting), for deterministic iteration
+    /// The pending jobs by (model, frame, id): the downstream lookups of the drop rule and of
+    /// cascades ([`Engine::waiting_job`]) in O(log n) instead of a scan of every job.
+    by_frame: BTreeSet<(usize, u64, JobId)>,
     next_id: JobId,
     policy: Box<dyn Policy>,
     /// Last W outcomes per model (true = missed/dropped), for fairness.
@@ -244,6 +247,7 @@ impl Engine {
                 .collect(),
             jobs: HashMap::new(),
             order: Vec::new(),
+            by_frame: BTreeSet::new(),
             next_id: 1,
             policy,
             upstream_done: HashMap::new(),
@@ -265,6 +269,10 @@ impl Engine {
     }
     pub fn policy_mut(&mut self) -> &mut dyn Policy {
         self.policy.as_mut()
+    }
+    /// The policy's current weights (SDRM3's; None for the others).
+    pub fn policy_weights(&self) -> Option<crate::policy::Weights> {
+        self.policy.weights()
     }
     pub fn policy_name(&self) -> &'static str {
         self.policy.name()
@@ -372,6 +380,7 @@ impl Engine {
             },
         );
         self.order.push(id);
+        self.by_frame.insert((model, frame, id));
         if !is_request_frame(frame) && self.newest[model].is_none_or(|f| f < frame) {
             self.newest[model] = Some(frame);
         }
@@ -477,6 +486,18 @@ impl Engine {
     }
     /// The unfinished job of frame `frame` of `model`, if released and pending.
     pub fn waiting_job(&self, model: usize, frame: u64) -> Option<&Job> {
+        self.frame_jobs(model, frame).next()
+    }
+    /// The pending jobs of frame `frame` of `model`, in release order (index lookup).
+    fn frame_jobs(&self, model: usize, frame: u64) -> impl Iterator<Item = &Job> + '_ {
+        self.by_frame
+            .range((model, frame, 0)..=(model, frame, JobId::MAX))
+            .filter_map(|(_, _, id)| self.jobs.get(id))
+    }
+    /// [`Engine::waiting_job`] as a scan of every pending job (the reference the index is
+    /// tested against).
+    #[cfg(test)]
+    pub(crate) fn waiting_job_scan(&self, model: usize, frame: u64) -> Option<&Job> {
         self.order
             .iter()
             .filter_map(|id| self.jobs.get(id))
@@ -561,6 +582,11 @@ impl Engine {
     /// capacity), for callers that need the load without one job.
     pub fn load_parts(&self) -> (f64, f64) {
         let s: f64 = self.ready_jobs().map(|j| self.best_remaining(j).0).sum();
+        (s, self.load_parts_capacity())
+    }
+    /// The capacity term of ρ alone: |A| · shortest period (ms), for policies that keep the
+    /// work term themselves.
+    pub fn load_parts_capacity(&self) -> f64 {
         let mask = self
             .allowed
             .iter()
@@ -572,7 +598,7 @@ impl Engine {
         } else {
             mask.count_ones() as usize
         };
-        (s, n as f64 * self.shortest_period())
+        n as f64 * self.shortest_period()
     }
     /// A counter that changes at every `step` (policies keep per-step state with it).
     pub fn step_seq(&self) -> u64 {
@@ -581,7 +607,11 @@ impl Engine {
 
     fn finish(&mut self, id: JobId, missed: bool) -> Option<Job> {
         let j = self.jobs.remove(&id)?;
-        self.order.retain(|x| *x != id);
+        // ids are handed out in release order, so `order` is sorted
+        if let Ok(i) = self.order.binary_search(&id) {
+            self.order.remove(i);
+        }
+        self.by_frame.remove(&(j.model, j.frame, id));
         let h = &mut self.history[j.model];
         h.push_back(missed);
         if h.len() > FAIR_W {
@@ -607,16 +637,15 @@ impl Engine {
     }
 
     fn cascade_drop(&mut self, model: usize, frame: u64, out: &mut Vec<Action>) {
-        let downs = self.downstreams[model].clone();
-        let victims: Vec<JobId> = self
-            .order
+        // the downstream frames through the index, dropped in release order as a scan would
+        let mut victims: Vec<JobId> = self.downstreams[model]
             .iter()
-            .filter(|id| {
-                let j = &self.jobs[id];
-                downs.contains(&j.model) && j.frame == frame && !j.running
-            })
-            .copied()
+            .flat_map(|&d| self.frame_jobs(d, frame))
+            .filter(|j| !j.running)
+            .map(|j| j.id)
             .collect();
+        victims.sort_unstable();
+        victims.dedup();
         for v in victims {
             self.drop_job(v, DropReason::Cascade, out);
         }
@@ -663,6 +692,8 @@ impl Engine {
     /// Ask the policy for its next pick at `now` without applying it (one scheduling
     /// decision; used by benchmarks and for introspection).
     pub fn next_pick(&mut self, now: f64) -> Option<Pick> {
+        // a decision of its own: policies' per-step caches must not outlive it
+        self.step_seq += 1;
         let mut policy = std::mem::replace(&mut self.policy, Box::new(crate::policy::Noop));
         let p = policy.pick(now, self);
         self.policy = policy;

@@ -28,7 +28,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Probability that a frame exits early (after 50–90 % of its layers).
     pub early_exit_prob: f64,
-    /// Run the SPSA tuner (sdrm3 only).
+    /// Run the SPSA tuner with its start-of-run profile forecast (sdrm3 only; on by default:
+    /// SDRM3 as the paper defines it tunes its weights).
     pub tune: bool,
     /// Switch Supernet sub-networks with load.
     pub supernet: bool,
@@ -48,7 +49,7 @@ impl SimConfig {
             duration_ms: 2000.0,
             seed: 1,
             early_exit_prob: 0.0,
-            tune: false,
+            tune: true,
             supernet: false,
             weights: None,
             sdrm3_layerwise: false,
@@ -69,6 +70,9 @@ pub struct SimResult {
     pub decisions: u64,
     /// Every frame that was generated, in release order (replayable with [`replay`]).
     pub arrivals: Vec<Arrival>,
+    /// The profile the tuner started from at each comparison (run and phase starts on the
+    /// forecast, then the first step of every restart); empty when untuned.
+    pub profile_choices: Vec<&'static str>,
 }
 
 /// One generated frame, as the engine received it.
@@ -93,22 +97,26 @@ pub struct EngineSpec {
     /// Smallest dispatched block, ms ([`Engine::set_min_block_ms`]; 0 = B layers): a replay
     /// must group layers as the engine it stands in for does.
     pub min_block_ms: f64,
+    /// Accelerators each model may run on ([`Engine::set_allowed`]; empty or missing = all):
+    /// a replay must honour the assignment the live engine serves.
+    pub allowed: Vec<Vec<usize>>,
 }
 
 impl EngineSpec {
     /// An SDRM3 engine with weights `w`.
     pub fn sdrm3(&self, cat: &Catalog, w: Weights) -> Result<Engine, Error> {
-        let pol = policy::Sdrm3 {
-            weights: w,
-            layerwise: self.layerwise,
-            ..Default::default()
-        };
+        let pol = policy::Sdrm3::new(w, self.layerwise);
         let mut e = Engine::new(cat, &self.accelerators, self.models.clone(), Box::new(pol))?;
         for m in 0..self.models.len() {
             e.set_trigger_probability(m, self.probabilities[m]);
             e.set_active(m, self.active[m]);
         }
         e.set_min_block_ms(self.min_block_ms);
+        for (m, accs) in self.allowed.iter().enumerate() {
+            if !accs.is_empty() {
+                e.set_allowed(m, accs)?;
+            }
+        }
         Ok(e)
     }
 }
@@ -388,19 +396,25 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
             why: "no scenario given".into(),
         });
     }
-    let hw = cat.hardware(&cfg.hardware)?;
-    let wl = workload(cat, &cfg.phases)?;
     let mut pol: Box<dyn policy::Policy> = if cfg.policy == "sdrm3" {
-        Box::new(policy::Sdrm3 {
-            layerwise: cfg.sdrm3_layerwise,
-            ..Default::default()
-        })
+        Box::new(policy::Sdrm3::new(Weights::default(), cfg.sdrm3_layerwise))
     } else {
         policy::by_name(&cfg.policy)?
     };
     if let (Some(w), Some(pw)) = (cfg.weights, pol.weights_mut()) {
         *pw = w;
     }
+    run_with(cat, cfg, pol)
+}
+
+/// [`run`] with the policy given (`cfg.policy` only names it for the tuner's replays).
+pub(crate) fn run_with(
+    cat: &Catalog,
+    cfg: &SimConfig,
+    pol: Box<dyn policy::Policy>,
+) -> Result<SimResult, Error> {
+    let hw = cat.hardware(&cfg.hardware)?;
+    let wl = workload(cat, &cfg.phases)?;
     let mut engine = Engine::new(cat, &hw.accelerators, wl.models.clone(), pol)?;
     let nm = engine.models().len();
     for m in 0..nm {
@@ -418,6 +432,7 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
         active: (0..nm).map(|m| wl.active[0].contains(&m)).collect(),
         layerwise: cfg.sdrm3_layerwise,
         min_block_ms: 0.0,
+        allowed: Vec::new(),
     };
 
     let mut d = Driver::new(engine);
@@ -486,12 +501,12 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
         }
     }
     let report = score::score(&names, &d.frames);
-    let (tuner_log, steps) = match win.tuner {
+    let (tuner_log, steps, profile_choices) = match win.tuner {
         Some(t) => {
             let s = t.first_convergence();
-            (t.log, s)
+            (t.log, s, t.profile_choices)
         }
-        None => (Vec::new(), None),
+        None => (Vec::new(), None, Vec::new()),
     };
     Ok(SimResult {
         report,
@@ -502,6 +517,7 @@ pub fn run(cat: &Catalog, cfg: &SimConfig) -> Result<SimResult, Error> {
         width_switches: win.supernet.map(|s| s.switches).unwrap_or(0),
         decisions: d.decisions,
         arrivals,
+        profile_choices,
     })
 }
 
@@ -559,31 +575,53 @@ fn forecast_profile(
     let Some(t) = win.tuner.as_mut() else {
         return Ok(());
     };
+    let widths: Vec<f64> = (0..wl.models.len()).map(|m| d.engine.width(m)).collect();
+    let fc = forecast(
+        &wl.models,
+        |m| wl.active[phase].contains(&m),
+        &widths,
+        now,
+        win.len,
+    );
+    if let Some(w) = d.engine.policy_mut().weights_mut() {
+        let mut eval = |x: Weights| replay(cat, spec, x, &fc).map(|r| r.uxcost);
+        t.choose_profile(w, &mut eval)?;
+    }
+    Ok(())
+}
+
+/// The periodic frames of the `active` models over `[now, now + window)`: frame i of a
+/// model at i × period, due a period later, every cascade trigger assumed to fire (the
+/// busiest case), in time order (ties: model order). What the tuner replays at the start of
+/// a run, a phase or an assignment, before a window of real arrivals exists.
+pub fn forecast(
+    models: &[EngineModel],
+    active: impl Fn(usize) -> bool,
+    widths: &[f64],
+    now: f64,
+    window: f64,
+) -> Vec<Arrival> {
     let mut fc = Vec::new();
-    for (m, model) in wl.models.iter().enumerate() {
-        if !wl.active[phase].contains(&m) {
+    for (m, model) in models.iter().enumerate() {
+        if !active(m) {
             continue;
         }
         let p = model.period_ms;
         let mut i = (now / p).ceil() as u64;
-        while (i as f64) * p < now + win.len {
+        while (i as f64) * p < now + window {
             fc.push(Arrival {
                 time_ms: i as f64 * p,
                 model: m,
                 frame: i,
                 deadline_ms: (i + 1) as f64 * p,
                 end_layer: None,
-                width: d.engine.width(m),
+                width: widths.get(m).copied().unwrap_or(1.0),
             });
             i += 1;
         }
     }
     fc.sort_by(|a, b| a.time_ms.total_cmp(&b.time_ms).then(a.model.cmp(&b.model)));
-    if let Some(w) = d.engine.policy_mut().weights_mut() {
-        let mut eval = |x: Weights| replay(cat, spec, x, &fc).map(|r| r.uxcost);
-        t.choose_profile(w, &mut eval)?;
-    }
-    Ok(())
+    fc
 }
 
 /// A window ended: the tuner takes one step on the window's arrivals (replayed in virtual

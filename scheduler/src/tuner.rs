@@ -52,6 +52,9 @@ pub struct Tuner {
     converged_at: Option<f64>,
     first_convergence: Option<usize>,
     pub log: Vec<TunerStep>,
+    /// The profile each profile comparison started from ([`Weights::PROFILE_NAMES`]; the
+    /// current weights' name, or "current" when they were off every profile and kept).
+    pub profile_choices: Vec<&'static str>,
 }
 
 impl Tuner {
@@ -65,6 +68,7 @@ impl Tuner {
             converged_at: None,
             first_convergence: None,
             log: Vec::new(),
+            profile_choices: Vec::new(),
         }
     }
 
@@ -202,7 +206,14 @@ impl Tuner {
             }
         }
         *w = best.1;
+        self.profile_choices
+            .push(best.1.profile_name().unwrap_or("current"));
         Ok(())
+    }
+
+    /// Gradient steps taken so far (every window's step, kept or not).
+    pub fn steps(&self) -> usize {
+        self.log.len()
     }
 
     fn new_direction(&mut self) {

@@ -784,6 +784,8 @@ fn agent_core_in_virtual_time_agrees_with_the_native_simulator() {
             .arg("--data-dir")
             .arg(dir.path())
             .arg("--virtual-time")
+            // the core against the simulator's engine: both with the same fixed weights
+            .arg("--no-tune")
             .output()
             .expect("run edgeplane-agent --virtual-time");
         assert!(
@@ -801,7 +803,7 @@ fn agent_core_in_virtual_time_agrees_with_the_native_simulator() {
                 "Dual_4K_WS_OS",
             ])
             .args(["--policy", policy, "--duration-ms", "3000", "--seed", "1"])
-            .args(["--format", "json"])
+            .args(["--format", "json", "--no-tune"])
             .output()
             .expect("run edgeplane sim");
         assert!(

@@ -36,6 +36,10 @@ pub trait Policy: Send {
     fn weights_mut(&mut self) -> Option<&mut Weights> {
         None
     }
+    /// The current weights, if the policy has any.
+    fn weights(&self) -> Option<Weights> {
+        None
+    }
 }
 
 /// Never picks anything (placeholder while the engine borrows the real policy).

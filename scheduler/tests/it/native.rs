@@ -112,7 +112,8 @@ fn tuner_reduces_uxcost_where_the_defaults_are_poor_within_five_steps() {
     // tuned weights and with the defaults) and end to end.
     let cat = Catalog::embedded();
     let plain = run("social_interactionB", "Quad_4K_WS_OS_WS_OS", "sdrm3", |c| {
-        c.duration_ms = 2000.0
+        c.duration_ms = 2000.0;
+        c.tune = false;
     });
     let tuned = run("social_interactionB", "Quad_4K_WS_OS_WS_OS", "sdrm3", |c| {
         c.duration_ms = 2000.0;
@@ -149,6 +150,7 @@ fn tuner_reduces_uxcost_where_the_defaults_are_poor_within_five_steps() {
         active: vec![true; 3],
         layerwise: false,
         min_block_ms: 0.0,
+        allowed: Vec::new(),
     };
     let with_defaults = sim::replay(cat, &spec, Weights::default(), &plain.arrivals)
         .unwrap()
@@ -184,6 +186,7 @@ fn tuner_gradient_steps_lower_the_cost_from_poor_starting_weights() {
         energy: 3.0,
         progress: 0.05,
         staleness: 0.05,
+        density: 0.0,
         theta_drop: 0.0,
         layerwise: false,
     };
@@ -240,4 +243,69 @@ fn bad_inputs_name_the_field() {
         .unwrap()
         .to_string()
         .contains("duration_ms"));
+}
+
+#[test]
+fn sdrm3_runs_with_its_tuner_by_default_and_without_it_when_asked() {
+    let tuned = run("VR_gaming", "Dual_4K_WS_OS", "sdrm3", |_| {});
+    assert!(!tuned.tuner_log.is_empty(), "tuned by default");
+    // the run starts from the forecast's choice among the profiles
+    assert!(
+        Weights::PROFILE_NAMES.contains(&tuned.profile_choices[0]),
+        "{:?}",
+        tuned.profile_choices
+    );
+    let plain = run("VR_gaming", "Dual_4K_WS_OS", "sdrm3", |c| c.tune = false);
+    assert!(plain.tuner_log.is_empty() && plain.profile_choices.is_empty());
+}
+
+#[test]
+fn the_throughput_profile_serves_short_frames_first_under_overload() {
+    // social_interactionA on Dual_4K_WS_OS needs more than both accelerators (best-case
+    // demand 0.17 + 0.42 + 0.94 + 0.49 = 2.02 of 2). DR_RGBd_200 takes 31.3 of its 33.3 ms
+    // period on its best accelerator, ES, GE and HT far less of theirs: serving DR frames
+    // costs the most frames per ms. The throughput profile (density term) must miss fewer
+    // frames than the design's weights, and shed DR frames rather than the others.
+    let prof = |name: &str| {
+        Weights::profiles()[Weights::PROFILE_NAMES
+            .iter()
+            .position(|p| *p == name)
+            .unwrap()]
+    };
+    let go = |w: Weights| {
+        run("social_interactionA", "Dual_4K_WS_OS", "sdrm3", |c| {
+            c.duration_ms = 2000.0;
+            c.tune = false;
+            c.weights = Some(w);
+        })
+    };
+    let design = go(prof("design"));
+    let thr = go(prof("throughput"));
+    assert!(
+        thr.report.miss_rate < 0.75 * design.report.miss_rate,
+        "throughput {} vs design {}",
+        thr.report.miss_rate,
+        design.report.miss_rate
+    );
+    assert!(thr.report.uxcost < design.report.uxcost);
+    let dr = thr
+        .model_names
+        .iter()
+        .position(|n| n == "DR_RGBd_200")
+        .unwrap();
+    let missed = |m: usize| {
+        thr.frames
+            .iter()
+            .filter(|f| f.model == m && (f.dropped || f.done_ms.is_some_and(|d| d > f.deadline_ms)))
+            .count()
+    };
+    let others: usize = (0..thr.model_names.len())
+        .filter(|&m| m != dr)
+        .map(missed)
+        .sum();
+    assert!(
+        missed(dr) > others,
+        "DR missed {} vs others {others}",
+        missed(dr)
+    );
 }
