@@ -7,6 +7,7 @@
 
 pub mod authz;
 pub mod certs;
+pub mod dial;
 pub mod identity;
 pub mod incoming;
 pub mod material;
@@ -17,6 +18,7 @@ pub use authz::{peer_cert_sha256, pem_cert_sha256, AuthLayer, Caller, Need, Poli
 pub use certs::{
     generate_cluster_material, Ca, CaSigner, CertPaths, ClusterMaterial, LeafSpec, Validity,
 };
+pub use dial::{Dial, Expect};
 pub use identity::{Identity, Principal, Role};
 pub use incoming::tls_incoming;
 pub use material::{

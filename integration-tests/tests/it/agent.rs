@@ -75,7 +75,7 @@ impl AgentProc {
     async fn client(&self) -> Option<InferenceClient<Channel>> {
         let ch = support::tls()
             .admin()
-            .endpoint(&self.listen)
+            .endpoint_to(&self.listen, edgeplane_tls::Expect::AnyNode)
             .ok()?
             .connect_timeout(Duration::from_millis(300))
             .timeout(Duration::from_secs(10))

@@ -12,5 +12,6 @@ mod ops;
 mod placement_live;
 mod readme_walkthrough;
 mod security;
+mod server_identity;
 mod support;
 mod worker;

@@ -9,7 +9,7 @@ use edgeplane_proto::admin::{self as adm, admin_client::AdminClient};
 use edgeplane_proto::agent::inference_client::InferenceClient;
 use edgeplane_proto::agent::{self as agent_api, agent_client::AgentClient};
 use edgeplane_proto::raft::{self as rpb, raft_transport_client::RaftTransportClient};
-use edgeplane_tls::{Ca, ClientTls, Identity, LeafSpec, Principal, Role, Validity};
+use edgeplane_tls::{Ca, ClientTls, Expect, Identity, LeafSpec, Principal, Role, Validity};
 use prost::Message as _;
 use protobuf::Message as _;
 use tonic::transport::Channel;
@@ -17,8 +17,18 @@ use tonic::transport::Channel;
 use crate::cluster::{bin, Cluster, Opts, SERIAL};
 use crate::support::{self, eventually, free_port, tls};
 
+/// A channel to the coordinator at `addr` (its certificate must be a member's).
 async fn channel(t: &ClientTls, addr: &str) -> Result<Channel, String> {
-    t.endpoint(addr)
+    dial(t, addr, Expect::AnyMember).await
+}
+
+/// A channel to the agent at `addr` (its certificate must be a node's).
+async fn agent_channel(t: &ClientTls, addr: &str) -> Result<Channel, String> {
+    dial(t, addr, Expect::AnyNode).await
+}
+
+async fn dial(t: &ClientTls, addr: &str, expect: Expect) -> Result<Channel, String> {
+    t.endpoint_to(addr, expect)
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_millis(1000))
         .timeout(Duration::from_secs(5))
@@ -39,6 +49,7 @@ fn no_client_cert() -> tonic::transport::ClientTlsConfig {
 async fn refuses_strangers<F, Fut>(
     port: &str,
     addr: &str,
+    expect: Expect,
     good: &ClientTls,
     strangers: &[(&str, ClientTls)],
     call: F,
@@ -47,7 +58,7 @@ async fn refuses_strangers<F, Fut>(
     Fut: std::future::Future<Output = Result<(), tonic::Status>>,
 {
     // Control: the right certificate gets an answer (so the refusals below are refusals).
-    let ch = channel(good, addr)
+    let ch = dial(good, addr, expect.clone())
         .await
         .unwrap_or_else(|e| panic!("{port}: control connect: {e}"));
     call(ch)
@@ -75,7 +86,7 @@ async fn refuses_strangers<F, Fut>(
         );
     }
     for (what, t) in strangers {
-        if let Ok(ch) = channel(t, addr).await {
+        if let Ok(ch) = dial(t, addr, expect.clone()).await {
             assert!(call(ch).await.is_err(), "{port}: {what} was answered");
         }
     }
@@ -146,6 +157,7 @@ async fn unauthenticated_foreign_ca_and_expired_clients_are_refused_on_every_por
     refuses_strangers(
         "client",
         &r1.client_addr,
+        Expect::AnyMember,
         &admin,
         &strangers,
         |ch| async move {
@@ -160,6 +172,7 @@ async fn unauthenticated_foreign_ca_and_expired_clients_are_refused_on_every_por
     refuses_strangers(
         "peer",
         &r1.peer_addr,
+        Expect::Member(1),
         &member2,
         &strangers,
         |ch| async move {
@@ -179,11 +192,12 @@ async fn unauthenticated_foreign_ca_and_expired_clients_are_refused_on_every_por
     let infer_ready = eventually(Duration::from_secs(20), "agent serving", || {
         let admin = admin.clone();
         let listen = listen.clone();
-        async move { channel(&admin, &listen).await.ok() }
+        async move { agent_channel(&admin, &listen).await.ok() }
     })
     .await;
     drop(infer_ready);
-    refuses_strangers("infer", &listen, &admin, &strangers, |ch| async move {
+    let infer = Expect::Node("sec-edge".into());
+    refuses_strangers("infer", &listen, infer, &admin, &strangers, |ch| async move {
         InferenceClient::new(ch)
             .status(agent_api::StatusRequest {})
             .await
@@ -774,7 +788,7 @@ async fn a_removed_nodes_certificate_is_revoked_and_a_new_join_brings_it_back() 
     let serving = || {
         let (admin, listen) = (admin.clone(), listen.clone());
         async move {
-            let st = InferenceClient::new(channel(&admin, &listen).await.ok()?)
+            let st = InferenceClient::new(agent_channel(&admin, &listen).await.ok()?)
                 .status(agent_api::StatusRequest {})
                 .await
                 .ok()?
@@ -864,7 +878,7 @@ async fn an_agent_joins_with_a_per_node_token_and_keeps_its_certificate() {
     node_ready(&addr, "join-a").await;
     // It serves Infer with that certificate, and its session with the leader is up.
     let status = |admin: ClientTls, listen: String| async move {
-        let st = InferenceClient::new(channel(&admin, &listen).await.ok()?)
+        let st = InferenceClient::new(agent_channel(&admin, &listen).await.ok()?)
             .status(agent_api::StatusRequest {})
             .await
             .ok()?
@@ -1127,7 +1141,7 @@ async fn members_without_the_ca_key_forward_joins_to_the_leader() {
             || {
                 let (admin, listen) = (admin.clone(), listen.clone());
                 async move {
-                    InferenceClient::new(channel(&admin, &listen).await.ok()?)
+                    InferenceClient::new(agent_channel(&admin, &listen).await.ok()?)
                         .status(agent_api::StatusRequest {})
                         .await
                         .ok()?
