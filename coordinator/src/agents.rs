@@ -567,8 +567,8 @@ fn node_cert(caller: Option<&edgeplane_tls::Caller>, ext: &tonic::Extensions) ->
 /// The refusal of a certificate that `nodes remove` revoked.
 fn revoked(name: &str) -> Status {
     Status::permission_denied(format!(
-        "certificate: this certificate of node {name:?} was revoked when the node was removed; \
-         join again with a new token (`edgeplane tokens create --node {name}`) and an empty \
+        "certificate: this certificate of node {name:?} was revoked when the node was removed or moved to a newer \
+         certificate; join again with a new token (`edgeplane tokens create --node {name}`) and an empty \
          data dir"
     ))
 }
@@ -669,6 +669,8 @@ impl AgentService {
                     cert_sha256: edgeplane_tls::pem_cert_sha256(&certificate)
                         .map(|h| h.to_vec())
                         .unwrap_or_default(),
+                    cert_not_before_unix: edgeplane_tls::pem_cert_not_before(&certificate)
+                        .unwrap_or_default(),
                 }),
             })),
         };
@@ -757,6 +759,9 @@ impl Agent for AgentService {
     ) -> Result<Response<api::RegisterResponse>, Status> {
         let caller = edgeplane_tls::Caller::of(&request).cloned();
         let cert = node_cert(caller.as_ref(), request.extensions());
+        let not_before = cert
+            .and_then(|_| edgeplane_tls::peer_cert_not_before(request.extensions()))
+            .unwrap_or_default();
         let remote_ip = request.remote_addr().map(|a| a.ip());
         let r = request.into_inner();
         if !r.csr.is_empty() {
@@ -805,6 +810,7 @@ impl Agent for AgentService {
                     accelerators,
                     agent_addr: r.agent_addr.clone(),
                     cert_sha256: cert.map(|h| h.to_vec()).unwrap_or_default(),
+                    cert_not_before_unix: not_before,
                 })),
             };
             self.handle.propose(cmd).await.map_err(|e| e.to_status())?;

@@ -64,7 +64,10 @@ pub enum StartError {
         "--tls-cert: the certificate is {got}, but this replica is --id {id}; give it the \
          certificate issued for member {id} (`edgeplane certs issue member --id {id}`)"
     )]
-    WrongIdentity { id: u64, got: edgeplane_tls::Identity },
+    WrongIdentity {
+        id: u64,
+        got: edgeplane_tls::Identity,
+    },
 }
 
 /// A replica serves and dials only as the member its `--id` names.

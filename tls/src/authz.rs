@@ -276,6 +276,28 @@ pub fn peer_cert_sha256(ext: &http::Extensions) -> Option<[u8; 32]> {
     Some(sha2::Sha256::digest(first.as_ref()).into())
 }
 
+/// notBefore (unix seconds) of the client certificate on this request's connection.
+pub fn peer_cert_not_before(ext: &http::Extensions) -> Option<u64> {
+    let certs = ext
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|t| t.peer_certs())?;
+    der_not_before(certs.first()?.as_ref())
+}
+
+/// notBefore (unix seconds) of the first certificate of a PEM text.
+pub fn pem_cert_not_before(pem: &str) -> Option<u64> {
+    use rustls_pki_types::pem::PemObject as _;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
+    der_not_before(der.as_ref())
+}
+
+fn der_not_before(der: &[u8]) -> Option<u64> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+    u64::try_from(c.validity().not_before.timestamp()).ok()
+}
+
 /// SHA-256 of the first certificate of a PEM text (`None` when it holds none).
 pub fn pem_cert_sha256(pem: &str) -> Option<[u8; 32]> {
     use rustls_pki_types::pem::PemObject as _;

@@ -101,8 +101,13 @@ impl ServerCertVerifier for PrincipalVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
         let id = Identity::from_der(end_entity).map_err(|e| other(PeerError::NoIdentity(e)))?;
         if !self.expect.matches(&id.principal) {
             tracing::warn!(server = %id, expected = %self.expect, "server identity refused");
@@ -253,7 +258,11 @@ impl Dial {
     }
 
     /// `http://addr`, TLS done by the connector with `material`, expecting `expect`.
-    pub(crate) fn tls(addr: &str, material: Arc<TlsMaterial>, expect: Expect) -> Result<Dial, Error> {
+    pub(crate) fn tls(
+        addr: &str,
+        material: Arc<TlsMaterial>,
+        expect: Expect,
+    ) -> Result<Dial, Error> {
         Self::with_source(addr, Source::Material(material), expect)
     }
 
@@ -315,5 +324,9 @@ impl Dial {
 /// A dial to a coordinator that verifies it against `ca_pem` (it must be a member) and
 /// presents no client certificate: the joining agent, which has none yet.
 pub fn server_authenticated(ca_pem: &[u8], addr: &str) -> Result<Dial, Error> {
-    Dial::with_source(addr, Source::CaOnly(roots_from_pem(ca_pem)?), Expect::AnyMember)
+    Dial::with_source(
+        addr,
+        Source::CaOnly(roots_from_pem(ca_pem)?),
+        Expect::AnyMember,
+    )
 }

@@ -197,12 +197,19 @@ async fn unauthenticated_foreign_ca_and_expired_clients_are_refused_on_every_por
     .await;
     drop(infer_ready);
     let infer = Expect::Node("sec-edge".into());
-    refuses_strangers("infer", &listen, infer, &admin, &strangers, |ch| async move {
-        InferenceClient::new(ch)
-            .status(agent_api::StatusRequest {})
-            .await
-            .map(|_| ())
-    })
+    refuses_strangers(
+        "infer",
+        &listen,
+        infer,
+        &admin,
+        &strangers,
+        |ch| async move {
+            InferenceClient::new(ch)
+                .status(agent_api::StatusRequest {})
+                .await
+                .map(|_| ())
+        },
+    )
     .await;
     // The peer port takes members only: an admin user is authenticated but refused.
     let ch = channel(&admin, &r1.peer_addr).await.unwrap();
@@ -1170,4 +1177,89 @@ async fn members_without_the_ca_key_forward_joins_to_the_leader() {
     assert_eq!(signed_by(1), 1, "the leader signs the forwarded join");
     assert_eq!(signed_by(2), 1, "a follower with the key signs itself");
     assert_eq!(signed_by(3), 0);
+}
+
+/// Issue 22, finding 2: an agent joins (certificate A), then `certs issue node` gives the
+/// name a second certificate B that registers it; `nodes remove` must revoke both. Before,
+/// only the last bound certificate was revoked and A registered the node again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_a_node_revokes_every_certificate_it_was_bound_to() {
+    let _g = SERIAL.lock().await;
+    let (_cluster, addr) = signing_cluster().await;
+    let admin = tls().admin();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_, token) = create_token(&addr, &["--ttl", "10m", "--node", "rev-b"]);
+    let data = dir.path().join("rev-b");
+    let mut agent = joining_agent("rev-b", &data, &listen, &addr)
+        .args(["--join-token", &token])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("a.log")).unwrap())
+        .spawn()
+        .expect("start edgeplane-agent");
+    node_ready(&addr, "rev-b").await;
+    eventually(Duration::from_secs(20), "rev-b serving", || {
+        let (admin, listen) = (admin.clone(), listen.clone());
+        async move {
+            let st = InferenceClient::new(agent_channel(&admin, &listen).await.ok()?)
+                .status(agent_api::StatusRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            st.connected.then_some(())
+        }
+    })
+    .await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let joined = ClientTls(Some(
+        edgeplane_tls::TlsMaterial::load(edgeplane_tls::TlsPaths {
+            ca: tls().ca(),
+            cert: data.join("tls").join("node.pem"),
+            key: data.join("tls").join("node.key"),
+        })
+        .expect("the joined certificate"),
+    ));
+    // Issued after the join, so newer than the joined certificate.
+    let issued = tls().client(&tls().node("rev-b"));
+    let register = |t: ClientTls| {
+        let (addr, listen) = (addr.clone(), listen.clone());
+        async move {
+            AgentClient::new(channel(&t, &addr).await.unwrap())
+                .register(agent_api::RegisterRequest {
+                    name: "rev-b".into(),
+                    agent_addr: listen,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    register(issued.clone())
+        .await
+        .expect("the issued certificate takes the name");
+    let e = register(joined.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("revoked"), "{e:?}");
+    AdminClient::new(channel(&admin, &addr).await.unwrap())
+        .remove_node(adm::RemoveNodeRequest {
+            meta: None,
+            name: "rev-b".into(),
+        })
+        .await
+        .expect("nodes remove rev-b");
+    for (what, t) in [("joined", joined), ("issued", issued)] {
+        let e = register(t).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{what}: {e:?}");
+        assert!(e.message().contains("revoked"), "{what}: {e:?}");
+    }
+    let nodes = AdminClient::new(channel(&admin, &addr).await.unwrap())
+        .list_nodes(adm::ReadRequest { stale: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert!(
+        nodes.iter().all(|n| n.name != "rev-b"),
+        "a revoked certificate registered rev-b"
+    );
 }

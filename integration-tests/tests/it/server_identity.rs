@@ -84,7 +84,11 @@ impl Fake {
     }
 }
 
-fn joining_agent(dir: &std::path::Path, coordinators: &str, log: &std::path::Path) -> std::process::Child {
+fn joining_agent(
+    dir: &std::path::Path,
+    coordinators: &str,
+    log: &std::path::Path,
+) -> std::process::Child {
     Command::new(support::bin("edgeplane-agent"))
         .args(["--name", "edge-3", "--listen"])
         .arg(format!("127.0.0.1:{}", free_port()))
@@ -119,7 +123,8 @@ async fn a_fake_coordinator_with_a_client_or_node_certificate_gets_no_join_token
     let coords = format!("{},{}", as_client.addr, as_node.addr);
     let mut agent = joining_agent(&dir.path().join("a"), &coords, &log);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while as_client.accepted.load(Ordering::SeqCst) < 3 || as_node.accepted.load(Ordering::SeqCst) < 3
+    while as_client.accepted.load(Ordering::SeqCst) < 3
+        || as_node.accepted.load(Ordering::SeqCst) < 3
     {
         assert!(
             std::time::Instant::now() < deadline,
@@ -131,10 +136,17 @@ async fn a_fake_coordinator_with_a_client_or_node_certificate_gets_no_join_token
     let _ = agent.kill();
     let _ = agent.wait();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!as_client.captured(), "the client-certificate fake captured the token: {text}");
-    assert!(!as_node.captured(), "the node-certificate fake captured the token: {text}");
     assert!(
-        as_client.received.lock().unwrap().is_empty() && as_node.received.lock().unwrap().is_empty(),
+        !as_client.captured(),
+        "the client-certificate fake captured the token: {text}"
+    );
+    assert!(
+        !as_node.captured(),
+        "the node-certificate fake captured the token: {text}"
+    );
+    assert!(
+        as_client.received.lock().unwrap().is_empty()
+            && as_node.received.lock().unwrap().is_empty(),
         "no byte after a refused handshake"
     );
     assert!(
@@ -180,7 +192,10 @@ fn a_replica_refuses_a_certificate_that_is_not_its_ids() {
         .output()
         .expect("run edgeplane-coordinator");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started under member 2's certificate: {err}");
+    assert!(
+        !out.status.success(),
+        "started under member 2's certificate: {err}"
+    );
     assert!(
         err.contains("member/2") && err.contains("--id 1"),
         "the error names the certificate and --id: {err}"
