@@ -564,6 +564,18 @@ fn node_cert(caller: Option<&edgeplane_tls::Caller>, ext: &tonic::Extensions) ->
     }
 }
 
+/// Why an open session must end now: the node was removed, or its binding moved away from
+/// the session's certificate (`cert_hex`, empty without TLS). Cheap: a map lookup.
+fn session_revoked(st: &crate::state::State, name: &str, cert_hex: &str) -> Option<&'static str> {
+    match st.nodes.get(name) {
+        None => Some("the node was removed"),
+        Some(n) if !cert_hex.is_empty() && n.cert_sha256 != cert_hex => {
+            Some("the node's certificate was revoked (it moved to a newer certificate)")
+        }
+        Some(_) => None,
+    }
+}
+
 /// The refusal of a certificate that `nodes remove` revoked.
 fn revoked(name: &str) -> Status {
     Status::permission_denied(format!(
@@ -888,6 +900,8 @@ impl Agent for AgentService {
                 .get(&name)
                 .map_or(0, |n| n.assignment_epoch);
             let mut epoch_rx = hub.watch_epoch(&name, current);
+            let mut state_rx = handle.state_changes();
+            let cert_hex = cert.map(|h| crate::state::hex(&h)).unwrap_or_default();
             loop {
                 // Push the node's assignment when it is newer than what the agent holds
                 // (and once at session start, so an agent that lost its file is told).
@@ -912,6 +926,16 @@ impl Agent for AgentService {
                 }
                 tokio::select! {
                     r = epoch_rx.changed() => if r.is_err() { break },
+                    r = state_rx.changed() => {
+                        if r.is_err() { break }
+                        if let Some(why) = session_revoked(&handle.stale_state(), &name, &cert_hex) {
+                            tracing::warn!(node = %name, reason = why, "closing the session of a removed or revoked node");
+                            let _ = tx.send(Err(Status::permission_denied(format!(
+                                "node {name:?}: {why}; the session is closed"
+                            )))).await;
+                            break;
+                        }
+                    }
                     r = leadership.changed() => {
                         if r.is_err() || !leadership.borrow_and_update().is_leader {
                             let _ = tx.send(Ok(redirect(&handle))).await;

@@ -70,6 +70,13 @@ pub enum StartError {
     },
 }
 
+/// Node certificates revoked in the replicated state (this replica's view) are refused on
+/// every call of the client port.
+fn revocation(handle: &Handle) -> edgeplane_tls::Revoked {
+    let h = handle.clone();
+    Arc::new(move |sha: &[u8; 32]| h.stale_state().is_revoked(sha))
+}
+
 /// A replica serves and dials only as the member its `--id` names.
 fn check_member_identity(id: u64, got: &edgeplane_tls::Identity) -> Result<(), StartError> {
     if got.principal == edgeplane_tls::Principal::Member(id) {
@@ -280,7 +287,8 @@ impl Coordinator {
             shutdown.subscribe(),
         ));
         let layer =
-            edgeplane_tls::AuthLayer::new("client", tls.is_some(), crate::auth::client_policy());
+            edgeplane_tls::AuthLayer::new("client", tls.is_some(), crate::auth::client_policy())
+                .with_revocation(revocation(&handle));
         // Clients without a certificate get through the handshake here (agents joining with
         // a token); the layer lets them call `Agent/Register` with a CSR and nothing else.
         tasks.push(tokio::spawn(serve_routes_with(

@@ -16,7 +16,7 @@ pub mod token;
 
 pub use authz::{
     peer_cert_not_before, peer_cert_sha256, pem_cert_not_before, pem_cert_sha256, AuthLayer,
-    Caller, Need, Policy, RateLimit,
+    Caller, Need, Policy, RateLimit, Revoked,
 };
 pub use certs::{
     generate_cluster_material, Ca, CaSigner, CertPaths, ClusterMaterial, LeafSpec, Validity,

@@ -1263,3 +1263,128 @@ async fn removing_a_node_revokes_every_certificate_it_was_bound_to() {
         "a revoked certificate registered rev-b"
     );
 }
+
+/// Issue 22, finding 6: revocation holds on every call path. A node's open session is
+/// closed within 1 s of `nodes remove`; its certificate then gets no answer from Health
+/// either (before: the session stayed up and Health answered SERVING).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_nodes_session_closes_at_once_and_its_certificate_gets_no_health() {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let _g = SERIAL.lock().await;
+    let (_cluster, addr) = signing_cluster().await;
+    let node = tls().client(&tls().node("rev-s"));
+    let mut agent = AgentClient::new(channel(&node, &addr).await.unwrap());
+    agent
+        .register(agent_api::RegisterRequest {
+            name: "rev-s".into(),
+            agent_addr: format!("127.0.0.1:{}", free_port()),
+            ..Default::default()
+        })
+        .await
+        .expect("register rev-s");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(agent_api::AgentMessage {
+        body: Some(agent_api::agent_message::Body::Hello(agent_api::Hello {
+            name: "rev-s".into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut session = agent
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("session opens")
+        .into_inner();
+    let health = |t: ClientTls| {
+        let addr = addr.clone();
+        async move {
+            HealthClient::new(channel(&t, &addr).await.unwrap())
+                .check(HealthCheckRequest::default())
+                .await
+        }
+    };
+    health(node.clone())
+        .await
+        .expect("control: Health answers the node");
+    AdminClient::new(channel(&tls().admin(), &addr).await.unwrap())
+        .remove_node(adm::RemoveNodeRequest {
+            meta: None,
+            name: "rev-s".into(),
+        })
+        .await
+        .expect("nodes remove rev-s");
+    let removed = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match session.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(s) => return Some(s),
+            }
+        }
+    })
+    .await
+    .expect("the session is still open 5 s after nodes remove");
+    let took = removed.elapsed();
+    assert!(
+        took <= Duration::from_secs(1),
+        "session closed after {took:?}"
+    );
+    let s = end.expect("the session ends with a status");
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    drop(tx);
+    let e = health(node).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("revoked"), "{e:?}");
+}
+
+/// Issue 22, finding 6: a viewer may read an agent's Status but not run its models; an
+/// inference client may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_viewer_cannot_call_infer() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let t = tls();
+    let mut agent = Command::new(support::bin("edgeplane-agent"))
+        .args(["--name", "inf-edge", "--listen", &listen])
+        .arg("--data-dir")
+        .arg(dir.path().join("a"))
+        .args(t.args(&t.node("inf-edge")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let viewer = t.client(&t.user(Role::Viewer));
+    let client = t.client(&t.issue(Identity {
+        principal: Principal::Client("app".into()),
+        role: None,
+    }));
+    let ch = eventually(Duration::from_secs(20), "agent serving", || {
+        let (v, l) = (viewer.clone(), listen.clone());
+        async move { agent_channel(&v, &l).await.ok() }
+    })
+    .await;
+    let mut as_viewer = InferenceClient::new(ch);
+    as_viewer
+        .status(agent_api::StatusRequest {})
+        .await
+        .expect("a viewer reads Status");
+    let req = agent_api::InferRequest {
+        model: "nope".into(),
+        ..Default::default()
+    };
+    let e = as_viewer.infer(req.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("inference client"), "{e:?}");
+    let mut as_client = InferenceClient::new(agent_channel(&client, &listen).await.unwrap());
+    if let Err(e) = as_client.infer(req).await {
+        assert_ne!(
+            e.code(),
+            tonic::Code::PermissionDenied,
+            "a client may call Infer: {e:?}"
+        );
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
