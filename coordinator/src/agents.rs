@@ -596,6 +596,26 @@ fn redirect(handle: &Handle) -> api::CoordinatorMessage {
 }
 
 impl AgentService {
+    /// The join's token checked against a linearizable read of the state (a token just
+    /// created on the leader is seen by a follower too).
+    async fn precheck_token(
+        &self,
+        token: &edgeplane_tls::JoinToken,
+        name: &str,
+    ) -> Result<(), Status> {
+        let st = self.handle.read(true).await.map_err(|e| e.to_status())?;
+        let j = pb::JoinNode {
+            token_id: token.id.clone(),
+            secret_sha256: token.secret_hash().to_vec(),
+            now_unix_ms: crate::tokens::now_unix_ms(),
+            node: Some(pb::RegisterNode {
+                name: name.to_string(),
+                ..Default::default()
+            }),
+        };
+        crate::tokens::check_join(&st, &j).map_err(|e| crate::node::Error::from(e).to_status())
+    }
+
     /// The join of a new agent: a per-node token and a CSR, from a client without a
     /// certificate (or a member forwarding one). The member that holds the CA key signs;
     /// one without it forwards the join to the leader. The certificate is signed first (a
@@ -634,6 +654,9 @@ impl AgentService {
         edgeplane_tls::identity::valid_name("name", &r.name).map_err(Status::invalid_argument)?;
         crate::state::check_addr("agent_addr", &r.agent_addr)
             .map_err(|e| crate::node::Error::from(e).to_status())?;
+        // The token first: an anonymous caller without a valid token never gets its CSR
+        // parsed or signed. (The check that counts runs again when the join applies.)
+        self.precheck_token(&token, &r.name).await?;
         if r.csr.len() > MAX_CSR {
             return Err(Status::invalid_argument(format!(
                 "csr: larger than {MAX_CSR} bytes"

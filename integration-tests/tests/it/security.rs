@@ -1388,3 +1388,49 @@ async fn a_viewer_cannot_call_infer() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// Issue 22, finding 8: an anonymous join is checked for its token before its CSR is parsed
+/// or signed: a garbage CSR with a wrong token is refused for the token (before, the CSR
+/// was parsed first and the refusal was about the CSR). A valid token still reaches the CSR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_join_token_is_checked_before_the_csr_is_parsed() {
+    let _g = SERIAL.lock().await;
+    let (_c, addr) = signing_cluster().await;
+    let ep = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(no_client_cert())
+        .unwrap()
+        .connect_timeout(Duration::from_millis(1000))
+        .timeout(Duration::from_secs(5));
+    let ch = ep.connect().await.unwrap();
+    let join = |token: String| {
+        let ch = ch.clone();
+        async move {
+            AgentClient::new(ch)
+                .register(agent_api::RegisterRequest {
+                    name: "pre-a".into(),
+                    join_token: token,
+                    agent_addr: "127.0.0.1:7999".into(),
+                    csr: "-----BEGIN CERTIFICATE REQUEST-----\ngarbage\n".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err()
+        }
+    };
+    let e = join("abcdef.0123456789abcdef".into()).await;
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("join_token"), "{e:?}");
+    assert!(!e.message().contains("csr"), "the CSR was looked at: {e:?}");
+    let (id, token) = create_token(&addr, &["--ttl", "10m", "--node", "pre-a"]);
+    let e = join(format!("{id}.0000000000000000")).await;
+    assert!(e.message().contains("wrong secret"), "{e:?}");
+    let e = join(token.clone()).await;
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("csr"), "{e:?}");
+    assert_eq!(
+        token_statuses(&addr)[&id],
+        "unused",
+        "a refused CSR did not use the token"
+    );
+}
