@@ -521,7 +521,34 @@ fn assignment_of(node: &crate::state::Node) -> api::Assignment {
 }
 
 /// A report's values must be finite and non-negative; otherwise it is refused whole.
+/// Most models one report may carry (an agent serves a handful; the leader keeps what it is
+/// told in memory).
+pub const MAX_REPORT_MODELS: usize = 256;
+
+/// A report's epoch against the node's current one: older is stale, newer cannot exist (an
+/// agent learns epochs from the leader).
+pub fn check_report_epoch(reported: u64, current: u64) -> Result<(), String> {
+    if reported < current {
+        Err(format!(
+            "stale epoch: report made under epoch {reported}, node is at {current}"
+        ))
+    } else if reported > current {
+        Err(format!(
+            "assignment_epoch: {reported} is ahead of the node's epoch {current}; an agent \
+             reports under an epoch the leader gave it"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 pub fn check_report(r: &api::Report) -> Result<(), String> {
+    if r.models.len() > MAX_REPORT_MODELS {
+        return Err(format!(
+            "models: {} in one report; at most {MAX_REPORT_MODELS}",
+            r.models.len()
+        ));
+    }
     let bad = |f: &str, v: f64| -> Result<(), String> {
         if v.is_finite() && v >= 0.0 {
             Ok(())
@@ -534,8 +561,8 @@ pub fn check_report(r: &api::Report) -> Result<(), String> {
     bad("uptime_s", r.uptime_s)?;
     bad("decision_overhead_us", r.decision_overhead_us)?;
     for m in &r.models {
-        if m.model.is_empty() {
-            return Err("models.model: must not be empty".into());
+        if m.model.is_empty() || m.model.len() > 253 {
+            return Err("models.model: must be 1 to 253 bytes".into());
         }
         bad("models.p50_ms", m.p50_ms)?;
         bad("models.p99_ms", m.p99_ms)?;
@@ -969,14 +996,8 @@ impl Agent for AgentService {
                         None | Some(Err(_)) => break,
                         Some(Ok(api::AgentMessage { body: Some(api::agent_message::Body::Report(r)) })) => {
                             let current = handle.stale_state().nodes.get(&name).map_or(0, |n| n.assignment_epoch);
-                            let verdict = if r.assignment_epoch < current {
-                                Err(format!(
-                                    "stale epoch: report made under epoch {}, node is at {current}",
-                                    r.assignment_epoch
-                                ))
-                            } else {
-                                check_report(&r)
-                            };
+                            let verdict = check_report_epoch(r.assignment_epoch, current)
+                                .and_then(|()| check_report(&r));
                             let ack = match verdict {
                                 Ok(()) => {
                                     hub.record(&name, &r);
