@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Subcommand};
 use edgeplane_proto::admin::{self as api, admin_client::AdminClient};
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::exit::{self, Kind};
@@ -295,7 +295,7 @@ fn retryable(s: &Status) -> bool {
     )
 }
 
-fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
+fn endpoint(addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
     Ok(crate::tls::endpoint(addr)
         .map_err(|e| {
             // A TLS file that cannot be read is local I/O (6); anything else about the

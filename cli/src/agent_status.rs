@@ -40,7 +40,7 @@ pub async fn agent(c: AgentCommand) -> anyhow::Result<()> {
         ));
     }
     let timeout = Duration::from_secs_f64(a.timeout_s);
-    let ep = crate::tls::endpoint(&a.agent)
+    let ep = crate::tls::agent_endpoint(&a.agent)
         .map_err(|e| exit::fail(Kind::InvalidInput, format!("--agent {:?}: {e:#}", a.agent)))?
         .connect_timeout(timeout)
         .timeout(timeout);

@@ -14,7 +14,7 @@ use edgeplane_proto::agent::{
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::GlobalArgs;
 
@@ -64,7 +64,7 @@ struct Counters {
     session_errors: AtomicU64,
 }
 
-fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
+fn endpoint(addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
     Ok(crate::tls::endpoint(addr)?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true))

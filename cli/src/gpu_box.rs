@@ -11,10 +11,10 @@
 use anyhow::{bail, Context as _};
 use edgeplane_proto::admin::{self as api, admin_client::AdminClient};
 use edgeplane_proto::agent::inference_client::InferenceClient;
-use edgeplane_tls::{ClientTls, ClusterMaterial, TlsMaterial, TlsPaths};
+use edgeplane_tls::{ClientTls, ClusterMaterial, Dial, Expect, TlsMaterial, TlsPaths};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// A free loopback port below the ephemeral range (see `edgeplane_chaos::ports`: a child
 /// restarted on it cannot find it taken by an outgoing connection).
@@ -105,13 +105,13 @@ impl Links {
     }
 
     /// An Admin API endpoint (connect within 300 ms, answers within `timeout`).
-    pub fn admin_endpoint(&self, addr: &str, timeout: Duration) -> anyhow::Result<Endpoint> {
-        endpoint(&self.admin, addr, timeout)
+    pub fn admin_endpoint(&self, addr: &str, timeout: Duration) -> anyhow::Result<Dial> {
+        endpoint(&self.admin, addr, Expect::AnyMember, timeout)
     }
 
     /// An Infer API endpoint of an agent (connect within 300 ms, answers within `timeout`).
-    pub fn infer_endpoint(&self, addr: &str, timeout: Duration) -> anyhow::Result<Endpoint> {
-        endpoint(&self.infer, addr, timeout)
+    pub fn infer_endpoint(&self, addr: &str, timeout: Duration) -> anyhow::Result<Dial> {
+        endpoint(&self.infer, addr, Expect::AnyNode, timeout)
     }
 
     /// A connected Admin client, or None when `addr` does not answer.
@@ -155,9 +155,14 @@ impl Links {
     }
 }
 
-fn endpoint(tls: &ClientTls, addr: &str, timeout: Duration) -> anyhow::Result<Endpoint> {
+fn endpoint(
+    tls: &ClientTls,
+    addr: &str,
+    expect: Expect,
+    timeout: Duration,
+) -> anyhow::Result<Dial> {
     Ok(tls
-        .endpoint(addr)?
+        .endpoint_to(addr, expect)?
         .connect_timeout(Duration::from_millis(300))
         .timeout(timeout)
         .tcp_nodelay(true))

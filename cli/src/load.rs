@@ -156,7 +156,7 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<()> {
 }
 
 async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
-    let channel = crate::tls::endpoint(&a.agent)?
+    let channel = crate::tls::agent_endpoint(&a.agent)?
         .connect_timeout(Duration::from_secs(3))
         .connect()
         .await

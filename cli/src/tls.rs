@@ -77,9 +77,15 @@ pub fn client() -> anyhow::Result<ClientTls> {
     Ok(c)
 }
 
-/// A client endpoint for `addr` with this invocation's TLS.
-pub fn endpoint(addr: &str) -> anyhow::Result<tonic::transport::Endpoint> {
+/// A dial to the coordinator at `addr` with this invocation's TLS (the server must be a
+/// member).
+pub fn endpoint(addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
     Ok(client()?.endpoint(addr)?)
+}
+
+/// A dial to the agent at `addr` (the server must hold a node certificate).
+pub fn agent_endpoint(addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
+    Ok(client()?.endpoint_to(addr, edgeplane_tls::Expect::AnyNode)?)
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -190,13 +196,19 @@ pub fn certs(c: CertsCommand) -> anyhow::Result<()> {
             }
             let ca = Ca::load(&opts.dir)
                 .with_context(|| format!("loading the CA from --dir {}", opts.dir.display()))?;
+            let serves = edgeplane_tls::certs::serves(&principal);
+            if !serves && !opts.host.is_empty() {
+                bail!(
+                    "invalid --host: only member and node certificates name hosts (they serve); \
+                     user and client certificates are for dialing only, drop --host"
+                );
+            }
             let identity = Identity { principal, role };
             let spec = LeafSpec {
                 identity: identity.clone(),
-                hosts: if opts.host.is_empty() {
-                    edgeplane_tls::certs::default_hosts()
-                } else {
-                    opts.host.clone()
+                hosts: match (serves, opts.host.is_empty()) {
+                    (true, true) => edgeplane_tls::certs::default_hosts(),
+                    _ => opts.host.clone(),
                 },
                 validity: Validity::for_duration(std::time::Duration::from_secs(
                     opts.days * 86_400,

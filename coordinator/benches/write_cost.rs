@@ -28,6 +28,7 @@ fn register(name: String, client_id: u64) -> pb::Command {
             }],
             agent_addr: "10.0.0.1:7200".into(),
             cert_sha256: Vec::new(),
+            cert_not_before_unix: 0,
         })),
     }
 }

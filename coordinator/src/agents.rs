@@ -521,7 +521,34 @@ fn assignment_of(node: &crate::state::Node) -> api::Assignment {
 }
 
 /// A report's values must be finite and non-negative; otherwise it is refused whole.
+/// Most models one report may carry (an agent serves a handful; the leader keeps what it is
+/// told in memory).
+pub const MAX_REPORT_MODELS: usize = 256;
+
+/// A report's epoch against the node's current one: older is stale, newer cannot exist (an
+/// agent learns epochs from the leader).
+pub fn check_report_epoch(reported: u64, current: u64) -> Result<(), String> {
+    if reported < current {
+        Err(format!(
+            "stale epoch: report made under epoch {reported}, node is at {current}"
+        ))
+    } else if reported > current {
+        Err(format!(
+            "assignment_epoch: {reported} is ahead of the node's epoch {current}; an agent \
+             reports under an epoch the leader gave it"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 pub fn check_report(r: &api::Report) -> Result<(), String> {
+    if r.models.len() > MAX_REPORT_MODELS {
+        return Err(format!(
+            "models: {} in one report; at most {MAX_REPORT_MODELS}",
+            r.models.len()
+        ));
+    }
     let bad = |f: &str, v: f64| -> Result<(), String> {
         if v.is_finite() && v >= 0.0 {
             Ok(())
@@ -534,8 +561,8 @@ pub fn check_report(r: &api::Report) -> Result<(), String> {
     bad("uptime_s", r.uptime_s)?;
     bad("decision_overhead_us", r.decision_overhead_us)?;
     for m in &r.models {
-        if m.model.is_empty() {
-            return Err("models.model: must not be empty".into());
+        if m.model.is_empty() || m.model.len() > 253 {
+            return Err("models.model: must be 1 to 253 bytes".into());
         }
         bad("models.p50_ms", m.p50_ms)?;
         bad("models.p99_ms", m.p99_ms)?;
@@ -564,11 +591,23 @@ fn node_cert(caller: Option<&edgeplane_tls::Caller>, ext: &tonic::Extensions) ->
     }
 }
 
+/// Why an open session must end now: the node was removed, or its binding moved away from
+/// the session's certificate (`cert_hex`, empty without TLS). Cheap: a map lookup.
+fn session_revoked(st: &crate::state::State, name: &str, cert_hex: &str) -> Option<&'static str> {
+    match st.nodes.get(name) {
+        None => Some("the node was removed"),
+        Some(n) if !cert_hex.is_empty() && n.cert_sha256 != cert_hex => {
+            Some("the node's certificate was revoked (it moved to a newer certificate)")
+        }
+        Some(_) => None,
+    }
+}
+
 /// The refusal of a certificate that `nodes remove` revoked.
 fn revoked(name: &str) -> Status {
     Status::permission_denied(format!(
-        "certificate: this certificate of node {name:?} was revoked when the node was removed; \
-         join again with a new token (`edgeplane tokens create --node {name}`) and an empty \
+        "certificate: this certificate of node {name:?} was revoked when the node was removed or moved to a newer \
+         certificate; join again with a new token (`edgeplane tokens create --node {name}`) and an empty \
          data dir"
     ))
 }
@@ -584,6 +623,26 @@ fn redirect(handle: &Handle) -> api::CoordinatorMessage {
 }
 
 impl AgentService {
+    /// The join's token checked against a linearizable read of the state (a token just
+    /// created on the leader is seen by a follower too).
+    async fn precheck_token(
+        &self,
+        token: &edgeplane_tls::JoinToken,
+        name: &str,
+    ) -> Result<(), Status> {
+        let st = self.handle.read(true).await.map_err(|e| e.to_status())?;
+        let j = pb::JoinNode {
+            token_id: token.id.clone(),
+            secret_sha256: token.secret_hash().to_vec(),
+            now_unix_ms: crate::tokens::now_unix_ms(),
+            node: Some(pb::RegisterNode {
+                name: name.to_string(),
+                ..Default::default()
+            }),
+        };
+        crate::tokens::check_join(&st, &j).map_err(|e| crate::node::Error::from(e).to_status())
+    }
+
     /// The join of a new agent: a per-node token and a CSR, from a client without a
     /// certificate (or a member forwarding one). The member that holds the CA key signs;
     /// one without it forwards the join to the leader. The certificate is signed first (a
@@ -622,6 +681,9 @@ impl AgentService {
         edgeplane_tls::identity::valid_name("name", &r.name).map_err(Status::invalid_argument)?;
         crate::state::check_addr("agent_addr", &r.agent_addr)
             .map_err(|e| crate::node::Error::from(e).to_status())?;
+        // The token first: an anonymous caller without a valid token never gets its CSR
+        // parsed or signed. (The check that counts runs again when the join applies.)
+        self.precheck_token(&token, &r.name).await?;
         if r.csr.len() > MAX_CSR {
             return Err(Status::invalid_argument(format!(
                 "csr: larger than {MAX_CSR} bytes"
@@ -668,6 +730,8 @@ impl AgentService {
                     // bound to the certificate it is about to receive
                     cert_sha256: edgeplane_tls::pem_cert_sha256(&certificate)
                         .map(|h| h.to_vec())
+                        .unwrap_or_default(),
+                    cert_not_before_unix: edgeplane_tls::pem_cert_not_before(&certificate)
                         .unwrap_or_default(),
                 }),
             })),
@@ -757,6 +821,9 @@ impl Agent for AgentService {
     ) -> Result<Response<api::RegisterResponse>, Status> {
         let caller = edgeplane_tls::Caller::of(&request).cloned();
         let cert = node_cert(caller.as_ref(), request.extensions());
+        let not_before = cert
+            .and_then(|_| edgeplane_tls::peer_cert_not_before(request.extensions()))
+            .unwrap_or_default();
         let remote_ip = request.remote_addr().map(|a| a.ip());
         let r = request.into_inner();
         if !r.csr.is_empty() {
@@ -805,6 +872,7 @@ impl Agent for AgentService {
                     accelerators,
                     agent_addr: r.agent_addr.clone(),
                     cert_sha256: cert.map(|h| h.to_vec()).unwrap_or_default(),
+                    cert_not_before_unix: not_before,
                 })),
             };
             self.handle.propose(cmd).await.map_err(|e| e.to_status())?;
@@ -882,6 +950,8 @@ impl Agent for AgentService {
                 .get(&name)
                 .map_or(0, |n| n.assignment_epoch);
             let mut epoch_rx = hub.watch_epoch(&name, current);
+            let mut state_rx = handle.state_changes();
+            let cert_hex = cert.map(|h| crate::state::hex(&h)).unwrap_or_default();
             loop {
                 // Push the node's assignment when it is newer than what the agent holds
                 // (and once at session start, so an agent that lost its file is told).
@@ -906,6 +976,16 @@ impl Agent for AgentService {
                 }
                 tokio::select! {
                     r = epoch_rx.changed() => if r.is_err() { break },
+                    r = state_rx.changed() => {
+                        if r.is_err() { break }
+                        if let Some(why) = session_revoked(&handle.stale_state(), &name, &cert_hex) {
+                            tracing::warn!(node = %name, reason = why, "closing the session of a removed or revoked node");
+                            let _ = tx.send(Err(Status::permission_denied(format!(
+                                "node {name:?}: {why}; the session is closed"
+                            )))).await;
+                            break;
+                        }
+                    }
                     r = leadership.changed() => {
                         if r.is_err() || !leadership.borrow_and_update().is_leader {
                             let _ = tx.send(Ok(redirect(&handle))).await;
@@ -916,14 +996,8 @@ impl Agent for AgentService {
                         None | Some(Err(_)) => break,
                         Some(Ok(api::AgentMessage { body: Some(api::agent_message::Body::Report(r)) })) => {
                             let current = handle.stale_state().nodes.get(&name).map_or(0, |n| n.assignment_epoch);
-                            let verdict = if r.assignment_epoch < current {
-                                Err(format!(
-                                    "stale epoch: report made under epoch {}, node is at {current}",
-                                    r.assignment_epoch
-                                ))
-                            } else {
-                                check_report(&r)
-                            };
+                            let verdict = check_report_epoch(r.assignment_epoch, current)
+                                .and_then(|()| check_report(&r));
                             let ack = match verdict {
                                 Ok(()) => {
                                     hub.record(&name, &r);

@@ -92,6 +92,7 @@ fn register() -> impl Strategy<Value = pb::RegisterNode> {
                 name,
                 accelerators,
                 agent_addr,
+                cert_not_before_unix: cert_sha256.first().map_or(0, |b| u64::from(*b % 4)),
                 cert_sha256,
             },
         )
@@ -259,6 +260,7 @@ fn base() -> State {
                 .collect(),
             agent_addr: "127.0.0.1:7300".into(),
             cert_sha256: Vec::new(),
+            cert_not_before_unix: 0,
         })));
     }
     for m in ["m0", "m1", "m2"] {

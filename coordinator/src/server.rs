@@ -60,6 +60,33 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error(transparent)]
     Tls(#[from] edgeplane_tls::Error),
+    #[error(
+        "--tls-cert: the certificate is {got}, but this replica is --id {id}; give it the \
+         certificate issued for member {id} (`edgeplane certs issue member --id {id}`)"
+    )]
+    WrongIdentity {
+        id: u64,
+        got: edgeplane_tls::Identity,
+    },
+}
+
+/// Node certificates revoked in the replicated state (this replica's view) are refused on
+/// every call of the client port.
+fn revocation(handle: &Handle) -> edgeplane_tls::Revoked {
+    let h = handle.clone();
+    Arc::new(move |sha: &[u8; 32]| h.stale_state().is_revoked(sha))
+}
+
+/// A replica serves and dials only as the member its `--id` names.
+fn check_member_identity(id: u64, got: &edgeplane_tls::Identity) -> Result<(), StartError> {
+    if got.principal == edgeplane_tls::Principal::Member(id) {
+        Ok(())
+    } else {
+        Err(StartError::WrongIdentity {
+            id,
+            got: got.clone(),
+        })
+    }
 }
 
 /// Installs one more tonic service on the client-address server.
@@ -88,6 +115,13 @@ impl Coordinator {
     /// Open storage, start the raft thread and every server. Returns once listening.
     pub async fn start(cfg: Config, ext: Extensions) -> Result<Coordinator, StartError> {
         let lock = lock_data_dir(&cfg.data_dir)?;
+        // TLS first: a member must not bootstrap or open storage under the wrong identity.
+        let tls = edgeplane_tls::load_or_insecure(cfg.tls.clone(), cfg.insecure)?;
+        if let Some(m) = &tls {
+            check_member_identity(cfg.id, &m.identity())?;
+            m.spawn_reloader(Duration::from_secs(2));
+            tracing::info!(identity = %m.identity(), "mutual TLS on the peer and client ports");
+        }
         let dir = cfg.data_dir.join("raft");
         let fail_after = if cfg.enable_fault_injection {
             std::env::var(FSYNC_FAULT_ENV)
@@ -145,11 +179,6 @@ impl Coordinator {
             );
         }
 
-        let tls = edgeplane_tls::load_or_insecure(cfg.tls.clone(), cfg.insecure)?;
-        if let Some(m) = &tls {
-            m.spawn_reloader(Duration::from_secs(2));
-            tracing::info!(identity = %m.identity(), "mutual TLS on the peer and client ports");
-        }
         let client_tls = edgeplane_tls::ClientTls(tls.clone());
         // The CA key signs the certificates of agents that join with a per-node token.
         let ca = match (&cfg.tls_ca_key, &cfg.tls) {
@@ -258,7 +287,8 @@ impl Coordinator {
             shutdown.subscribe(),
         ));
         let layer =
-            edgeplane_tls::AuthLayer::new("client", tls.is_some(), crate::auth::client_policy());
+            edgeplane_tls::AuthLayer::new("client", tls.is_some(), crate::auth::client_policy())
+                .with_revocation(revocation(&handle));
         // Clients without a certificate get through the handshake here (agents joining with
         // a token); the layer lets them call `Agent/Register` with a CSR and nothing else.
         tasks.push(tokio::spawn(serve_routes_with(
@@ -437,6 +467,41 @@ async fn bind(field: &'static str, addr: &str) -> Result<tokio::net::TcpListener
 /// Take `<data_dir>/LOCK` (flock, released when the process ends however it ends). A second
 /// replica on the same dir is refused at once with the dir named, before sled is opened
 /// (sled's own lock would refuse it too, but only after retries and in sled's words).
+/// The data dir holds the raft log (token hashes, certificate bindings): only the owner may
+/// enter it (0700), and the files already in it are made 0600.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        for e in walk(dir)? {
+            let mode = if e.is_dir() { 0o700 } else { 0o600 };
+            std::fs::set_permissions(&e, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
+
+/// Every path under `dir` (not following links).
+#[cfg(unix)]
+fn walk(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                todo.push(e.path());
+                out.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, StartError> {
     let storage = |e: std::io::Error, path: &std::path::Path| StartError::Storage {
         dir: data_dir.display().to_string(),
@@ -446,6 +511,7 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, StartError
         },
     };
     std::fs::create_dir_all(data_dir).map_err(|e| storage(e, data_dir))?;
+    private_dir(data_dir).map_err(|e| storage(e, data_dir))?;
     let path = data_dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -164,6 +164,10 @@ pub struct Node {
     /// Removing the node revokes it.
     #[serde(default)]
     pub cert_sha256: String,
+    /// notBefore (unix seconds) of that certificate: the binding moves only to a certificate
+    /// at least as new, and the one it leaves is revoked at once.
+    #[serde(default)]
+    pub cert_not_before: u64,
 }
 
 /// A node certificate revoked by `nodes remove` (its SHA-256, hex) and the node it named.
@@ -357,6 +361,7 @@ pub fn validate(cmd: &pb::Command) -> Result<(), CommandError> {
     match kind {
         Kind::RegisterNode(r) => {
             check_name("name", &r.name)?;
+            check_node_size(r)?;
             let mut ids = std::collections::BTreeSet::new();
             for (i, a) in r.accelerators.iter().enumerate() {
                 if a.id.trim().is_empty() {
@@ -517,6 +522,49 @@ fn check_member(m: &pb::Member) -> Result<(), CommandError> {
     }
     check_addr("peer_addr", &m.peer_addr)?;
     check_addr("client_addr", &m.client_addr)
+}
+
+/// Most accelerators one node may register (a large box has 8 to 16).
+pub const MAX_ACCELERATORS: usize = 64;
+/// Longest accelerator id, kind, name or profile source, in bytes.
+pub const MAX_FIELD: usize = 256;
+/// Most profile rows per accelerator.
+pub const MAX_PROFILE_ROWS: usize = 64;
+
+/// Hard bounds on one registration: a node certificate must not be able to grow the
+/// replicated state (and every replica's log) by megabytes per entry.
+fn check_node_size(r: &pb::RegisterNode) -> Result<(), CommandError> {
+    if r.accelerators.len() > MAX_ACCELERATORS {
+        return Err(CommandError::invalid(
+            "accelerators",
+            format!(
+                "{} accelerators; a node registers at most {MAX_ACCELERATORS}",
+                r.accelerators.len()
+            ),
+        ));
+    }
+    for (i, a) in r.accelerators.iter().enumerate() {
+        for (f, v) in [
+            ("id", &a.id),
+            ("kind", &a.kind),
+            ("name", &a.name),
+            ("profile_source", &a.profile_source),
+        ] {
+            if v.len() > MAX_FIELD {
+                return Err(CommandError::invalid(
+                    &format!("accelerators[{i}].{f}"),
+                    format!("{} bytes; at most {MAX_FIELD}", v.len()),
+                ));
+            }
+        }
+        if a.profile.len() > MAX_PROFILE_ROWS {
+            return Err(CommandError::invalid(
+                &format!("accelerators[{i}].profile"),
+                format!("{} rows; at most {MAX_PROFILE_ROWS}", a.profile.len()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_name(field: &str, name: &str) -> Result<(), CommandError> {
@@ -741,20 +789,65 @@ impl State {
                     partitions: Vec::new(),
                     target: Vec::new(),
                     cert_sha256: String::new(),
+                    cert_not_before: 0,
                 },
             );
         }
         let node = self.nodes.get_mut(&r.name).expect("just inserted");
         node.accelerators = accelerators;
         node.agent_addr = r.agent_addr.clone();
+        let mut left = None;
         if !r.cert_sha256.is_empty() {
-            node.cert_sha256 = hex(&r.cert_sha256);
+            let new = hex(&r.cert_sha256);
+            if !node.cert_sha256.is_empty() && node.cert_sha256 != new {
+                left = Some(std::mem::take(&mut node.cert_sha256));
+            }
+            node.cert_sha256 = new;
+            node.cert_not_before = r.cert_not_before_unix;
         }
         // An operator's drain outlives the agent reconnecting.
         if node.status != NodeStatus::Draining {
             node.status = NodeStatus::Ready;
         }
-        node.assignment_epoch
+        let epoch = node.assignment_epoch;
+        // The certificate the node moved away from stops working (every certificate ever
+        // bound to the name is revoked by the time the node is removed).
+        if let Some(old) = left {
+            self.revoke(old, &r.name);
+        }
+        epoch
+    }
+
+    fn revoke(&mut self, sha256: String, node: &str) {
+        self.revoked_certs.push_back(RevokedCert {
+            sha256,
+            node: node.to_string(),
+        });
+        while self.revoked_certs.len() > MAX_REVOKED_CERTS {
+            self.revoked_certs.pop_front();
+        }
+    }
+
+    /// A node bound to a certificate moves only to one at least as new: an older
+    /// certificate of the name (one an earlier binding left) cannot take it back.
+    fn check_not_older(&self, r: &pb::RegisterNode) -> Result<(), CommandError> {
+        let Some(n) = self.nodes.get(&r.name) else {
+            return Ok(());
+        };
+        if r.cert_sha256.is_empty()
+            || n.cert_sha256.is_empty()
+            || n.cert_sha256 == hex(&r.cert_sha256)
+        {
+            return Ok(());
+        }
+        if r.cert_not_before_unix < n.cert_not_before {
+            return Err(CommandError::PermissionDenied(format!(
+                "certificate: node {:?} is bound to a newer certificate (notBefore {} s) than \
+                 this one (notBefore {} s); an older certificate cannot take the name back",
+                r.name, n.cert_not_before, r.cert_not_before_unix
+            )));
+        }
+        Ok(())
     }
 
     /// Refuse a registration with a certificate revoked by `nodes remove`.
@@ -766,7 +859,7 @@ impl State {
         match self.revoked_certs.iter().find(|c| c.sha256 == h) {
             Some(c) => Err(CommandError::PermissionDenied(format!(
                 "certificate: this certificate of node {:?} was revoked when the node was \
-                 removed; join again with a new token (`edgeplane tokens create --node {}`) \
+                 removed or moved to a newer certificate; join again with a new token (`edgeplane tokens create --node {}`) \
                  and an empty data dir",
                 c.node, r.name
             ))),
@@ -786,6 +879,7 @@ impl State {
         match kind {
             Kind::RegisterNode(r) => {
                 self.check_not_revoked(r)?;
+                self.check_not_older(r)?;
                 Ok(self.register_node(r))
             }
             Kind::CreateToken(c) => crate::tokens::apply_create(self, c).map(|()| 0),
@@ -823,13 +917,7 @@ impl State {
                 // Its certificate stops working here: the agent behind it, or anyone who
                 // copied its key, cannot register the name (or another) again.
                 if !gone.cert_sha256.is_empty() {
-                    self.revoked_certs.push_back(RevokedCert {
-                        sha256: gone.cert_sha256,
-                        node: r.name.clone(),
-                    });
-                    while self.revoked_certs.len() > MAX_REVOKED_CERTS {
-                        self.revoked_certs.pop_front();
-                    }
+                    self.revoke(gone.cert_sha256, &r.name);
                 }
                 self.pins.retain(|p| p.node != r.name);
                 Ok(0)
@@ -1074,6 +1162,7 @@ mod tests {
                 }],
                 agent_addr: "127.0.0.1:1".into(),
                 cert_sha256: Vec::new(),
+                cert_not_before_unix: 0,
             })),
         };
         s.apply(&cmd, 2);
@@ -1107,6 +1196,7 @@ mod tests {
                 }],
                 agent_addr: "127.0.0.1:1".into(),
                 cert_sha256: Vec::new(),
+                cert_not_before_unix: 0,
             })),
         }
     }
@@ -1142,6 +1232,7 @@ mod tests {
                     .collect(),
                 agent_addr: "127.0.0.1:1".into(),
                 cert_sha256: Vec::new(),
+                cert_not_before_unix: 0,
             })),
         };
         s.apply(
@@ -1219,6 +1310,85 @@ mod tests {
         assert_eq!(s.apply(&remove, 7).result.code, 0);
         assert_eq!(s.revoked_certs.len(), MAX_REVOKED_CERTS);
         assert!(s.is_revoked(&[2; 32]), "the newest revocation is kept");
+    }
+
+    /// Issue 22, finding 3: a registration cannot carry megabytes (before: eight 3.3 MB
+    /// registrations grew the replicated state to 8.6 MB).
+    #[test]
+    fn registrations_are_bounded_in_accelerators_and_string_lengths() {
+        let acc = |i: usize| pb::Accelerator {
+            id: format!("gpu{i}"),
+            kind: "gpu".into(),
+            ..Default::default()
+        };
+        let reg = |accelerators: Vec<pb::Accelerator>| pb::Command {
+            kind: Some(Kind::RegisterNode(pb::RegisterNode {
+                name: "edge-1".into(),
+                accelerators,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert!(validate(&reg((0..MAX_ACCELERATORS).map(acc).collect())).is_ok());
+        let e = validate(&reg((0..=MAX_ACCELERATORS).map(acc).collect())).unwrap_err();
+        assert!(
+            e.to_string().contains("accelerators") && e.to_string().contains("64"),
+            "{e}"
+        );
+        let mut long = acc(0);
+        long.name = "x".repeat(MAX_FIELD + 1);
+        let e = validate(&reg(vec![long])).unwrap_err().to_string();
+        assert!(e.contains("accelerators[0].name"), "{e}");
+        let mut rows = acc(0);
+        rows.profile = vec![pb::ProfileRow::default(); MAX_PROFILE_ROWS + 1];
+        let e = validate(&reg(vec![rows])).unwrap_err().to_string();
+        assert!(e.contains("accelerators[0].profile"), "{e}");
+    }
+
+    /// Issue 22, finding 2: a second certificate for the node re-registers it; removing the
+    /// node must revoke the first one too (before, only the last bound one was revoked and the
+    /// original joined certificate registered again).
+    #[test]
+    fn every_certificate_bound_to_a_node_is_revoked_and_older_ones_cannot_rebind() {
+        let mut s = State::default();
+        let reg = |cert: u8, not_before: u64| pb::Command {
+            kind: Some(Kind::RegisterNode(pb::RegisterNode {
+                name: "edge-1".into(),
+                agent_addr: "127.0.0.1:1".into(),
+                cert_sha256: vec![cert; 32],
+                cert_not_before_unix: not_before,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let remove = pb::Command {
+            kind: Some(Kind::RemoveNode(pb::RemoveNode {
+                name: "edge-1".into(),
+            })),
+            ..Default::default()
+        };
+        // The joined certificate (A, notBefore 100), then `certs issue node` (B, 200).
+        assert_eq!(s.apply(&reg(0xa, 100), 2).result.code, 0);
+        assert_eq!(s.apply(&reg(0xb, 200), 3).result.code, 0);
+        assert_eq!(s.nodes["edge-1"].cert_sha256, "0b".repeat(32));
+        assert!(s.is_revoked(&[0xa; 32]), "moving to B revoked A at once");
+        let r = s.apply(&reg(0xa, 100), 4).result;
+        assert_eq!(r.code, 7, "A registers again: {}", r.message);
+        assert_eq!(s.apply(&remove, 5).result.code, 0);
+        for c in [0xa, 0xb] {
+            assert!(s.is_revoked(&[c; 32]), "{c:x} revoked after nodes remove");
+            let before = s.encode();
+            assert_eq!(s.apply(&reg(c, 300), 6).result.code, 7);
+            assert_eq!(before, s.encode(), "a refused registration wrote something");
+        }
+        // Bound to D (notBefore 500): an older certificate C (400) cannot take the name.
+        assert_eq!(s.apply(&reg(0xd, 500), 7).result.code, 0);
+        let before = s.encode();
+        let r = s.apply(&reg(0xc, 400), 8).result;
+        assert_eq!(r.code, 7, "{}", r.message);
+        assert!(r.message.contains("newer certificate"), "{}", r.message);
+        assert_eq!(before, s.encode());
+        assert!(!s.is_revoked(&[0xd; 32]), "the refusal left D bound");
     }
 
     #[test]

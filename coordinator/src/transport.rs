@@ -286,7 +286,10 @@ impl Transport {
                 None => {}
             }
             if client.is_none() {
-                let ep = match self.tls.endpoint(&addr) {
+                let ep = match self
+                    .tls
+                    .endpoint_to(&addr, edgeplane_tls::Expect::Member(to))
+                {
                     Ok(ep) => ep
                         .connect_timeout(Duration::from_millis(500))
                         .timeout(Duration::from_secs(5))

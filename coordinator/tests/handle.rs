@@ -60,6 +60,7 @@ async fn handle_register_pin_and_read() {
             }],
             agent_addr: "127.0.0.1:7301".into(),
             cert_sha256: Vec::new(),
+            cert_not_before_unix: 0,
         }),
     ))
     .await

@@ -30,6 +30,21 @@ pub enum ConfigError {
     Invalid { field: &'static str, reason: String },
 }
 
+/// The join token from `--join-token` or from `--join-token-file` (trimmed), never both.
+fn join_token_of(inline: Option<String>, file: Option<PathBuf>) -> Result<String, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(invalid(
+            "join_token_file",
+            "give --join-token or --join-token-file, not both",
+        )),
+        (Some(t), None) => Ok(t),
+        (None, Some(p)) => std::fs::read_to_string(&p)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| invalid("join_token_file", format!("reading {}: {e}", p.display()))),
+        (None, None) => Ok(String::new()),
+    }
+}
+
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field,
@@ -73,6 +88,10 @@ pub struct Flags {
     /// received in its data dir), or the cluster's shared bootstrap token.
     #[arg(long, env = "EDGEPLANE_AGENT_JOIN_TOKEN")]
     pub join_token: Option<String>,
+    /// Read the join token from this file (keeps it out of `ps` and shell history; make it
+    /// readable by the agent only). Not together with `--join-token`.
+    #[arg(long, env = "EDGEPLANE_AGENT_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
     /// Run an XRBench scenario's frames locally in real time (e.g. `VR_gaming`).
     #[arg(long, env = "EDGEPLANE_AGENT_SCENARIO")]
     pub scenario: Option<String>,
@@ -163,6 +182,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     accelerators: Option<String>,
     join_token: Option<String>,
+    join_token_file: Option<PathBuf>,
     scenario: Option<String>,
     scenario_duration_ms: Option<u64>,
     tune: Option<bool>,
@@ -416,8 +436,10 @@ impl AgentConfig {
             .or(file.accelerators)
             .unwrap_or_else(|| "sim:Dual_4K_WS_OS".into())
             .parse()?;
-        let join_token =
-            edgeplane_tls::Secret::new(flags.join_token.or(file.join_token).unwrap_or_default());
+        let join_token = edgeplane_tls::Secret::new(join_token_of(
+            flags.join_token.or(file.join_token),
+            flags.join_token_file.or(file.join_token_file),
+        )?);
         let scenario = flags.scenario.or(file.scenario).filter(|s| !s.is_empty());
         let scenario_duration_ms = flags
             .scenario_duration_ms
@@ -686,6 +708,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nmae"), "{e}");
+    }
+
+    #[test]
+    fn the_join_token_can_come_from_a_file_but_not_from_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "abcdef.0123456789abcdef\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = AgentConfig::resolve(flags(&[
+            "--coordinators",
+            "127.0.0.1:7101",
+            "--join-token-file",
+            p,
+        ]))
+        .unwrap();
+        assert_eq!(c.join_token.expose(), "abcdef.0123456789abcdef");
+        let e = AgentConfig::resolve(flags(&["--join-token", "x", "--join-token-file", p]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("join_token_file") && e.contains("not both"),
+            "{e}"
+        );
+        let missing = dir.path().join("missing");
+        let e = AgentConfig::resolve(flags(&["--join-token-file", missing.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("join_token_file") && e.contains("missing"),
+            "{e}"
+        );
     }
 
     #[test]

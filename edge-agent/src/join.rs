@@ -73,7 +73,7 @@ pub async fn join(
         let addr = &req.coordinators[i % req.coordinators.len()];
         i += 1;
         let attempt = async {
-            let ep = edgeplane_tls::material::server_authenticated_endpoint(&ca_pem, addr)
+            let ep = edgeplane_tls::dial::server_authenticated(&ca_pem, addr)
                 .map_err(|e| Err(e.to_string()))?
                 .connect_timeout(Duration::from_secs(1))
                 .timeout(Duration::from_secs(10));

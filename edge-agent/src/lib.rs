@@ -289,12 +289,10 @@ pub async fn run(
     routes.add_service(svc);
     routes.add_service(health_svc);
     routes.add_service(reflection);
-    // Any certificate of the cluster CA may call Infer/Status (clients, operators, tools).
-    let layer = edgeplane_tls::AuthLayer::new(
-        "inference",
-        tls.is_some(),
-        std::sync::Arc::new(|_: &str| edgeplane_tls::Need::Authenticated),
-    );
+    // Infer runs models: inference clients and admins. Status, Health and reflection are
+    // reads for any certificate of the cluster CA.
+    let layer =
+        edgeplane_tls::AuthLayer::new("inference", tls.is_some(), std::sync::Arc::new(infer_need));
     let server = tokio::spawn(edgeplane_tls::serve_routes(
         "inference",
         routes.routes(),
@@ -420,4 +418,12 @@ pub async fn run(
         ),
     }
     Ok(summary)
+}
+
+/// What a call to the agent's Infer port needs.
+pub fn infer_need(path: &str) -> edgeplane_tls::Need {
+    match path {
+        "/edgeplane.agent.v1.Inference/Infer" => edgeplane_tls::Need::InferClient,
+        _ => edgeplane_tls::Need::Authenticated,
+    }
 }

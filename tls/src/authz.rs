@@ -30,6 +30,9 @@ pub enum Need {
     /// without a certificate; such callers are [`Caller::Anonymous`] and rate limited per
     /// address ([`JOIN_RATE`]).
     JoinOrNode,
+    /// An inference client certificate, or a user with the admin role (tools, tests): the
+    /// agents' `Infer`. A viewer may read an agent's status but not run its models.
+    InferClient,
 }
 
 impl Need {
@@ -42,6 +45,7 @@ impl Need {
             Need::JoinOrNode => {
                 "an agent node certificate (or, to join, a per-node join token and a CSR)".into()
             }
+            Need::InferClient => "an inference client certificate (or the admin role)".into(),
         }
     }
 
@@ -58,6 +62,9 @@ impl Need {
             Need::JoinOrNode => {
                 matches!(id.principal, Principal::Node(_) | Principal::Member(_))
                     || id.has_role(Role::Admin)
+            }
+            Need::InferClient => {
+                matches!(id.principal, Principal::Client(_)) || id.has_role(Role::Admin)
             }
         }
     }
@@ -137,6 +144,9 @@ struct Buckets {
     map: HashMap<String, (f64, Instant)>,
 }
 
+/// Whether a node certificate (its SHA-256) is revoked: asked on every call a node makes.
+pub type Revoked = Arc<dyn Fn(&[u8; 32]) -> bool + Send + Sync>;
+
 /// The layer; `secure = false` (`--insecure`) lets everything through as
 /// [`Caller::Insecure`] (still rate limited per IP).
 #[derive(Clone)]
@@ -149,6 +159,7 @@ pub struct AuthLayer {
     /// bytes, and parsing X.509 on every request was a cost TLS added to every call; with
     /// the whole DER as key a cached answer is the answer parsing would give.
     identities: Arc<Mutex<IdentityCache>>,
+    revoked: Option<Revoked>,
     server: &'static str,
 }
 
@@ -160,12 +171,20 @@ impl AuthLayer {
             rate: Some(DEFAULT_RATE),
             buckets: Arc::default(),
             identities: Arc::default(),
+            revoked: None,
             server,
         }
     }
 
     pub fn with_rate(mut self, rate: Option<RateLimit>) -> AuthLayer {
         self.rate = rate;
+        self
+    }
+
+    /// Refuse every call (Health and reflection included) from a node certificate that
+    /// `revoked` names.
+    pub fn with_revocation(mut self, revoked: Revoked) -> AuthLayer {
+        self.revoked = Some(revoked);
         self
     }
 
@@ -247,6 +266,18 @@ impl AuthLayer {
         let id = self.identity_of(first).map_err(|e| {
             tonic::Status::unauthenticated(format!("{path}: client certificate: {e}"))
         })?;
+        if let (Some(revoked), Principal::Node(n)) = (&self.revoked, &id.principal) {
+            use sha2::Digest as _;
+            let h: [u8; 32] = sha2::Sha256::digest(first.as_ref()).into();
+            if revoked(&h) {
+                tracing::warn!(server = self.server, method = path, node = %n, "revoked node certificate refused");
+                return Err(tonic::Status::permission_denied(format!(
+                    "{path}: this certificate of node {n:?} was revoked when the node was \
+                     removed or moved to a newer certificate; join again with a new token \
+                     (`edgeplane tokens create --node {n}`) and an empty data dir"
+                )));
+            }
+        }
         if !need.allows(&id) {
             tracing::warn!(server = self.server, method = path, caller = ?id.to_string(), needs = ?need.describe(), "permission denied");
             return Err(tonic::Status::permission_denied(format!(
@@ -274,6 +305,28 @@ pub fn peer_cert_sha256(ext: &http::Extensions) -> Option<[u8; 32]> {
         .and_then(|t| t.peer_certs())?;
     let first = certs.first()?;
     Some(sha2::Sha256::digest(first.as_ref()).into())
+}
+
+/// notBefore (unix seconds) of the client certificate on this request's connection.
+pub fn peer_cert_not_before(ext: &http::Extensions) -> Option<u64> {
+    let certs = ext
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|t| t.peer_certs())?;
+    der_not_before(certs.first()?.as_ref())
+}
+
+/// notBefore (unix seconds) of the first certificate of a PEM text.
+pub fn pem_cert_not_before(pem: &str) -> Option<u64> {
+    use rustls_pki_types::pem::PemObject as _;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
+    der_not_before(der.as_ref())
+}
+
+fn der_not_before(der: &[u8]) -> Option<u64> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+    u64::try_from(c.validity().not_before.timestamp()).ok()
 }
 
 /// SHA-256 of the first certificate of a PEM text (`None` when it holds none).

@@ -81,15 +81,27 @@ pub struct LeafSpec {
 
 impl LeafSpec {
     pub fn new(identity: Identity) -> LeafSpec {
+        // Only servers (members, agents) get host names; users and clients never serve.
+        let hosts = if serves(&identity.principal) {
+            default_hosts()
+        } else {
+            Vec::new()
+        };
         LeafSpec {
             identity,
-            hosts: default_hosts(),
+            hosts,
             validity: Validity::for_duration(LEAF_VALIDITY),
         }
     }
 }
 
-/// Hosts put in every certificate unless others are given: the loopback names.
+/// Whether certificates of this principal are server certificates too (ServerAuth): members
+/// serve the client and peer ports, agents their Infer port. Users and clients only dial.
+pub fn serves(p: &Principal) -> bool {
+    matches!(p, Principal::Member(_) | Principal::Node(_))
+}
+
+/// Hosts put in every member and node certificate unless others are given: the loopback names.
 pub fn default_hosts() -> Vec<String> {
     vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
 }
@@ -123,6 +135,23 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
     f.write_all(data).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Write `data` to `path` readable by everyone (0644): the CA certificate, which every
+/// process of the cluster needs and which holds nothing secret.
+pub fn write_public(path: &Path, data: &[u8]) -> Result<(), Error> {
+    write_private(path, data)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|e| {
+            Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<String, Error> {
@@ -169,7 +198,7 @@ impl Ca {
         }
         let ca = Ca::generate(name)?;
         write_private(&dir.join(CA_KEY), ca.key.serialize_pem().as_bytes())?;
-        write_private(&dir.join(CA_CERT), ca.pem.as_bytes())?;
+        write_public(&dir.join(CA_CERT), ca.pem.as_bytes())?;
         Ok(ca)
     }
 
@@ -255,10 +284,14 @@ impl Ca {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        p.extended_key_usages = if serves(&spec.identity.principal) {
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ]
+        } else {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        };
         p.not_before = spec.validity.not_before;
         p.not_after = spec.validity.not_after;
         p.use_authority_key_identifier_extension = true;
@@ -486,6 +519,8 @@ mod tests {
                 let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
                 assert_eq!(mode, 0o600, "{}", f.display());
             }
+            let ca = std::fs::metadata(m.ca()).unwrap().permissions().mode() & 0o777;
+            assert_eq!(ca, 0o644, "ca.pem is for everyone to read");
         }
         // init refuses to overwrite a CA.
         let e = Ca::init(dir.path(), "again").unwrap_err().to_string();

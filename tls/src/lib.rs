@@ -7,16 +7,21 @@
 
 pub mod authz;
 pub mod certs;
+pub mod dial;
 pub mod identity;
 pub mod incoming;
 pub mod material;
 pub mod serve;
 pub mod token;
 
-pub use authz::{peer_cert_sha256, pem_cert_sha256, AuthLayer, Caller, Need, Policy, RateLimit};
+pub use authz::{
+    peer_cert_not_before, peer_cert_sha256, pem_cert_not_before, pem_cert_sha256, AuthLayer,
+    Caller, Need, Policy, RateLimit, Revoked,
+};
 pub use certs::{
     generate_cluster_material, Ca, CaSigner, CertPaths, ClusterMaterial, LeafSpec, Validity,
 };
+pub use dial::{Dial, Expect};
 pub use identity::{Identity, Principal, Role};
 pub use incoming::tls_incoming;
 pub use material::{

@@ -11,6 +11,7 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::dial::{Dial, Expect};
 use crate::identity::Identity;
 use crate::Error;
 
@@ -48,7 +49,7 @@ pub const NO_TLS_MATERIAL: &str = "no TLS material: give --tls-ca, --tls-cert an
 (make them with `edgeplane certs init` and `edgeplane certs issue`), or --insecure to run \
 without TLS and authentication (only on a network you control)";
 
-fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn ring() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -65,6 +66,12 @@ pub struct Loaded {
     /// Identity in our own certificate.
     pub identity: Identity,
     stamp: Vec<Option<SystemTime>>,
+}
+
+impl Loaded {
+    pub(crate) fn key_pem(&self) -> &[u8] {
+        &self.key_pem
+    }
 }
 
 impl std::fmt::Debug for Loaded {
@@ -236,17 +243,30 @@ impl ClientTls {
         }
     }
 
-    /// An endpoint for `addr` (host:port), with TLS configured when enabled.
-    pub fn endpoint(&self, addr: &str) -> Result<tonic::transport::Endpoint, Error> {
-        let ep = tonic::transport::Endpoint::from_shared(self.url(addr))
-            .map_err(|e| Error::Config(format!("address {addr:?}: {e}")))?;
+    /// A dial to the coordinator at `addr` (host:port): with TLS, the server must present a
+    /// member certificate ([`Expect::AnyMember`]).
+    pub fn endpoint(&self, addr: &str) -> Result<Dial, Error> {
+        self.endpoint_to(addr, Expect::AnyMember)
+    }
+
+    /// A dial to `addr` whose server must be `expect` (with TLS; plaintext checks nothing).
+    pub fn endpoint_to(&self, addr: &str, expect: Expect) -> Result<Dial, Error> {
         match &self.0 {
-            Some(m) => ep
-                .tls_config(m.client_config())
-                .map_err(|e| Error::Config(format!("tls for {addr}: {e}"))),
-            None => Ok(ep),
+            Some(m) => Dial::tls(addr, m.clone(), expect),
+            None => {
+                let ep = tonic::transport::Endpoint::from_shared(self.url(addr))
+                    .map_err(|e| Error::Config(format!("address {addr:?}: {e}")))?;
+                Ok(Dial::plain(ep))
+            }
         }
     }
+}
+
+/// `addr` without an `http://` or `https://` prefix.
+pub(crate) fn bare(addr: &str) -> &str {
+    addr.strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr)
 }
 
 /// Load material from paths given on the command line, with the secure-by-default rule:
@@ -269,25 +289,6 @@ pub fn load_or_insecure(
         }
         (None, false) => Err(Error::Config(NO_TLS_MATERIAL.into())),
     }
-}
-
-/// An endpoint for `addr` that verifies the server against `ca_pem` and presents no client
-/// certificate: the joining agent, which has none yet (only the join call accepts it).
-pub fn server_authenticated_endpoint(
-    ca_pem: &[u8],
-    addr: &str,
-) -> Result<tonic::transport::Endpoint, Error> {
-    let bare = addr
-        .strip_prefix("http://")
-        .or_else(|| addr.strip_prefix("https://"))
-        .unwrap_or(addr);
-    tonic::transport::Endpoint::from_shared(format!("https://{bare}"))
-        .map_err(|e| Error::Config(format!("address {addr:?}: {e}")))?
-        .tls_config(
-            tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem)),
-        )
-        .map_err(|e| Error::Config(format!("tls for {addr}: {e}")))
 }
 
 /// Something read from files that is re-read when they change or on SIGHUP (the process's TLS

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use crate::authz::AuthLayer;
 use crate::material::TlsMaterial;
 
+/// HTTP/2 streams one connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
 /// Whether a TLS client must present a certificate during the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientCerts {
@@ -51,6 +54,11 @@ pub async fn serve_routes_with(
 ) -> Result<(), tonic::transport::Error> {
     let b = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Dead or silent peers are found and dropped; one connection cannot open unbounded
+        // streams.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         .layer(layer)
         .add_routes(routes);
     let r = match tls {

@@ -75,7 +75,7 @@ impl AgentProc {
     async fn client(&self) -> Option<InferenceClient<Channel>> {
         let ch = support::tls()
             .admin()
-            .endpoint(&self.listen)
+            .endpoint_to(&self.listen, edgeplane_tls::Expect::AnyNode)
             .ok()?
             .connect_timeout(Duration::from_millis(300))
             .timeout(Duration::from_secs(10))
@@ -716,6 +716,27 @@ async fn stale_epoch_and_malformed_reports_are_rejected() {
     let a2 = next_ack(&mut inbound, &mut epoch).await;
     assert!(!a2.accepted);
     assert!(a2.reason.contains("p99_ms"), "{a2:?}");
+    // Issue 22, finding 4: a report under an epoch the leader never gave (before: accepted,
+    // and its figures fed the planner) and one naming 30,000 models (before: every name was
+    // kept in the leader's memory) are refused.
+    tx.send(report(1_000_000_000_000, 2, 4.0)).await.unwrap();
+    let a3 = next_ack(&mut inbound, &mut epoch).await;
+    assert!(!a3.accepted);
+    assert!(a3.reason.contains("ahead of the node's epoch"), "{a3:?}");
+    let mut big = report(epoch, 2, 4.0);
+    if let Some(api::agent_message::Body::Report(r)) = &mut big.body {
+        r.models = (0..30_000)
+            .map(|i| api::ModelReport {
+                model: format!("fake-{i}"),
+                arrivals: 1,
+                ..Default::default()
+            })
+            .collect();
+    }
+    tx.send(big).await.unwrap();
+    let a4 = next_ack(&mut inbound, &mut epoch).await;
+    assert!(!a4.accepted);
+    assert!(a4.reason.contains("30000 in one report"), "{a4:?}");
     // Neither changed anything visible.
     let n = nodes_on(&c, leader).await.unwrap();
     let n = n.iter().find(|n| n.name == "manual").unwrap();

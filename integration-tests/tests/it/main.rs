@@ -13,6 +13,7 @@ mod ops;
 mod placement_live;
 mod readme_walkthrough;
 mod security;
+mod server_identity;
 mod service;
 mod support;
 mod worker;

@@ -9,7 +9,7 @@ use edgeplane_proto::admin::{self as adm, admin_client::AdminClient};
 use edgeplane_proto::agent::inference_client::InferenceClient;
 use edgeplane_proto::agent::{self as agent_api, agent_client::AgentClient};
 use edgeplane_proto::raft::{self as rpb, raft_transport_client::RaftTransportClient};
-use edgeplane_tls::{Ca, ClientTls, Identity, LeafSpec, Principal, Role, Validity};
+use edgeplane_tls::{Ca, ClientTls, Expect, Identity, LeafSpec, Principal, Role, Validity};
 use prost::Message as _;
 use protobuf::Message as _;
 use tonic::transport::Channel;
@@ -17,8 +17,18 @@ use tonic::transport::Channel;
 use crate::cluster::{bin, Cluster, Opts, SERIAL};
 use crate::support::{self, eventually, free_port, tls};
 
+/// A channel to the coordinator at `addr` (its certificate must be a member's).
 async fn channel(t: &ClientTls, addr: &str) -> Result<Channel, String> {
-    t.endpoint(addr)
+    dial(t, addr, Expect::AnyMember).await
+}
+
+/// A channel to the agent at `addr` (its certificate must be a node's).
+async fn agent_channel(t: &ClientTls, addr: &str) -> Result<Channel, String> {
+    dial(t, addr, Expect::AnyNode).await
+}
+
+async fn dial(t: &ClientTls, addr: &str, expect: Expect) -> Result<Channel, String> {
+    t.endpoint_to(addr, expect)
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_millis(1000))
         .timeout(Duration::from_secs(5))
@@ -39,6 +49,7 @@ fn no_client_cert() -> tonic::transport::ClientTlsConfig {
 async fn refuses_strangers<F, Fut>(
     port: &str,
     addr: &str,
+    expect: Expect,
     good: &ClientTls,
     strangers: &[(&str, ClientTls)],
     call: F,
@@ -47,7 +58,7 @@ async fn refuses_strangers<F, Fut>(
     Fut: std::future::Future<Output = Result<(), tonic::Status>>,
 {
     // Control: the right certificate gets an answer (so the refusals below are refusals).
-    let ch = channel(good, addr)
+    let ch = dial(good, addr, expect.clone())
         .await
         .unwrap_or_else(|e| panic!("{port}: control connect: {e}"));
     call(ch)
@@ -75,7 +86,7 @@ async fn refuses_strangers<F, Fut>(
         );
     }
     for (what, t) in strangers {
-        if let Ok(ch) = channel(t, addr).await {
+        if let Ok(ch) = dial(t, addr, expect.clone()).await {
             assert!(call(ch).await.is_err(), "{port}: {what} was answered");
         }
     }
@@ -146,6 +157,7 @@ async fn unauthenticated_foreign_ca_and_expired_clients_are_refused_on_every_por
     refuses_strangers(
         "client",
         &r1.client_addr,
+        Expect::AnyMember,
         &admin,
         &strangers,
         |ch| async move {
@@ -160,6 +172,7 @@ async fn unauthenticated_foreign_ca_and_expired_clients_are_refused_on_every_por
     refuses_strangers(
         "peer",
         &r1.peer_addr,
+        Expect::Member(1),
         &member2,
         &strangers,
         |ch| async move {
@@ -179,16 +192,24 @@ async fn unauthenticated_foreign_ca_and_expired_clients_are_refused_on_every_por
     let infer_ready = eventually(Duration::from_secs(20), "agent serving", || {
         let admin = admin.clone();
         let listen = listen.clone();
-        async move { channel(&admin, &listen).await.ok() }
+        async move { agent_channel(&admin, &listen).await.ok() }
     })
     .await;
     drop(infer_ready);
-    refuses_strangers("infer", &listen, &admin, &strangers, |ch| async move {
-        InferenceClient::new(ch)
-            .status(agent_api::StatusRequest {})
-            .await
-            .map(|_| ())
-    })
+    let infer = Expect::Node("sec-edge".into());
+    refuses_strangers(
+        "infer",
+        &listen,
+        infer,
+        &admin,
+        &strangers,
+        |ch| async move {
+            InferenceClient::new(ch)
+                .status(agent_api::StatusRequest {})
+                .await
+                .map(|_| ())
+        },
+    )
     .await;
     // The peer port takes members only: an admin user is authenticated but refused.
     let ch = channel(&admin, &r1.peer_addr).await.unwrap();
@@ -774,7 +795,7 @@ async fn a_removed_nodes_certificate_is_revoked_and_a_new_join_brings_it_back() 
     let serving = || {
         let (admin, listen) = (admin.clone(), listen.clone());
         async move {
-            let st = InferenceClient::new(channel(&admin, &listen).await.ok()?)
+            let st = InferenceClient::new(agent_channel(&admin, &listen).await.ok()?)
                 .status(agent_api::StatusRequest {})
                 .await
                 .ok()?
@@ -864,7 +885,7 @@ async fn an_agent_joins_with_a_per_node_token_and_keeps_its_certificate() {
     node_ready(&addr, "join-a").await;
     // It serves Infer with that certificate, and its session with the leader is up.
     let status = |admin: ClientTls, listen: String| async move {
-        let st = InferenceClient::new(channel(&admin, &listen).await.ok()?)
+        let st = InferenceClient::new(agent_channel(&admin, &listen).await.ok()?)
             .status(agent_api::StatusRequest {})
             .await
             .ok()?
@@ -1127,7 +1148,7 @@ async fn members_without_the_ca_key_forward_joins_to_the_leader() {
             || {
                 let (admin, listen) = (admin.clone(), listen.clone());
                 async move {
-                    InferenceClient::new(channel(&admin, &listen).await.ok()?)
+                    InferenceClient::new(agent_channel(&admin, &listen).await.ok()?)
                         .status(agent_api::StatusRequest {})
                         .await
                         .ok()?
@@ -1156,4 +1177,260 @@ async fn members_without_the_ca_key_forward_joins_to_the_leader() {
     assert_eq!(signed_by(1), 1, "the leader signs the forwarded join");
     assert_eq!(signed_by(2), 1, "a follower with the key signs itself");
     assert_eq!(signed_by(3), 0);
+}
+
+/// Issue 22, finding 2: an agent joins (certificate A), then `certs issue node` gives the
+/// name a second certificate B that registers it; `nodes remove` must revoke both. Before,
+/// only the last bound certificate was revoked and A registered the node again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_a_node_revokes_every_certificate_it_was_bound_to() {
+    let _g = SERIAL.lock().await;
+    let (_cluster, addr) = signing_cluster().await;
+    let admin = tls().admin();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_, token) = create_token(&addr, &["--ttl", "10m", "--node", "rev-b"]);
+    let data = dir.path().join("rev-b");
+    let mut agent = joining_agent("rev-b", &data, &listen, &addr)
+        .args(["--join-token", &token])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("a.log")).unwrap())
+        .spawn()
+        .expect("start edgeplane-agent");
+    node_ready(&addr, "rev-b").await;
+    eventually(Duration::from_secs(20), "rev-b serving", || {
+        let (admin, listen) = (admin.clone(), listen.clone());
+        async move {
+            let st = InferenceClient::new(agent_channel(&admin, &listen).await.ok()?)
+                .status(agent_api::StatusRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            st.connected.then_some(())
+        }
+    })
+    .await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let joined = ClientTls(Some(
+        edgeplane_tls::TlsMaterial::load(edgeplane_tls::TlsPaths {
+            ca: tls().ca(),
+            cert: data.join("tls").join("node.pem"),
+            key: data.join("tls").join("node.key"),
+        })
+        .expect("the joined certificate"),
+    ));
+    // Issued after the join, so newer than the joined certificate.
+    let issued = tls().client(&tls().node("rev-b"));
+    let register = |t: ClientTls| {
+        let (addr, listen) = (addr.clone(), listen.clone());
+        async move {
+            AgentClient::new(channel(&t, &addr).await.unwrap())
+                .register(agent_api::RegisterRequest {
+                    name: "rev-b".into(),
+                    agent_addr: listen,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    register(issued.clone())
+        .await
+        .expect("the issued certificate takes the name");
+    let e = register(joined.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("revoked"), "{e:?}");
+    AdminClient::new(channel(&admin, &addr).await.unwrap())
+        .remove_node(adm::RemoveNodeRequest {
+            meta: None,
+            name: "rev-b".into(),
+        })
+        .await
+        .expect("nodes remove rev-b");
+    for (what, t) in [("joined", joined), ("issued", issued)] {
+        let e = register(t).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{what}: {e:?}");
+        assert!(e.message().contains("revoked"), "{what}: {e:?}");
+    }
+    let nodes = AdminClient::new(channel(&admin, &addr).await.unwrap())
+        .list_nodes(adm::ReadRequest { stale: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert!(
+        nodes.iter().all(|n| n.name != "rev-b"),
+        "a revoked certificate registered rev-b"
+    );
+}
+
+/// Issue 22, finding 6: revocation holds on every call path. A node's open session is
+/// closed within 1 s of `nodes remove`; its certificate then gets no answer from Health
+/// either (before: the session stayed up and Health answered SERVING).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_nodes_session_closes_at_once_and_its_certificate_gets_no_health() {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let _g = SERIAL.lock().await;
+    let (_cluster, addr) = signing_cluster().await;
+    let node = tls().client(&tls().node("rev-s"));
+    let mut agent = AgentClient::new(channel(&node, &addr).await.unwrap());
+    agent
+        .register(agent_api::RegisterRequest {
+            name: "rev-s".into(),
+            agent_addr: format!("127.0.0.1:{}", free_port()),
+            ..Default::default()
+        })
+        .await
+        .expect("register rev-s");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(agent_api::AgentMessage {
+        body: Some(agent_api::agent_message::Body::Hello(agent_api::Hello {
+            name: "rev-s".into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut session = agent
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("session opens")
+        .into_inner();
+    let health = |t: ClientTls| {
+        let addr = addr.clone();
+        async move {
+            HealthClient::new(channel(&t, &addr).await.unwrap())
+                .check(HealthCheckRequest::default())
+                .await
+        }
+    };
+    health(node.clone())
+        .await
+        .expect("control: Health answers the node");
+    AdminClient::new(channel(&tls().admin(), &addr).await.unwrap())
+        .remove_node(adm::RemoveNodeRequest {
+            meta: None,
+            name: "rev-s".into(),
+        })
+        .await
+        .expect("nodes remove rev-s");
+    let removed = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match session.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(s) => return Some(s),
+            }
+        }
+    })
+    .await
+    .expect("the session is still open 5 s after nodes remove");
+    let took = removed.elapsed();
+    assert!(
+        took <= Duration::from_secs(1),
+        "session closed after {took:?}"
+    );
+    let s = end.expect("the session ends with a status");
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    drop(tx);
+    let e = health(node).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("revoked"), "{e:?}");
+}
+
+/// Issue 22, finding 6: a viewer may read an agent's Status but not run its models; an
+/// inference client may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_viewer_cannot_call_infer() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let t = tls();
+    let mut agent = Command::new(support::bin("edgeplane-agent"))
+        .args(["--name", "inf-edge", "--listen", &listen])
+        .arg("--data-dir")
+        .arg(dir.path().join("a"))
+        .args(t.args(&t.node("inf-edge")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let viewer = t.client(&t.user(Role::Viewer));
+    let client = t.client(&t.issue(Identity {
+        principal: Principal::Client("app".into()),
+        role: None,
+    }));
+    let ch = eventually(Duration::from_secs(20), "agent serving", || {
+        let (v, l) = (viewer.clone(), listen.clone());
+        async move { agent_channel(&v, &l).await.ok() }
+    })
+    .await;
+    let mut as_viewer = InferenceClient::new(ch);
+    as_viewer
+        .status(agent_api::StatusRequest {})
+        .await
+        .expect("a viewer reads Status");
+    let req = agent_api::InferRequest {
+        model: "nope".into(),
+        ..Default::default()
+    };
+    let e = as_viewer.infer(req.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("inference client"), "{e:?}");
+    let mut as_client = InferenceClient::new(agent_channel(&client, &listen).await.unwrap());
+    if let Err(e) = as_client.infer(req).await {
+        assert_ne!(
+            e.code(),
+            tonic::Code::PermissionDenied,
+            "a client may call Infer: {e:?}"
+        );
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
+/// Issue 22, finding 8: an anonymous join is checked for its token before its CSR is parsed
+/// or signed: a garbage CSR with a wrong token is refused for the token (before, the CSR
+/// was parsed first and the refusal was about the CSR). A valid token still reaches the CSR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_join_token_is_checked_before_the_csr_is_parsed() {
+    let _g = SERIAL.lock().await;
+    let (_c, addr) = signing_cluster().await;
+    let ep = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(no_client_cert())
+        .unwrap()
+        .connect_timeout(Duration::from_millis(1000))
+        .timeout(Duration::from_secs(5));
+    let ch = ep.connect().await.unwrap();
+    let join = |token: String| {
+        let ch = ch.clone();
+        async move {
+            AgentClient::new(ch)
+                .register(agent_api::RegisterRequest {
+                    name: "pre-a".into(),
+                    join_token: token,
+                    agent_addr: "127.0.0.1:7999".into(),
+                    csr: "-----BEGIN CERTIFICATE REQUEST-----\ngarbage\n".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err()
+        }
+    };
+    let e = join("abcdef.0123456789abcdef".into()).await;
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("join_token"), "{e:?}");
+    assert!(!e.message().contains("csr"), "the CSR was looked at: {e:?}");
+    let (id, token) = create_token(&addr, &["--ttl", "10m", "--node", "pre-a"]);
+    let e = join(format!("{id}.0000000000000000")).await;
+    assert!(e.message().contains("wrong secret"), "{e:?}");
+    let e = join(token.clone()).await;
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("csr"), "{e:?}");
+    assert_eq!(
+        token_statuses(&addr)[&id],
+        "unused",
+        "a refused CSR did not use the token"
+    );
 }
