@@ -401,7 +401,22 @@ pub async fn cluster(g: &GlobalArgs, c: ClusterCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn model_json(m: &api::ModelInfo) -> serde_json::Value {
+/// One node of `nodes list --format json` (also the dashboard's `/api/nodes`).
+pub fn node_json(n: &api::NodeInfo, live_figures_unknown: bool) -> serde_json::Value {
+    let lr = n.last_report.unwrap_or_default();
+    json!({"name": n.name, "status": n.status, "agent_addr": n.agent_addr,
+       "accelerators": n.accelerators.iter().map(|a| json!({"id": a.id, "kind": a.kind,
+            "name": a.name, "memory_mb": a.memory_mb, "mig_capable": a.mig_capable,
+            "sm_count": a.sm_count, "simulated": a.simulated, "profile": a.profile,
+            "profiled_models": a.profiled_models})).collect::<Vec<_>>(),
+       "assignment_epoch": n.assignment_epoch, "models": n.models,
+       "last_report": {"deadlines_met": lr.deadlines_met, "deadlines_missed": lr.deadlines_missed,
+                       "energy_j": lr.energy_j},
+       "live_figures_unknown": live_figures_unknown})
+}
+
+/// One model of `models list --format json` (without `live_figures_unknown`).
+pub fn model_json(m: &api::ModelInfo) -> serde_json::Value {
     json!({"name": m.name, "slo_ms": m.slo_ms, "rate": m.rate, "memory_mb": m.memory_mb,
            "observed_rate": m.observed_rate, "deadline_met_pct": m.deadline_met_pct,
            "energy_j": m.energy_j})
@@ -595,18 +610,7 @@ pub async fn nodes(g: &GlobalArgs, c: NodesCommand) -> anyhow::Result<()> {
         let v: Vec<_> = r
             .nodes
             .iter()
-            .map(|n| {
-                let lr = n.last_report.unwrap_or_default();
-                json!({"name": n.name, "status": n.status, "agent_addr": n.agent_addr,
-                   "accelerators": n.accelerators.iter().map(|a| json!({"id": a.id, "kind": a.kind,
-                        "name": a.name, "memory_mb": a.memory_mb, "mig_capable": a.mig_capable,
-                        "sm_count": a.sm_count, "simulated": a.simulated, "profile": a.profile,
-                        "profiled_models": a.profiled_models})).collect::<Vec<_>>(),
-                   "assignment_epoch": n.assignment_epoch, "models": n.models,
-                   "last_report": {"deadlines_met": lr.deadlines_met, "deadlines_missed": lr.deadlines_missed,
-                                   "energy_j": lr.energy_j},
-                   "live_figures_unknown": r.live_figures_unknown})
-            })
+            .map(|n| node_json(n, r.live_figures_unknown))
             .collect();
         print_json(&json!(v));
     } else {

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod agent_status;
 pub mod bench_agents;
 pub mod chaos;
+pub mod dashboard;
 pub mod demo;
 pub mod exit;
 pub mod gpu_box;
@@ -23,6 +24,7 @@ pub mod restore;
 pub mod sim;
 pub mod tls;
 pub mod tokens;
+pub mod top;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -153,6 +155,25 @@ pub enum Command {
         #[command(flatten)]
         args: chaos::ChaosArgs,
     },
+    /// A read-only live view of the fleet in the browser, served on localhost with your
+    /// credentials (cluster, nodes, partitions over time, models, events).
+    ///
+    /// Example: edgeplane dashboard --listen 127.0.0.1:8080, then open http://127.0.0.1:8080/
+    Dashboard {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(flatten)]
+        args: dashboard::DashboardArgs,
+    },
+    /// The same live view in the terminal: nodes, partitions, models, events (q quits).
+    ///
+    /// Example: edgeplane top
+    Top {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(flatten)]
+        args: top::TopArgs,
+    },
     /// Print a shell completion script.
     ///
     /// Example: edgeplane completion bash > /etc/bash_completion.d/edgeplane;
@@ -190,6 +211,8 @@ impl Command {
             | Command::Events { conn, .. }
             | Command::Chaos { conn, .. }
             | Command::Tokens { conn, .. }
+            | Command::Dashboard { conn, .. }
+            | Command::Top { conn, .. }
             | Command::Snapshot(admin::SnapshotCommand::Save { conn, .. }) => Some(&conn.tls),
             Command::Agent { tls, .. } | Command::Load { tls, .. } => Some(tls),
             _ => None,
@@ -351,6 +374,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chaos { conn, args } => chaos::chaos(&conn, args).await,
         Command::Certs(c) => tls::certs(c),
         Command::Tokens { conn, cmd } => tokens::tokens(&conn, cmd).await,
+        Command::Dashboard { conn, args } => dashboard::dashboard(&conn, args).await,
+        Command::Top { conn, args } => top::top(&conn, args).await,
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

@@ -1,0 +1,194 @@
+//! The dashboard's JSON views, one per endpoint (documented in README, "A live view"). Each is
+//! drawn from the collector's [`Store`]; `nodes` and `placement` carry exactly the objects of
+//! `nodes list --format json` and `placement show --history --format json`.
+
+use serde_json::{json, Value};
+
+use super::collect::{GpuKey, Store};
+use crate::admin::{model_json, node_json};
+use crate::placement::show_json;
+
+/// Fields every view carries: when the data was read, and the last error if the cluster did
+/// not answer (the data is then the last good round's).
+fn meta(s: &Store) -> Value {
+    json!({"updated_unix_ms": s.updated_unix_ms, "started_unix_ms": s.started_unix_ms,
+           "error": s.error, "window_s": s.window_ms / 1000})
+}
+
+fn with_meta(s: &Store, key: &str, v: Value) -> Value {
+    let mut m = meta(s);
+    m[key] = v;
+    m
+}
+
+/// `/api/cluster`: leader, term, indexes, members with reachability.
+pub fn cluster(s: &Store) -> Value {
+    let Some(a) = &s.latest else {
+        return with_meta(s, "cluster", Value::Null);
+    };
+    let r = &a.cluster;
+    let members: Vec<_> = r
+        .members
+        .iter()
+        .map(|m| {
+            json!({"id": m.id, "peer_addr": m.peer_addr, "client_addr": m.client_addr,
+                   "role": m.role, "reachable": m.reachable})
+        })
+        .collect();
+    with_meta(
+        s,
+        "cluster",
+        json!({"leader_id": r.leader_id, "term": r.term, "commit_index": r.commit_index,
+               "applied_index": r.applied_index, "answered_by": r.id, "members": members}),
+    )
+}
+
+/// `/api/nodes`: `nodes list --format json` per node, plus `rates` (derived by the dashboard
+/// from two consecutive reports) and `profile_source` per accelerator.
+pub fn nodes(s: &Store) -> Value {
+    let Some(a) = &s.latest else {
+        return with_meta(s, "nodes", json!([]));
+    };
+    let v: Vec<_> = a
+        .nodes
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut v = node_json(n, a.nodes.live_figures_unknown);
+            v["rates"] = json!(s.node_rates(&n.name));
+            v["profile_source"] = json!(n
+                .accelerators
+                .iter()
+                .map(|x| profile_source(&x.profile))
+                .collect::<Vec<_>>());
+            v
+        })
+        .collect();
+    with_meta(s, "nodes", json!(v))
+}
+
+/// `measured` / `shipped` / `none` from an accelerator's profile field.
+pub fn profile_source(profile: &str) -> &'static str {
+    if profile.starts_with("measured") {
+        "measured"
+    } else if profile == "shipped" {
+        "shipped"
+    } else {
+        "none"
+    }
+}
+
+/// `/api/placement`: `placement show --history --format json`.
+pub fn placement(s: &Store) -> Value {
+    let v = s
+        .latest
+        .as_ref()
+        .map_or(Value::Null, |a| show_json(&a.placement, true));
+    with_meta(s, "placement", v)
+}
+
+/// `/api/partitions`: per GPU its partitions over the window, and the plan changes of its
+/// node inside the window (with their reasons).
+pub fn partitions(s: &Store) -> Value {
+    let events = s.latest.as_ref().map(|a| &a.placement.events);
+    let gpus: Vec<_> = s
+        .gpus
+        .iter()
+        .map(|(GpuKey { node, accelerator }, q)| {
+            let name = s
+                .latest
+                .as_ref()
+                .and_then(|a| {
+                    a.placement
+                        .gpus
+                        .iter()
+                        .find(|g| &g.node == node && &g.accelerator_id == accelerator)
+                })
+                .map_or(String::new(), |g| g.name.clone());
+            let changes: Vec<_> = events
+                .into_iter()
+                .flatten()
+                .filter(|e| &e.node == node)
+                .filter_map(|e| {
+                    let t = s.event_seen.get(&e.index).copied().flatten()?;
+                    Some(json!({"t_unix_ms": t, "index": e.index, "epoch": e.epoch,
+                                "reason": e.reason, "partitions": e.partitions}))
+                })
+                .collect();
+            json!({"node": node, "accelerator": accelerator, "name": name,
+                   "samples": q, "changes": changes})
+        })
+        .collect();
+    with_meta(s, "gpus", json!(gpus))
+}
+
+/// Where a model runs now: (node, accelerator, share) of every partition that holds it.
+fn placed(s: &Store, model: &str) -> Vec<Value> {
+    let Some(a) = &s.latest else { return vec![] };
+    a.placement
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            n.partitions
+                .iter()
+                .filter(|p| p.models.iter().any(|m| m == model))
+                .map(|p| {
+                    json!({"node": n.node, "accelerator": p.accelerator_id,
+                           "share_pct": p.share_pct})
+                })
+        })
+        .collect()
+}
+
+/// `/api/models`: per model requested / observed / planned rate, SLO attainment, energy,
+/// where it runs, whether it is shed and why, and its figures over the window.
+pub fn models(s: &Store) -> Value {
+    let Some(a) = &s.latest else {
+        return with_meta(s, "models", json!([]));
+    };
+    let v: Vec<_> = a
+        .models
+        .models
+        .iter()
+        .map(|m| {
+            let load = a.placement.models.iter().find(|l| l.model == m.name);
+            let prefix = format!("{}: ", m.name);
+            let shed = a
+                .placement
+                .shed
+                .iter()
+                .find_map(|x| x.strip_prefix(&prefix).map(str::to_string));
+            let mut v = model_json(m);
+            v["live_figures_unknown"] = json!(a.models.live_figures_unknown);
+            v["requested_rps"] = json!(m.rate);
+            v["observed_rps"] = json!(load.map_or(m.observed_rate, |l| l.observed_rps));
+            v["planned_rps"] = json!(load.map_or(0.0, |l| l.planned_rps));
+            v["pinned"] = json!(load.is_some_and(|l| l.pinned));
+            v["placement"] = json!(placed(s, &m.name));
+            v["shed"] = json!(shed);
+            v["history"] = json!(s.models.get(&m.name));
+            v
+        })
+        .collect();
+    with_meta(s, "models", json!(v))
+}
+
+/// `/api/events`: every plan change, oldest first, with when this dashboard first saw it, and
+/// `observed`: node joins, status changes (lost, back) and leader changes seen between rounds.
+pub fn events(s: &Store) -> Value {
+    let v: Vec<_> = s
+        .latest
+        .as_ref()
+        .map(|a| a.placement.events.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            json!({"index": e.index, "node": e.node, "epoch": e.epoch, "reason": e.reason,
+                   "partitions": e.partitions,
+                   "seen_unix_ms": s.event_seen.get(&e.index).copied().flatten()})
+        })
+        .collect();
+    let mut m = with_meta(s, "events", json!(v));
+    m["observed"] = json!(s.observed);
+    m
+}
