@@ -6,6 +6,7 @@ mod chaos;
 mod cluster;
 mod coord_defects;
 mod coordinator;
+mod dashboard;
 mod demo;
 mod docker;
 mod ops;
