@@ -1,7 +1,8 @@
 //! `edgeplane top`: the dashboard's live view in the terminal (ratatui over crossterm): nodes,
 //! partitions, models and events, from the same read-only collector as `edgeplane dashboard`.
 //! Keys: `1`-`4` or Tab switch views, `s` sorts by the next column, `r` reverses, `q` / Esc /
-//! Ctrl-C quit. A closed terminal (read or write fails, SIGHUP) ends it cleanly too.
+//! Ctrl-C quit (exit 0). A closed terminal ends it too: SIGHUP exits 0, a failed read or write
+//! of the terminal ends the loop; SIGTERM restores the terminal and exits 143.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -357,10 +358,16 @@ pub async fn top(g: &GlobalArgs, a: TopArgs) -> anyhow::Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let flag = stop.clone();
+    // The UI thread may sit in a blocking read of a terminal that is gone (crossterm reads the
+    // tty; after a hang-up that read need not return): the signal ends the process itself.
     let signals = tokio::spawn(async move {
-        tokio::select! { _ = hup.recv() => {}, _ = term.recv() => {} }
-        info!("top: terminal closed or terminated");
+        let code = tokio::select! { _ = hup.recv() => 0, _ = term.recv() => 143 };
+        info!(code, "top: terminal closed (SIGHUP) or terminated (SIGTERM)");
         flag.store(true, Ordering::Relaxed);
+        if code != 0 {
+            let _ = ratatui::try_restore();
+        }
+        std::process::exit(code);
     });
     let ui = tokio::task::spawn_blocking(move || ui_loop(store, stop)).await?;
     collector.abort();

@@ -529,7 +529,7 @@ async fn top_under_tmux_shows_the_rows_switches_views_and_quits() {
     let p = t.user(Role::Viewer);
     let exit_file = dir.path().join("top.exit");
     let top = format!(
-        "EDGEPLANE_TLS_CA={} EDGEPLANE_TLS_CERT={} EDGEPLANE_TLS_KEY={} {} top --poll-ms 250 --endpoints {}",
+        "env EDGEPLANE_TLS_CA={} EDGEPLANE_TLS_CERT={} EDGEPLANE_TLS_KEY={} {} top --poll-ms 250 --endpoints {}",
         t.ca().display(),
         p.cert.display(),
         p.key.display(),
