@@ -646,7 +646,7 @@ async fn start_dashboard(
     };
     let args = crate::dashboard::DashboardArgs {
         listen: a.dashboard_listen.clone(),
-        history_min: 10,
+        history_s: 600,
         poll_ms: 1000,
     };
     let running = crate::dashboard::start(crate::admin::Conn::new(&g)?, &args).await?;

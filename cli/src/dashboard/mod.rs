@@ -37,9 +37,9 @@ pub struct DashboardArgs {
     /// your certificate may read, to anyone who can reach this address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Minutes of history the charts show.
-    #[arg(long, default_value_t = 10)]
-    pub history_min: u64,
+    /// Seconds of history the charts show (10 ..= 86400).
+    #[arg(long, default_value_t = 600)]
+    pub history_s: u64,
     /// How often the cluster is polled, in milliseconds (>= 100).
     #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
@@ -66,7 +66,7 @@ pub enum StartError {
     Listen { addr: String, why: String },
     #[error("invalid --poll-ms {0}: must be >= 100")]
     Poll(u64),
-    #[error("invalid --history-min {0}: must be 1..=1440")]
+    #[error("invalid --history-s {0}: must be 10..=86400")]
     History(u64),
 }
 
@@ -74,8 +74,8 @@ fn validate(a: &DashboardArgs) -> Result<SocketAddr, StartError> {
     if a.poll_ms < 100 {
         return Err(StartError::Poll(a.poll_ms));
     }
-    if !(1..=1440).contains(&a.history_min) {
-        return Err(StartError::History(a.history_min));
+    if !(10..=86400).contains(&a.history_s) {
+        return Err(StartError::History(a.history_s));
     }
     a.listen.parse().map_err(|e| StartError::Listen {
         addr: a.listen.clone(),
@@ -100,9 +100,7 @@ pub(crate) async fn start(conn: Conn, a: &DashboardArgs) -> anyhow::Result<Runni
         )
     })?;
     let addr = listener.local_addr()?;
-    let store: Shared = Arc::new(RwLock::new(Store::new(Duration::from_secs(
-        a.history_min * 60,
-    ))));
+    let store: Shared = Arc::new(RwLock::new(Store::new(Duration::from_secs(a.history_s))));
     let collector = tokio::spawn(collect::run(
         ReadOnlyCluster::new(conn),
         store.clone(),
@@ -235,17 +233,17 @@ mod tests {
 
     #[test]
     fn bad_flags_name_the_flag() {
-        let a = |listen: &str, poll_ms, history_min| DashboardArgs {
+        let a = |listen: &str, poll_ms, history_s| DashboardArgs {
             listen: listen.into(),
             poll_ms,
-            history_min,
+            history_s,
         };
-        let e = validate(&a("nonsense", 1000, 10)).unwrap_err().to_string();
+        let e = validate(&a("nonsense", 1000, 600)).unwrap_err().to_string();
         assert!(e.contains("--listen") && e.contains("host:port"), "{e}");
-        let e = validate(&a("127.0.0.1:0", 10, 10)).unwrap_err().to_string();
+        let e = validate(&a("127.0.0.1:0", 10, 600)).unwrap_err().to_string();
         assert!(e.contains("--poll-ms"), "{e}");
         let e = validate(&a("127.0.0.1:0", 1000, 0)).unwrap_err().to_string();
-        assert!(e.contains("--history-min"), "{e}");
-        assert!(validate(&a("127.0.0.1:0", 1000, 10)).is_ok());
+        assert!(e.contains("--history-s"), "{e}");
+        assert!(validate(&a("127.0.0.1:0", 1000, 600)).is_ok());
     }
 }

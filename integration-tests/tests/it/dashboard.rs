@@ -224,7 +224,7 @@ impl Dashboard {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(support::bin("edgeplane"));
         cmd.args(["dashboard", "--listen", &addr, "--poll-ms", "250"])
-            .args(["--history-min", "1"])
+            .args(["--history-s", "40"])
             .args(["--endpoints", &f.cluster.endpoints().join(",")])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).expect("log"));
@@ -473,12 +473,65 @@ async fn the_page_shows_the_seed_models_and_a_plan_change_within_5_s() {
     for (m, _) in SEED {
         assert!(text.as_str().unwrap_or("").contains(m), "{m} not on the page");
     }
+    // Load through the agents' Infer API (`edgeplane load`): the observed rates reach the page.
+    let _load = start_load(&f, &plan, dir.path()).await;
+    let observed = "Math.max(0, ...[...document.querySelectorAll('#models tr')].slice(1).map(r => Number(r.children[3].textContent)))";
+    b.wait_for("observed rates on the page", Duration::from_secs(30), |b| {
+        b.eval(observed).as_f64() > Some(0.0)
+    });
+    // A few more polls so the charts hold some history, then the picture.
+    let polls = b.eval("Number(document.body.dataset.polls)").as_f64().unwrap_or(0.0);
+    b.wait_for("eight more polls", Duration::from_secs(30), |b| {
+        b.eval("Number(document.body.dataset.polls)").as_f64() >= Some(polls + 8.0)
+    });
     let path = screenshot_path();
     b.screenshot(&path);
     eprintln!("dashboard screenshot: {}", path.display());
     let errors = b.eval("document.getElementById('js-errors').textContent");
     assert_eq!(errors, json!(""), "the page logged JavaScript errors");
     assert!(b.errors().is_empty(), "JavaScript errors: {:?}", b.errors());
+}
+
+/// `edgeplane load` processes, killed on drop.
+struct Load(Vec<Child>);
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// 15 req/s of each seed model to the agent its partition is on, for 30 s.
+async fn start_load(f: &Fleet, plan: &adm::ShowPlacementResponse, dir: &Path) -> Load {
+    let nodes = f.nodes().await.expect("nodes");
+    let t = tls();
+    let app = t.issue(edgeplane_tls::Identity {
+        principal: edgeplane_tls::Principal::Client("dash-app".into()),
+        role: None,
+    });
+    let mut children = Vec::new();
+    for (m, _) in SEED {
+        let Some(node) = plan
+            .nodes
+            .iter()
+            .find(|n| n.partitions.iter().any(|p| p.models.iter().any(|x| x == m)))
+        else {
+            continue;
+        };
+        let addr = &nodes.nodes.iter().find(|n| n.name == node.node).expect("node").agent_addr;
+        let c = Command::new(support::bin("edgeplane"))
+            .args(["load", "--agent", addr, "--model", m, "--rate", "15", "--duration-s", "30"])
+            .args(t.args(&app))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("load-{m}.log"))).expect("log"))
+            .spawn()
+            .expect("start edgeplane load");
+        children.push(c);
+    }
+    Load(children)
 }
 
 /// A tmux server of its own (its own socket), killed on drop.
