@@ -239,6 +239,26 @@ pub fn sort_rows(rows: &mut [Vec<String>], col: usize, reverse: bool) {
     });
 }
 
+/// Each column as wide as its widest cell (at most 40), the last one takes the rest.
+fn column_widths(g: &Grid) -> Vec<Constraint> {
+    let n = g.header.len();
+    (0..n)
+        .map(|i| {
+            if i + 1 == n {
+                return Constraint::Fill(1);
+            }
+            let widest = g
+                .rows
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([g.header[i].len() + 2])
+                .max()
+                .unwrap_or(0);
+            Constraint::Length(widest.min(40) as u16)
+        })
+        .collect()
+}
+
 fn header_line(s: &Store) -> String {
     let Some(a) = &s.latest else {
         return match &s.error {
@@ -284,7 +304,7 @@ fn draw(f: &mut Frame, s: &Store, ui: &mut UiState) {
         ui.sort_col %= g.header.len();
         sort_rows(&mut g.rows, ui.sort_col, ui.reverse);
     }
-    let widths: Vec<Constraint> = g.header.iter().map(|_| Constraint::Fill(1)).collect();
+    let widths = column_widths(&g);
     let head = Row::new(g.header.iter().enumerate().map(|(i, h)| {
         if i == ui.sort_col {
             format!("{h}{}", if ui.reverse { " v" } else { " ^" })
@@ -362,7 +382,10 @@ pub async fn top(g: &GlobalArgs, a: TopArgs) -> anyhow::Result<()> {
     // tty; after a hang-up that read need not return): the signal ends the process itself.
     let signals = tokio::spawn(async move {
         let code = tokio::select! { _ = hup.recv() => 0, _ = term.recv() => 143 };
-        info!(code, "top: terminal closed (SIGHUP) or terminated (SIGTERM)");
+        info!(
+            code,
+            "top: terminal closed (SIGHUP) or terminated (SIGTERM)"
+        );
         flag.store(true, Ordering::Relaxed);
         if code != 0 {
             let _ = ratatui::try_restore();
@@ -404,7 +427,10 @@ mod tests {
         ui.key(KeyCode::Char('r'), none);
         assert_eq!((ui.sort_col, ui.reverse), (1, true));
         ui.key(KeyCode::Char('2'), none);
-        assert_eq!((ui.view, ui.sort_col, ui.reverse), (View::Partitions, 0, false));
+        assert_eq!(
+            (ui.view, ui.sort_col, ui.reverse),
+            (View::Partitions, 0, false)
+        );
         assert_eq!(ui.key(KeyCode::Char('x'), none), Action::Ignore);
         assert_eq!(ui.key(KeyCode::Char('q'), none), Action::Quit);
         assert_eq!(

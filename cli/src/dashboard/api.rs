@@ -67,11 +67,12 @@ pub fn nodes(s: &Store) -> Value {
     with_meta(s, "nodes", json!(v))
 }
 
-/// `measured` / `shipped` / `none` from an accelerator's profile field.
+/// `measured` / `shipped` / `none` from an accelerator's profile field (`measured: ...`,
+/// `shipped (GPU name)`, or empty).
 pub fn profile_source(profile: &str) -> &'static str {
     if profile.starts_with("measured") {
         "measured"
-    } else if profile == "shipped" {
+    } else if profile.starts_with("shipped") {
         "shipped"
     } else {
         "none"
@@ -191,4 +192,16 @@ pub fn events(s: &Store) -> Value {
     let mut m = with_meta(s, "events", json!(v));
     m["observed"] = json!(s.observed);
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_sources() {
+        assert_eq!(profile_source("measured: 12 rows, 2026-01-01"), "measured");
+        assert_eq!(profile_source("shipped (Jetson-AGX-Xavier)"), "shipped");
+        assert_eq!(profile_source(""), "none");
+    }
 }

@@ -43,7 +43,10 @@ impl ReadOnlyCluster {
             .await?;
         let nodes = self
             .conn
-            .call("nodes list", |mut c| async move { c.list_nodes(rr()).await })
+            .call(
+                "nodes list",
+                |mut c| async move { c.list_nodes(rr()).await },
+            )
             .await?;
         let placement = self
             .conn
@@ -53,7 +56,10 @@ impl ReadOnlyCluster {
             .await?;
         let models = self
             .conn
-            .call("models list", |mut c| async move { c.list_models(rr()).await })
+            .call(
+                "models list",
+                |mut c| async move { c.list_models(rr()).await },
+            )
             .await?;
         Ok(Answers {
             cluster,

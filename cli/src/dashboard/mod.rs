@@ -223,7 +223,12 @@ mod tests {
 
     #[test]
     fn only_loopback_names_pass_the_host_check() {
-        for ok in ["localhost:8080", "127.0.0.1:8080", "[::1]:8080", "127.0.0.1"] {
+        for ok in [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "127.0.0.1",
+        ] {
             assert!(loopback_host(ok), "{ok}");
         }
         for bad in ["evil.example:8080", "10.0.0.1:8080", "", "[fe80::1]:1"] {
@@ -240,9 +245,13 @@ mod tests {
         };
         let e = validate(&a("nonsense", 1000, 600)).unwrap_err().to_string();
         assert!(e.contains("--listen") && e.contains("host:port"), "{e}");
-        let e = validate(&a("127.0.0.1:0", 10, 600)).unwrap_err().to_string();
+        let e = validate(&a("127.0.0.1:0", 10, 600))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--poll-ms"), "{e}");
-        let e = validate(&a("127.0.0.1:0", 1000, 0)).unwrap_err().to_string();
+        let e = validate(&a("127.0.0.1:0", 1000, 0))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--history-s"), "{e}");
         assert!(validate(&a("127.0.0.1:0", 1000, 600)).is_ok());
     }

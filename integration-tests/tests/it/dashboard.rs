@@ -44,7 +44,9 @@ pub fn require(tool: &str, test: &str) -> bool {
         .is_ok_and(|s| s.success());
     if !found {
         if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true requires {test} to run, but {tool} is not installed (.ci/run installs it)");
+            panic!(
+                "CI=true requires {test} to run, but {tool} is not installed (.ci/run installs it)"
+            );
         }
         eprintln!("SKIPPED {test}: {tool} is not installed (apt-get install {tool}; it runs under CI=true)");
     }
@@ -175,12 +177,16 @@ impl Fleet {
 
     /// (applied index, state hash) of every replica, once they agree and hold still.
     async fn quiet_state(&self) -> Vec<(u64, u64)> {
-        eventually(Duration::from_secs(30), "a quiet, converged state", || async {
-            let a = self.hashes().await?;
-            tokio::time::sleep(Duration::from_millis(700)).await;
-            let b = self.hashes().await?;
-            (a == b && a.windows(2).all(|w| w[0] == w[1])).then_some(a)
-        })
+        eventually(
+            Duration::from_secs(30),
+            "a quiet, converged state",
+            || async {
+                let a = self.hashes().await?;
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                let b = self.hashes().await?;
+                (a == b && a.windows(2).all(|w| w[0] == w[1])).then_some(a)
+            },
+        )
         .await
     }
 
@@ -272,8 +278,12 @@ fn http(addr: &str, method: &str, path: &str) -> Option<HttpAnswer> {
 /// `edgeplane ARGS --format json` as `role`.
 fn cli_json(f: &Fleet, role: Role, args: &[&str]) -> Value {
     let mut cmd = Command::new(support::bin("edgeplane"));
-    cmd.args(args)
-        .args(["--format", "json", "--endpoints", &f.cluster.endpoints().join(",")]);
+    cmd.args(args).args([
+        "--format",
+        "json",
+        "--endpoints",
+        &f.cluster.endpoints().join(","),
+    ]);
     let out = role_env(&mut cmd, role).output().expect("run edgeplane");
     assert!(
         out.status.success(),
@@ -287,7 +297,9 @@ fn cli_json(f: &Fleet, role: Role, args: &[&str]) -> Value {
 fn strip_dashboard_fields(mut nodes: Value) -> Value {
     for n in nodes.as_array_mut().expect("nodes array") {
         let o = n.as_object_mut().expect("node object");
-        assert!(o.remove("rates").is_some_and(|r| r.get("finished_per_s").is_some()));
+        assert!(o
+            .remove("rates")
+            .is_some_and(|r| r.get("finished_per_s").is_some()));
         assert!(o.remove("profile_source").is_some_and(|p| p.is_array()));
     }
     nodes
@@ -315,17 +327,23 @@ async fn json_views_match_the_cli_and_a_viewer_changes_nothing() {
     let d = Dashboard::start(&f, Role::Viewer, &dir.path().join("dashboard.log"));
 
     // nodes and placement: the CLI's own JSON objects (the viewer may read both).
-    eventually(Duration::from_secs(20), "/api/nodes = nodes list", || async {
-        let cli = cli_json(&f, Role::Viewer, &["nodes", "list"]);
-        let v = d.get("/api/nodes");
-        assert_eq!(v["error"], Value::Null, "{v}");
-        (strip_dashboard_fields(v["nodes"].clone()) == cli).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "/api/nodes = nodes list",
+        || async {
+            let cli = cli_json(&f, Role::Viewer, &["nodes", "list"]);
+            let v = d.get("/api/nodes");
+            assert_eq!(v["error"], Value::Null, "{v}");
+            (strip_dashboard_fields(v["nodes"].clone()) == cli).then_some(())
+        },
+    )
     .await;
     let cli = cli_json(&f, Role::Viewer, &["placement", "show", "--history"]);
-    eventually(Duration::from_secs(20), "/api/placement = placement show", || async {
-        (d.get("/api/placement")["placement"] == cli).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "/api/placement = placement show",
+        || async { (d.get("/api/placement")["placement"] == cli).then_some(()) },
+    )
     .await;
 
     // cluster: the leader and the three members, as `cluster status` has them.
@@ -353,15 +371,21 @@ async fn json_views_match_the_cli_and_a_viewer_changes_nothing() {
             .iter()
             .flat_map(|n| {
                 let node = n["node"].clone();
-                n["partitions"].as_array().unwrap().iter().filter_map(move |p| {
-                    p["models"].as_array().unwrap().contains(&json!(name)).then(|| {
+                n["partitions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p["models"].as_array().unwrap().contains(&json!(name)))
+                    .map(move |p| {
                         json!({"node": node, "accelerator": p["accelerator"], "share_pct": p["share_pct"]})
                     })
-                })
             })
             .collect();
         assert_eq!(placed, &json!(on_cli), "{name}: {e}");
-        assert!(e["history"].as_array().is_some_and(|h| !h.is_empty()), "{e}");
+        assert!(
+            e["history"].as_array().is_some_and(|h| !h.is_empty()),
+            "{e}"
+        );
     }
     // partitions: one series per GPU of `placement show`.
     let p = d.get("/api/partitions");
@@ -391,7 +415,11 @@ async fn json_views_match_the_cli_and_a_viewer_changes_nothing() {
         }
     }
     let r = http(&d.addr, "GET", "/").expect("the page");
-    assert!(r.status == 200 && r.body.contains("js-errors"), "{}", r.status);
+    assert!(
+        r.status == 200 && r.body.contains("js-errors"),
+        "{}",
+        r.status
+    );
     // Two more polls of the collector, then the replicas' state is compared.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let after = f.quiet_state().await;
@@ -433,21 +461,27 @@ async fn the_page_shows_the_seed_models_and_a_plan_change_within_5_s() {
     let known = f.placement().await.map_or(0, |p| p.events.len());
     let t0 = Instant::now();
     f.deploy(SEED[2].0, SEED[2].1).await;
-    let event = eventually(Duration::from_secs(20), "the plan change for vgg16", || async {
-        let p = f.placement().await?;
-        p.events[known.min(p.events.len())..]
-            .iter()
-            .find(|e| e.partitions.contains("vgg16"))
-            .cloned()
-    })
+    let event = eventually(
+        Duration::from_secs(20),
+        "the plan change for vgg16",
+        || async {
+            let p = f.placement().await?;
+            p.events[known.min(p.events.len())..]
+                .iter()
+                .find(|e| e.partitions.contains("vgg16"))
+                .cloned()
+        },
+    )
     .await;
     let shown = format!(
         "document.querySelector('li.event[data-event-index=\"{}\"]') !== null",
         event.index
     );
-    b.wait_for("the plan change on the page", Duration::from_secs(20), |b| {
-        b.eval(&shown) == json!(true)
-    });
+    b.wait_for(
+        "the plan change on the page",
+        Duration::from_secs(20),
+        |b| b.eval(&shown) == json!(true),
+    );
     let took = t0.elapsed();
     assert!(
         took < Duration::from_secs(5),
@@ -471,7 +505,10 @@ async fn the_page_shows_the_seed_models_and_a_plan_change_within_5_s() {
     });
     let text = b.eval("document.body.innerText");
     for (m, _) in SEED {
-        assert!(text.as_str().unwrap_or("").contains(m), "{m} not on the page");
+        assert!(
+            text.as_str().unwrap_or("").contains(m),
+            "{m} not on the page"
+        );
     }
     // Load through the agents' Infer API (`edgeplane load`): the observed rates reach the page.
     let _load = start_load(&f, &plan, dir.path()).await;
@@ -480,7 +517,10 @@ async fn the_page_shows_the_seed_models_and_a_plan_change_within_5_s() {
         b.eval(observed).as_f64() > Some(0.0)
     });
     // A few more polls so the charts hold some history, then the picture.
-    let polls = b.eval("Number(document.body.dataset.polls)").as_f64().unwrap_or(0.0);
+    let polls = b
+        .eval("Number(document.body.dataset.polls)")
+        .as_f64()
+        .unwrap_or(0.0);
     b.wait_for("eight more polls", Duration::from_secs(30), |b| {
         b.eval("Number(document.body.dataset.polls)").as_f64() >= Some(polls + 8.0)
     });
@@ -521,9 +561,24 @@ async fn start_load(f: &Fleet, plan: &adm::ShowPlacementResponse, dir: &Path) ->
         else {
             continue;
         };
-        let addr = &nodes.nodes.iter().find(|n| n.name == node.node).expect("node").agent_addr;
+        let addr = &nodes
+            .nodes
+            .iter()
+            .find(|n| n.name == node.node)
+            .expect("node")
+            .agent_addr;
         let c = Command::new(support::bin("edgeplane"))
-            .args(["load", "--agent", addr, "--model", m, "--rate", "15", "--duration-s", "30"])
+            .args([
+                "load",
+                "--agent",
+                addr,
+                "--model",
+                m,
+                "--rate",
+                "15",
+                "--duration-s",
+                "30",
+            ])
             .args(t.args(&app))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join(format!("load-{m}.log"))).expect("log"))
@@ -548,7 +603,11 @@ impl Tmux {
 
     fn run(&self, args: &[&str]) -> String {
         let out = self.cmd().args(args).output().expect("run tmux");
-        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -565,7 +624,7 @@ impl Drop for Tmux {
 
 fn pid_alive(pid: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -593,7 +652,14 @@ async fn top_under_tmux_shows_the_rows_switches_views_and_quits() {
         socket: format!("edgeplane-it-{}", std::process::id()),
     };
     tmux.run(&[
-        "new-session", "-d", "-s", "top", "-x", "150", "-y", "30",
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "150",
+        "-y",
+        "30",
         &format!("{top}; echo $? > {}", exit_file.display()),
     ]);
     let rows = |want: &[&str]| {
@@ -606,12 +672,19 @@ async fn top_under_tmux_shows_the_rows_switches_views_and_quits() {
             if let Some(s) = rows(want) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "{what}: {want:?} not on the screen:\n{}", tmux.capture("top"));
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {want:?} not on the screen:\n{}",
+                tmux.capture("top")
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     };
     // Nodes view: both GPU nodes, ready, with their accelerator.
-    let s = wait("nodes view", &["1 nodes", GPU_NODES[0], GPU_NODES[1], "ready", "gpu0"]);
+    let s = wait(
+        "nodes view",
+        &["1 nodes", GPU_NODES[0], GPU_NODES[1], "ready", "gpu0"],
+    );
     assert!(s.contains("leader") && s.contains("3/3 reachable"), "{s}");
     // Partitions view: resnet18's partition on its GPU.
     tmux.run(&["send-keys", "-t", "top", "2"]);
@@ -635,12 +708,29 @@ async fn top_under_tmux_shows_the_rows_switches_views_and_quits() {
     );
 
     // A closed terminal: the session (and its pty) goes away; top goes with it.
-    tmux.run(&["new-session", "-d", "-s", "gone", "-x", "120", "-y", "30", &format!("exec {top}")]);
-    let pid = tmux.run(&["list-panes", "-t", "gone", "-F", "#{pane_pid}"]).trim().to_string();
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "gone",
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &format!("exec {top}"),
+    ]);
+    let pid = tmux
+        .run(&["list-panes", "-t", "gone", "-F", "#{pane_pid}"])
+        .trim()
+        .to_string();
     wait_gone_setup(&tmux);
     assert!(pid_alive(&pid), "top {pid} runs");
     tmux.run(&["kill-session", "-t", "gone"]);
-    crate::assert_eventually!(!pid_alive(&pid), Duration::from_secs(10), "top {pid} exits when its terminal closes");
+    crate::assert_eventually!(
+        !pid_alive(&pid),
+        Duration::from_secs(10),
+        "top {pid} exits when its terminal closes"
+    );
 }
 
 /// Wait until the second session's `top` drew its first screen.

@@ -55,7 +55,10 @@ impl Browser {
             "--remote-debugging-pipe",
             "--window-size=1400,1500",
         ])
-        .arg(format!("--user-data-dir={}", dir.join("chromium").display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
         .arg("about:blank")
         .stdout(Stdio::null())
         .stderr(File::create(dir.join("chromium.log")).expect("log"));
@@ -138,9 +141,9 @@ impl Browser {
 
     fn note_event(&mut self, v: &Value) {
         match v["method"].as_str() {
-            Some("Runtime.exceptionThrown") => {
-                self.errors.push(v["params"]["exceptionDetails"].to_string())
-            }
+            Some("Runtime.exceptionThrown") => self
+                .errors
+                .push(v["params"]["exceptionDetails"].to_string()),
             Some("Runtime.consoleAPICalled") if v["params"]["type"] == "error" => {
                 self.errors.push(v["params"]["args"].to_string())
             }
@@ -158,7 +161,12 @@ impl Browser {
     }
 
     /// Poll `cond` every 100 ms until it holds; panics after `timeout`.
-    pub fn wait_for(&mut self, what: &str, timeout: Duration, mut cond: impl FnMut(&mut Self) -> bool) {
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&mut Self) -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         while !cond(self) {
             assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
