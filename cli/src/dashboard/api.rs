@@ -198,6 +198,103 @@ pub fn events(s: &Store) -> Value {
 mod tests {
     use super::*;
 
+    use super::super::collect::Answers;
+    use edgeplane_proto::admin as pb;
+
+    fn part(acc: &str, share: u32, models: &[&str]) -> pb::Partition {
+        pb::Partition {
+            accelerator_id: acc.into(),
+            share_pct: share,
+            models: models.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    /// Two models on one GPU (30 % + 70 %), a third shed, one plan change seen live.
+    fn store() -> Store {
+        let mut a = Answers::default();
+        for (name, rate) in [("a", 10.0), ("b", 20.0), ("c", 5.0)] {
+            a.models.models.push(pb::ModelInfo {
+                name: name.into(),
+                slo_ms: 50.0,
+                rate,
+                deadline_met_pct: 99.0,
+                ..Default::default()
+            });
+        }
+        a.placement.nodes.push(pb::NodePlacement {
+            node: "g1".into(),
+            partitions: vec![part("gpu0", 30, &["a"]), part("gpu0", 70, &["b"])],
+            ..Default::default()
+        });
+        a.placement.gpus.push(pb::GpuLoad {
+            node: "g1".into(),
+            accelerator_id: "gpu0".into(),
+            name: "A100".into(),
+            ..Default::default()
+        });
+        a.placement.models.push(pb::ModelLoad {
+            model: "b".into(),
+            requested_rps: 20.0,
+            observed_rps: 18.0,
+            planned_rps: 24.0,
+            pinned: true,
+        });
+        a.placement.shed.push("c: no GPU has room".into());
+        let mut s = Store::new(std::time::Duration::from_secs(60));
+        s.record(a.clone(), 1_000);
+        a.placement.events.push(pb::PlanEvent {
+            index: 7,
+            node: "g1".into(),
+            epoch: 3,
+            reason: "re-plan: model b deployed".into(),
+            partitions: "gpu0 30% [a]; gpu0 70% [b]".into(),
+        });
+        s.record(a, 2_000);
+        s
+    }
+
+    #[test]
+    fn the_models_view_joins_rates_placement_and_shed() {
+        let v = models(&store());
+        let m = v["models"].as_array().unwrap();
+        assert_eq!(m.len(), 3);
+        let b = &m[1];
+        assert_eq!(b["name"], "b");
+        assert_eq!(b["requested_rps"], 20.0);
+        assert_eq!(b["observed_rps"], 18.0);
+        assert_eq!(b["planned_rps"], 24.0);
+        assert_eq!(b["pinned"], true);
+        assert_eq!(
+            b["placement"],
+            json!([{"node": "g1", "accelerator": "gpu0", "share_pct": 70}])
+        );
+        assert_eq!(b["shed"], Value::Null);
+        assert_eq!(b["history"].as_array().unwrap().len(), 2);
+        assert_eq!(m[2]["shed"], "no GPU has room");
+        assert_eq!(m[2]["placement"], json!([]));
+    }
+
+    #[test]
+    fn the_partitions_view_marks_only_changes_seen_live() {
+        let v = partitions(&store());
+        let g = &v["gpus"][0];
+        assert_eq!(
+            (g["node"].as_str(), g["name"].as_str()),
+            (Some("g1"), Some("A100"))
+        );
+        assert_eq!(g["samples"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            g["samples"][1]["parts"],
+            json!([{"share_pct": 30, "models": ["a"]}, {"share_pct": 70, "models": ["b"]}])
+        );
+        // index 7 appeared at the second poll (t = 2000): marked at that time.
+        assert_eq!(g["changes"][0]["t_unix_ms"], 2_000);
+        assert_eq!(g["changes"][0]["reason"], "re-plan: model b deployed");
+        let e = events(&store());
+        assert_eq!(e["events"][0]["seen_unix_ms"], 2_000);
+        assert_eq!(v["error"], Value::Null);
+    }
+
     #[test]
     fn profile_sources() {
         assert_eq!(profile_source("measured: 12 rows, 2026-01-01"), "measured");
