@@ -112,38 +112,7 @@ pub fn grid(s: &Store, view: View) -> Grid {
         return Grid::default();
     };
     match view {
-        View::Nodes => Grid {
-            header: vec![
-                "node", "status", "accel", "profile", "epoch", "done/s", "met %", "energy_j",
-                "models",
-            ],
-            rows: a
-                .nodes
-                .nodes
-                .iter()
-                .map(|n| {
-                    let lr = n.last_report.unwrap_or_default();
-                    let r = s.node_rates(&n.name);
-                    let accel: Vec<String> = n.accelerators.iter().map(|x| x.id.clone()).collect();
-                    let prof: Vec<&str> = n
-                        .accelerators
-                        .iter()
-                        .map(|x| profile_source(&x.profile))
-                        .collect();
-                    vec![
-                        n.name.clone(),
-                        n.status.clone(),
-                        accel.join(","),
-                        prof.join(","),
-                        n.assignment_epoch.to_string(),
-                        format!("{:.1}", r.finished_per_s),
-                        pct(r.met_pct),
-                        format!("{:.2}", lr.energy_j),
-                        n.models.join(","),
-                    ]
-                })
-                .collect(),
-        },
+        View::Nodes => nodes_grid(s, a),
         View::Partitions => Grid {
             header: vec!["node", "gpu", "share %", "models"],
             rows: a
@@ -180,6 +149,40 @@ pub fn grid(s: &Store, view: View) -> Grid {
                 })
                 .collect(),
         },
+    }
+}
+
+fn nodes_grid(s: &Store, a: &collect::Answers) -> Grid {
+    Grid {
+        header: vec![
+            "node", "status", "accel", "profile", "epoch", "done/s", "met %", "energy_j", "models",
+        ],
+        rows: a
+            .nodes
+            .nodes
+            .iter()
+            .map(|n| {
+                let lr = n.last_report.unwrap_or_default();
+                let r = s.node_rates(&n.name);
+                let accel: Vec<String> = n.accelerators.iter().map(|x| x.id.clone()).collect();
+                let prof: Vec<&str> = n
+                    .accelerators
+                    .iter()
+                    .map(|x| profile_source(&x.profile))
+                    .collect();
+                vec![
+                    n.name.clone(),
+                    n.status.clone(),
+                    accel.join(","),
+                    prof.join(","),
+                    n.assignment_epoch.to_string(),
+                    format!("{:.1}", r.finished_per_s),
+                    pct(r.met_pct),
+                    format!("{:.2}", lr.energy_j),
+                    n.models.join(","),
+                ]
+            })
+            .collect(),
     }
 }
 

@@ -353,8 +353,35 @@ async fn json_views_match_the_cli_and_a_viewer_changes_nothing() {
     assert_eq!(c["cluster"]["members"].as_array().unwrap().len(), 3, "{c}");
     assert_eq!(c["cluster"]["applied_index"], json!(before[0].0), "{c}");
 
-    // models: each seed model with its requested rate and where the plan put it.
-    let m = d.get("/api/models");
+    check_models(&d.get("/api/models"), &cli);
+    // partitions: one series per GPU of `placement show`.
+    let p = d.get("/api/partitions");
+    assert_eq!(
+        p["gpus"].as_array().unwrap().len(),
+        cli["gpus"].as_array().unwrap().len(),
+        "{p}"
+    );
+    // events: the plan history.
+    let ev = d.get("/api/events");
+    assert_eq!(
+        ev["events"].as_array().unwrap().len(),
+        cli["events"].as_array().unwrap().len()
+    );
+
+    read_everything_write_nothing(&d);
+    // Two more polls of the collector (250 ms apart), then the replicas' state is compared.
+    let seen = d.get("/api/cluster")["updated_unix_ms"].as_u64().unwrap();
+    eventually(Duration::from_secs(10), "two more polls", || async {
+        let now = d.get("/api/cluster")["updated_unix_ms"].as_u64()?;
+        (now >= seen + 500).then_some(())
+    })
+    .await;
+    let after = f.quiet_state().await;
+    assert_eq!(before, after, "the dashboard changed the cluster's state");
+}
+
+/// Each seed model in `/api/models`: its requested rate, SLO, where `placement show` has it.
+fn check_models(m: &Value, cli: &Value) {
     for (name, slo) in SEED {
         let e = m["models"]
             .as_array()
@@ -387,21 +414,10 @@ async fn json_views_match_the_cli_and_a_viewer_changes_nothing() {
             "{e}"
         );
     }
-    // partitions: one series per GPU of `placement show`.
-    let p = d.get("/api/partitions");
-    assert_eq!(
-        p["gpus"].as_array().unwrap().len(),
-        cli["gpus"].as_array().unwrap().len(),
-        "{p}"
-    );
-    // events: the plan history.
-    let ev = d.get("/api/events");
-    assert_eq!(
-        ev["events"].as_array().unwrap().len(),
-        cli["events"].as_array().unwrap().len()
-    );
+}
 
-    // Every view, many times, and every writing method: the state does not move.
+/// Every view, many times, and every writing method (405).
+fn read_everything_write_nothing(d: &Dashboard) {
     for _ in 0..5 {
         for v in VIEWS {
             let r = d.get(v);
@@ -420,10 +436,6 @@ async fn json_views_match_the_cli_and_a_viewer_changes_nothing() {
         "{}",
         r.status
     );
-    // Two more polls of the collector, then the replicas' state is compared.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let after = f.quiet_state().await;
-    assert_eq!(before, after, "the dashboard changed the cluster's state");
 }
 
 /// Where the README's screenshot is written: `docs/dashboard.png` with
