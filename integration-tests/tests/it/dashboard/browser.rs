@@ -141,9 +141,14 @@ impl Browser {
 
     fn note_event(&mut self, v: &Value) {
         match v["method"].as_str() {
-            Some("Runtime.exceptionThrown") => self
-                .errors
-                .push(v["params"]["exceptionDetails"].to_string()),
+            Some("Runtime.exceptionThrown") => {
+                let d = &v["params"]["exceptionDetails"];
+                let text = d["exception"]["description"]
+                    .as_str()
+                    .or(d["text"].as_str())
+                    .unwrap_or("?");
+                self.errors.push(text.to_string())
+            }
             Some("Runtime.consoleAPICalled") if v["params"]["type"] == "error" => {
                 self.errors.push(v["params"]["args"].to_string())
             }
@@ -169,6 +174,13 @@ impl Browser {
     ) {
         let deadline = Instant::now() + timeout;
         while !cond(self) {
+            // A JavaScript error fails at once, with the first one.
+            assert!(
+                self.errors.is_empty(),
+                "while waiting for {what}: the page threw {} JavaScript error(s), the first: {}",
+                self.errors.len(),
+                self.errors[0]
+            );
             assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
             std::thread::sleep(Duration::from_millis(100));
         }
