@@ -252,13 +252,13 @@ impl Dashboard {
     }
 }
 
-struct HttpAnswer {
-    status: u16,
-    body: String,
+pub struct HttpAnswer {
+    pub status: u16,
+    pub body: String,
 }
 
 /// One HTTP/1.1 request over a plain socket (what any tool does with the JSON views).
-fn http(addr: &str, method: &str, path: &str) -> Option<HttpAnswer> {
+pub fn http(addr: &str, method: &str, path: &str) -> Option<HttpAnswer> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let body = if method == "GET" { "" } else { "{}" };
