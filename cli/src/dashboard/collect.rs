@@ -32,35 +32,26 @@ impl ReadOnlyCluster {
     }
 
     /// ClusterStatus, ListNodes, ShowPlacement and ListModels, linearizable (ReadIndex: no log
-    /// entry is written), so the live figures are the leader's.
+    /// entry is written), so the live figures are the leader's; the four run concurrently.
     pub async fn read_all(&self) -> anyhow::Result<Answers> {
         let rr = || api::ReadRequest { stale: false };
-        let cluster = self
-            .conn
-            .call("cluster status", |mut c| async move {
+        let c = &self.conn;
+        let (cluster, nodes, placement, models) = tokio::try_join!(
+            c.call("cluster status", |mut c| async move {
                 c.cluster_status(rr()).await
-            })
-            .await?;
-        let nodes = self
-            .conn
-            .call(
+            }),
+            c.call(
                 "nodes list",
-                |mut c| async move { c.list_nodes(rr()).await },
-            )
-            .await?;
-        let placement = self
-            .conn
-            .call("placement show", |mut c| async move {
+                |mut c| async move { c.list_nodes(rr()).await }
+            ),
+            c.call("placement show", |mut c| async move {
                 c.show_placement(rr()).await
-            })
-            .await?;
-        let models = self
-            .conn
-            .call(
+            }),
+            c.call(
                 "models list",
-                |mut c| async move { c.list_models(rr()).await },
-            )
-            .await?;
+                |mut c| async move { c.list_models(rr()).await }
+            ),
+        )?;
         Ok(Answers {
             cluster,
             nodes,

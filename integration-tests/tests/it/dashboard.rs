@@ -495,6 +495,10 @@ async fn the_page_shows_the_seed_models_and_a_plan_change_within_5_s() {
         |b| b.eval(&shown) == json!(true),
     );
     let took = t0.elapsed();
+    eprintln!(
+        "plan change #{} on the page {took:?} after the deploy",
+        event.index
+    );
     assert!(
         took < Duration::from_secs(5),
         "the plan change #{} reached the page {took:?} after the deploy",

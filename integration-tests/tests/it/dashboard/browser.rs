@@ -22,6 +22,7 @@ pub struct Browser {
     next_id: u64,
     session: String,
     errors: Vec<String>,
+    log: std::path::PathBuf,
 }
 
 impl Drop for Browser {
@@ -62,10 +63,15 @@ impl Browser {
         .arg("about:blank")
         .stdout(Stdio::null())
         .stderr(File::create(dir.join("chromium.log")).expect("log"));
-        // SAFETY: dup2 is async-signal-safe; the new descriptors 3 and 4 do not close on exec.
+        let log = dir.join("chromium.log");
+        // SAFETY: fcntl and dup2 are async-signal-safe. The pipe ends are first copied above
+        // fd 10: one of them may already be fd 3 or 4 (dup2 onto itself would keep its
+        // close-on-exec flag, and the first dup2 could overwrite the second source).
         unsafe {
             c.pre_exec(move || {
-                if libc::dup2(cmd_r, 3) < 0 || libc::dup2(out_w, 4) < 0 {
+                let r = libc::fcntl(cmd_r, libc::F_DUPFD, 10);
+                let w = libc::fcntl(out_w, libc::F_DUPFD, 10);
+                if r < 0 || w < 0 || libc::dup2(r, 3) < 0 || libc::dup2(w, 4) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -99,6 +105,7 @@ impl Browser {
             next_id: 0,
             session: String::new(),
             errors: Vec::new(),
+            log,
         };
         let t = b.call("Target.createTarget", json!({"url": url}));
         let target = t["targetId"].as_str().expect("targetId").to_string();
@@ -122,14 +129,24 @@ impl Browser {
         }
         let mut bytes = serde_json::to_vec(&msg).expect("json");
         bytes.push(0);
-        self.to.write_all(&bytes).expect("write to chromium");
+        if let Err(e) = self.to.write_all(&bytes) {
+            panic!(
+                "{method}: chromium is gone ({e}); its log:\n{}",
+                self.log_tail()
+            );
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let v = match self.from.recv_timeout(left) {
                 Ok(v) => v,
                 Err(RecvTimeoutError::Timeout) => panic!("chromium: no answer to {method}"),
-                Err(RecvTimeoutError::Disconnected) => panic!("chromium exited during {method}"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "chromium exited during {method}; its log:\n{}",
+                        self.log_tail()
+                    )
+                }
             };
             if v["id"] == json!(id) {
                 assert!(v.get("error").is_none(), "{method}: {v}");
@@ -199,6 +216,12 @@ impl Browser {
             std::fs::create_dir_all(d).expect("screenshot folder");
         }
         std::fs::write(path, png).expect("write the screenshot");
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     /// JavaScript exceptions and console errors seen so far.
