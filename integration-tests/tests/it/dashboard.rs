@@ -259,12 +259,17 @@ pub struct HttpAnswer {
 
 /// One HTTP/1.1 request over a plain socket (what any tool does with the JSON views).
 pub fn http(addr: &str, method: &str, path: &str) -> Option<HttpAnswer> {
+    http_as(addr, addr, method, path)
+}
+
+/// [`http`] with another `Host` header (what a page on another site sends after DNS rebinding).
+fn http_as(addr: &str, host: &str, method: &str, path: &str) -> Option<HttpAnswer> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let body = if method == "GET" { "" } else { "{}" };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
@@ -430,6 +435,8 @@ fn read_everything_write_nothing(d: &Dashboard) {
             assert_eq!(r.status, 405, "{method} {v}: {}", r.body);
         }
     }
+    let r = http_as(&d.addr, "evil.example:80", "GET", "/api/nodes").expect("an answer");
+    assert_eq!(r.status, 403, "a request for another host name: {}", r.body);
     let r = http(&d.addr, "GET", "/").expect("the page");
     assert!(
         r.status == 200 && r.body.contains("js-errors"),
