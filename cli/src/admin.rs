@@ -352,6 +352,11 @@ impl Conn {
         }
     }
 
+    /// The members this connection tries, in order.
+    pub(crate) fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
     pub(crate) fn meta(&self, seq: u64) -> Option<api::WriteMeta> {
         Some(api::WriteMeta {
             client_id: self.client_id,

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edgeplane_proto::admin as api;
+use edgeplane_proto::admin::{self as api, admin_client::AdminClient};
+use tonic::transport::Channel;
 use tracing::{debug, warn};
 
 use crate::admin::Conn;
@@ -15,6 +16,10 @@ use crate::admin::Conn;
 /// is reachable through this type, so nothing the page does can change the cluster.
 pub struct ReadOnlyCluster {
     conn: Conn,
+    /// A channel kept open between polls (one TLS handshake, not four a poll); dropped on any
+    /// error or a slow answer, then the poll goes through `conn` (every member in turn) and a
+    /// new channel is opened.
+    cached: tokio::sync::Mutex<Option<AdminClient<Channel>>>,
 }
 
 /// One round of answers from the cluster.
@@ -26,14 +31,35 @@ pub struct Answers {
     pub models: api::ListModelsResponse,
 }
 
+/// How long a poll over the kept channel may take before the members are tried in turn.
+const CACHED_POLL_LIMIT: Duration = Duration::from_secs(4);
+
 impl ReadOnlyCluster {
     pub(crate) fn new(conn: Conn) -> Self {
-        ReadOnlyCluster { conn }
+        ReadOnlyCluster {
+            conn,
+            cached: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// ClusterStatus, ListNodes, ShowPlacement and ListModels, linearizable (ReadIndex: no log
     /// entry is written), so the live figures are the leader's; the four run concurrently.
     pub async fn read_all(&self) -> anyhow::Result<Answers> {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.clone() {
+            match tokio::time::timeout(CACHED_POLL_LIMIT, read_with(c)).await {
+                Ok(Ok(a)) => return Ok(a),
+                Ok(Err(s)) => debug!(code = ?s.code(), "dashboard: the kept channel failed"),
+                Err(_) => debug!("dashboard: the kept channel answered too slowly"),
+            }
+            *cached = None;
+        }
+        let a = self.read_via_conn().await?;
+        *cached = self.connect_any().await;
+        Ok(a)
+    }
+
+    async fn read_via_conn(&self) -> anyhow::Result<Answers> {
         let rr = || api::ReadRequest { stale: false };
         let c = &self.conn;
         let (cluster, nodes, placement, models) = tokio::try_join!(
@@ -59,6 +85,39 @@ impl ReadOnlyCluster {
             models,
         })
     }
+
+    /// A channel to the first member that accepts one.
+    async fn connect_any(&self) -> Option<AdminClient<Channel>> {
+        for addr in self.conn.endpoints() {
+            let Ok(ep) = crate::tls::endpoint(addr) else {
+                continue;
+            };
+            let ep = ep.connect_timeout(Duration::from_millis(500));
+            if let Ok(ch) = ep.connect().await {
+                return Some(AdminClient::new(ch));
+            }
+        }
+        None
+    }
+}
+
+/// The four reads over one channel.
+async fn read_with(c: AdminClient<Channel>) -> Result<Answers, tonic::Status> {
+    let rr = || api::ReadRequest { stale: false };
+    let (mut a, mut b, mut d) = (c.clone(), c.clone(), c.clone());
+    let mut e = c;
+    let (cluster, nodes, placement, models) = tokio::try_join!(
+        a.cluster_status(rr()),
+        b.list_nodes(rr()),
+        d.show_placement(rr()),
+        e.list_models(rr()),
+    )?;
+    Ok(Answers {
+        cluster: cluster.into_inner(),
+        nodes: nodes.into_inner(),
+        placement: placement.into_inner(),
+        models: models.into_inner(),
+    })
 }
 
 pub fn now_ms() -> u64 {
