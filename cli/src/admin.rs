@@ -426,6 +426,11 @@ impl Conn {
         }
     }
 
+    /// The members this connection tries, in order.
+    pub(crate) fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
     pub(crate) fn meta(&self, seq: u64) -> Option<api::WriteMeta> {
         Some(api::WriteMeta {
             client_id: self.client_id,
@@ -491,7 +496,22 @@ fn print_cluster_status(r: &api::ClusterStatusResponse, format: Format) {
     }
 }
 
-fn model_json(m: &api::ModelInfo) -> serde_json::Value {
+/// One node of `nodes list --format json` (also the dashboard's `/api/nodes`).
+pub fn node_json(n: &api::NodeInfo, live_figures_unknown: bool) -> serde_json::Value {
+    let lr = n.last_report.unwrap_or_default();
+    json!({"name": n.name, "status": n.status, "agent_addr": n.agent_addr,
+       "accelerators": n.accelerators.iter().map(|a| json!({"id": a.id, "kind": a.kind,
+            "name": a.name, "memory_mb": a.memory_mb, "mig_capable": a.mig_capable,
+            "sm_count": a.sm_count, "simulated": a.simulated, "profile": a.profile,
+            "profiled_models": a.profiled_models})).collect::<Vec<_>>(),
+       "assignment_epoch": n.assignment_epoch, "models": n.models,
+       "last_report": {"deadlines_met": lr.deadlines_met, "deadlines_missed": lr.deadlines_missed,
+                       "energy_j": lr.energy_j},
+       "live_figures_unknown": live_figures_unknown})
+}
+
+/// One model of `models list --format json` (without `live_figures_unknown`).
+pub fn model_json(m: &api::ModelInfo) -> serde_json::Value {
     json!({"name": m.name, "slo_ms": m.slo_ms, "rate": m.rate, "memory_mb": m.memory_mb,
            "observed_rate": m.observed_rate, "deadline_met_pct": m.deadline_met_pct,
            "energy_j": m.energy_j})
@@ -709,18 +729,7 @@ pub async fn nodes(g: &GlobalArgs, c: NodesCommand) -> anyhow::Result<()> {
         let v: Vec<_> = r
             .nodes
             .iter()
-            .map(|n| {
-                let lr = n.last_report.unwrap_or_default();
-                json!({"name": n.name, "status": n.status, "agent_addr": n.agent_addr,
-                   "accelerators": n.accelerators.iter().map(|a| json!({"id": a.id, "kind": a.kind,
-                        "name": a.name, "memory_mb": a.memory_mb, "mig_capable": a.mig_capable,
-                        "sm_count": a.sm_count, "simulated": a.simulated, "profile": a.profile,
-                        "profiled_models": a.profiled_models})).collect::<Vec<_>>(),
-                   "assignment_epoch": n.assignment_epoch, "models": n.models,
-                   "last_report": {"deadlines_met": lr.deadlines_met, "deadlines_missed": lr.deadlines_missed,
-                                   "energy_j": lr.energy_j},
-                   "live_figures_unknown": r.live_figures_unknown})
-            })
+            .map(|n| node_json(n, r.live_figures_unknown))
             .collect();
         match (&only, v.first()) {
             (Some(_), Some(one)) => print_json(one),

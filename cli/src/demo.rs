@@ -78,6 +78,13 @@ pub struct DemoArgs {
     /// With --sim-only: simulated milliseconds per run.
     #[arg(long, default_value_t = 2000.0)]
     pub duration_ms: f64,
+    /// Serve the live dashboard (`edgeplane dashboard`) on --dashboard-listen while the demo
+    /// runs, and print its address.
+    #[arg(long)]
+    pub dashboard: bool,
+    /// With --dashboard: the address the page is served on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub dashboard_listen: String,
 }
 
 /// `edgeplane internal coordinator|agent FLAGS...`: the processes `demo` starts.
@@ -624,6 +631,32 @@ struct GpuLive {
     models: Vec<GpuModelLive>,
 }
 
+/// `--dashboard`: the live page over the demo's own admin certificate, open while `live` runs.
+async fn start_dashboard(
+    a: &DemoArgs,
+    net: &Links,
+    clients: &[String],
+    prog: &mut Progress,
+) -> anyhow::Result<crate::dashboard::Running> {
+    crate::tls::set_client(net.admin.clone());
+    let g = crate::GlobalArgs {
+        endpoints: clients.to_vec(),
+        timeout_s: 5.0,
+        tls: Default::default(),
+    };
+    let args = crate::dashboard::DashboardArgs {
+        listen: a.dashboard_listen.clone(),
+        history_s: 600,
+        poll_ms: 1000,
+    };
+    let running = crate::dashboard::start(crate::admin::Conn::new(&g)?, &args).await?;
+    prog.event(format!(
+        "dashboard: http://{}/ (live, read-only; open while the demo runs)",
+        running.addr
+    ));
+    Ok(running)
+}
+
 /// Whether this build's agent can simulate GPUs (`--accelerators sim-gpu:<profile>`, issue 9).
 fn agent_simulates_gpus(gpu: &str) -> bool {
     format!("sim-gpu:{gpu}")
@@ -708,6 +741,10 @@ async fn live(
     prog.event(format!(
         "cluster up: replica {leader} leads (term {term}, {leader_addr})"
     ));
+    let _dashboard = match a.dashboard {
+        true => Some(start_dashboard(a, &net, &clients, &mut prog).await?),
+        false => None,
+    };
     // Evidence that TLS is on: the same call in plaintext gets no answer.
     let plaintext_refused =
         net.tls() && status_of(&Links::insecure(), &leader_addr).await.is_none();

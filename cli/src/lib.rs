@@ -10,6 +10,7 @@ pub mod agent_status;
 pub mod bench_agents;
 pub mod catalog;
 pub mod chaos;
+pub mod dashboard;
 pub mod demo;
 pub mod exit;
 pub mod gpu_box;
@@ -25,6 +26,7 @@ pub mod restore;
 pub mod sim;
 pub mod tls;
 pub mod tokens;
+pub mod top;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -167,6 +169,25 @@ pub enum Command {
         #[command(flatten)]
         out: output::FormatArg,
     },
+    /// A read-only live view of the fleet in the browser, served on localhost with your
+    /// credentials (cluster, nodes, partitions over time, models, events).
+    ///
+    /// Example: edgeplane dashboard --listen 127.0.0.1:8080, then open http://127.0.0.1:8080/
+    Dashboard {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(flatten)]
+        args: dashboard::DashboardArgs,
+    },
+    /// The same live view in the terminal: nodes, partitions, models, events (q quits).
+    ///
+    /// Example: edgeplane top
+    Top {
+        #[command(flatten)]
+        conn: GlobalArgs,
+        #[command(flatten)]
+        args: top::TopArgs,
+    },
     /// Print a shell completion script.
     ///
     /// Example: edgeplane completion bash > /etc/bash_completion.d/edgeplane;
@@ -208,7 +229,11 @@ impl Command {
     fn is_one_shot(&self) -> bool {
         !matches!(
             self,
-            Command::Demo(_) | Command::Bench(_) | Command::Chaos { .. }
+            Command::Demo(_)
+                | Command::Bench(_)
+                | Command::Chaos { .. }
+                | Command::Dashboard { .. }
+                | Command::Top { .. }
         )
     }
 
@@ -227,6 +252,8 @@ impl Command {
             | Command::Chaos { conn, .. }
             | Command::Tokens { conn, .. }
             | Command::Version { conn, .. }
+            | Command::Dashboard { conn, .. }
+            | Command::Top { conn, .. }
             | Command::Snapshot(admin::SnapshotCommand::Save { conn, .. }) => Some(&conn.tls),
             Command::Agent { tls, .. } | Command::Load { tls, .. } => Some(tls),
             _ => None,
@@ -393,6 +420,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(c) => tls::certs(c),
         Command::Tokens { conn, cmd } => tokens::tokens(&conn, cmd).await,
         Command::Version { conn, out } => health::version(&conn, out.format).await,
+        Command::Dashboard { conn, args } => dashboard::dashboard(&conn, args).await,
+        Command::Top { conn, args } => top::top(&conn, args).await,
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

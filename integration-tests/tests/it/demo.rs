@@ -49,8 +49,9 @@ fn demo(out: &Path, duration: &str) -> Command {
 
 /// Start the demo in the background and wait until its children are up (3 coordinators and
 /// the XR agent; a GPU box agent too when the agent can simulate GPUs).
-fn start_and_wait_for_children(out: &Path) -> (Child, Vec<(String, u32)>) {
+fn start_and_wait_for_children(out: &Path, extra: &[&str]) -> (Child, Vec<(String, u32)>) {
     let child = demo(out, "60")
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -160,11 +161,26 @@ fn demo_runs_the_system_reports_and_leaves_nothing_behind() {
     }
 }
 
+/// With `--dashboard` the demo's page answers while it runs (its leader, the XR agent).
 #[test]
 fn ctrl_c_stops_every_child() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (mut child, _) = start_and_wait_for_children(&out);
+    let listen = format!("127.0.0.1:{}", crate::support::free_port());
+    let (mut child, _) = start_and_wait_for_children(
+        &out,
+        &["--dashboard", "--dashboard-listen", listen.as_str()],
+    );
+    let view = |path: &str| -> Option<serde_json::Value> {
+        let r = crate::dashboard::http(&listen, "GET", path)?;
+        (r.status == 200).then(|| serde_json::from_str(&r.body).ok())?
+    };
+    crate::assert_eventually!(
+        view("/api/cluster").is_some_and(|v| v["cluster"]["leader_id"].as_u64() > Some(0))
+            && view("/api/nodes").is_some_and(|v| v.to_string().contains("xr-headset")),
+        Duration::from_secs(60),
+        "the demo's dashboard on {listen} shows its leader and the XR agent"
+    );
     let st = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -190,7 +206,7 @@ fn ctrl_c_stops_every_child() {
 fn sigkilled_demo_takes_its_children_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (mut child, _) = start_and_wait_for_children(&out);
+    let (mut child, _) = start_and_wait_for_children(&out, &[]);
     child.kill().unwrap(); // SIGKILL: no handler runs in the demo
     child.wait().unwrap();
     let ps = pids(&out);

@@ -7,6 +7,7 @@ mod cli_conventions;
 mod cluster;
 mod coord_defects;
 mod coordinator;
+mod dashboard;
 mod demo;
 mod docker;
 mod ops;
