@@ -371,17 +371,12 @@ pub fn committed_plan(st: &State) -> Option<planner::Plan> {
     })
 }
 
-/// The planner's inputs from the state and the observed peaks.
-/// `served`: models on a ready partition of a ready node. Only their measured rate is a
-/// measurement of demand: a model that is served nowhere has its requests refused before any
-/// agent counts them, so its measured rate says nothing (planning on it would unplan the model
-/// for good); it keeps its committed rate, or the requested one.
-pub fn inputs(
-    data: &GpuData,
-    st: &State,
-    peaks: &BTreeMap<String, f64>,
-    served: &BTreeSet<String>,
-) -> planner::Inputs {
+/// The planner's inputs from the state and the observed rates.
+/// A measured rate is demand whether or not the model is served anywhere: agents count the
+/// requests they refuse for a model not assigned to them, and the hub adds them to the
+/// arrivals. The planner plans on the larger of it and the deployed rate
+/// ([`planner::basis_rps`]); without a measurement (a new leader), on the committed rate.
+pub fn inputs(data: &GpuData, st: &State, peaks: &BTreeMap<String, f64>) -> planner::Inputs {
     let pinned_models: BTreeSet<&str> = st.pins.iter().map(|p| p.model.as_str()).collect();
     let pinned_accs: BTreeSet<(&str, &str)> = st
         .pins
@@ -408,7 +403,6 @@ pub fn inputs(
                 observed_peak_rps: peaks
                     .get(&m.name)
                     .copied()
-                    .filter(|_| served.contains(&m.name))
                     .or_else(|| st.plan_basis.get(&m.name).copied()),
                 mem_mib: mem,
                 value: 1.0,
@@ -486,15 +480,9 @@ pub fn round(
     ready: &dyn Fn(&str) -> BTreeSet<String>,
     cfg: &planner::Config,
 ) -> Result<PlanPreview, String> {
-    let served: BTreeSet<String> = st
-        .nodes
-        .values()
-        .filter(|n| n.status == NodeStatus::Ready)
-        .flat_map(|n| ready(&n.name))
-        .collect();
     let data = with_measured(data, st);
     let data = data.as_ref();
-    let inputs = inputs(data, st, peaks, &served);
+    let inputs = inputs(data, st, peaks);
     let current = committed_plan(st);
     let out = planner::plan(data, &inputs, current.as_ref(), cfg).map_err(|e| e.to_string())?;
     // Which profile each plannable accelerator was planned with (measured rows win).
@@ -1216,18 +1204,63 @@ mod tests {
     }
 
     #[test]
-    fn a_model_served_nowhere_keeps_its_planned_rate() {
+    fn a_deployed_model_is_planned_at_least_at_its_deployed_rate() {
         let data = gpu_data().unwrap();
-        let mut st = setup();
+        let mut st = setup(); // resnet18 and resnet50 deployed at 50 req/s
         let none = |_: &str| BTreeSet::new();
         let p = plan_now(&st);
         commit(&mut st, &p, 10);
-        // its requests are refused before any agent counts them: a measured 0 is no demand
+        assert_eq!(st.plan_basis.get("resnet18"), Some(&50.0));
+        // idle (a measured 0), served or not: demand = max(50 deployed, 0 observed) = 50, the
+        // committed basis, so nothing re-plans and the model keeps its partitions
         let mut peaks = BTreeMap::new();
         peaks.insert("resnet18".to_string(), 0.0);
+        for ready in [&none as &dyn Fn(&str) -> BTreeSet<String>, &all_ready(&st)] {
+            let p = round(data, &st, &peaks, ready, &planner::Config::default()).unwrap();
+            assert!(!p.replanned, "{:?}", p.decisions);
+            assert!(!p.changes_state(&st), "{:?}", p.changes);
+        }
+        // a measured rate above the deployed one is demand, also for a model served nowhere
+        // (its refused requests are counted): 80 > 50 x 1.05 re-plans on 80
+        peaks.insert("resnet18".to_string(), 80.0);
         let p = round(data, &st, &peaks, &none, &planner::Config::default()).unwrap();
-        assert!(!p.replanned, "{:?}", p.decisions);
-        // served, the same measurement is believed
+        assert!(p.replanned && p.reason.contains("rose"), "{}", p.reason);
+        assert_eq!(p.basis_rps.get("resnet18"), Some(&80.0));
+        assert_eq!(p.basis_rps.get("resnet50"), Some(&50.0));
+        // a stale committed 0 (a plan made before this rule) is no floor: the next round
+        // plans on the deployed 50 again
+        st.plan_basis.insert("resnet18".to_string(), 0.0);
+        let p = round(
+            data,
+            &st,
+            &BTreeMap::new(),
+            &none,
+            &planner::Config::default(),
+        )
+        .unwrap();
+        assert!(p.replanned, "{:?}", p.decisions);
+        assert_eq!(p.basis_rps.get("resnet18"), Some(&50.0));
+    }
+
+    #[test]
+    fn an_idle_model_deployed_at_zero_is_not_placed_with_a_reason_in_the_events() {
+        let mut st = setup();
+        deploy(&mut st, "vgg16", 0.0, 4);
+        let p = plan_now(&st);
+        assert_eq!(commit(&mut st, &p, 10).code, 0, "{:?}", p.decisions);
+        assert!(!st.nodes["a"].models().contains(&"vgg16".to_string()));
+        let ev: Vec<&str> = st
+            .events
+            .iter()
+            .filter(|e| e.node.is_empty())
+            .map(|e| e.reason.as_str())
+            .collect();
+        assert_eq!(ev.len(), 1, "{:?}", st.events);
+        assert!(ev[0].starts_with("not placed: vgg16: idle"), "{ev:?}");
+        // the same shed again is no new event; its first requests (refused, counted) place it
+        let data = gpu_data().unwrap();
+        let mut peaks = BTreeMap::new();
+        peaks.insert("vgg16".to_string(), 5.0);
         let p = round(
             data,
             &st,
@@ -1236,7 +1269,10 @@ mod tests {
             &planner::Config::default(),
         )
         .unwrap();
-        assert!(p.replanned && p.reason.contains("fell"), "{}", p.reason);
+        assert!(p.replanned, "{:?}", p.decisions);
+        assert_eq!(commit(&mut st, &p, 11).code, 0);
+        assert!(st.nodes["a"].models().contains(&"vgg16".to_string()));
+        assert_eq!(st.events.iter().filter(|e| e.node.is_empty()).count(), 1);
     }
 
     #[test]

@@ -324,9 +324,12 @@ fn validate(inputs: &Inputs) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// The rate a model is planned on (before headroom).
+/// The rate a model is planned on (before headroom): its demand, the larger of the rate it was
+/// deployed with and the observed rate (which counts requests refused while it is served
+/// nowhere). An idle model therefore falls back to its deployed rate, never to nothing.
 pub fn basis_rps(m: &ModelDemand) -> f64 {
-    m.observed_peak_rps.unwrap_or(m.requested_rps)
+    m.observed_peak_rps
+        .map_or(m.requested_rps, |o| o.max(m.requested_rps))
 }
 
 /// Why a plan was replaced (hysteresis fired). Structured, so that callers that know more
@@ -523,7 +526,20 @@ pub fn plan(
     let mut shed: Vec<Shed> = Vec::new();
     let mut shed_set = BTreeSet::new();
     for n in &needs {
-        if n.kind.is_none() && n.rate > 0.0 {
+        if n.rate <= 0.0 {
+            // deployed at 0 req/s and no request seen (refused ones count): nothing to serve
+            // yet; the first requests raise its observed rate and the next round places it
+            let m = &inputs.models[n.idx];
+            shed.push(Shed {
+                model: m.name.clone(),
+                reason:
+                    "idle: deployed at 0 req/s and no request observed; placed once requests arrive"
+                        .into(),
+            });
+            shed_set.insert(n.idx);
+            continue;
+        }
+        if n.kind.is_none() {
             let m = &inputs.models[n.idx];
             shed.push(Shed {
                 model: m.name.clone(),
@@ -728,7 +744,7 @@ pub fn plan(
                 reason: format!(
                     "planned on {:.1} req/s ({} {:.1} x {}); ideal share {pct} % on {kind} (batch {batch}, {t:.1} req/s, {:.2} req/s per %); {full} full partition(s) + residue {residue:.1} req/s",
                     n.rate,
-                    if m.observed_peak_rps.is_some() { "observed peak" } else { "requested" },
+                    if n.basis > m.requested_rps { "observed" } else { "deployed" },
                     n.basis,
                     cfg.headroom,
                     t / pct as f64
