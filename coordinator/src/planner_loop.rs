@@ -3,10 +3,10 @@
 //! and commits the plan through Raft when it changes.
 //!
 //! - Inputs: the replicated state (models with SLO and requested rate, nodes with their GPUs
-//!   and status, operator pins) and the leader's memory (observed rates, smoothed over
-//!   [`PlannerConfig::smooth`] samples, their peak over [`PlannerConfig::peak_window`]; which
+//!   and status, operator pins) and the leader's memory (observed rates, smoothed by the
+//!   planner's rate estimator with time constant [`PlannerConfig::rate_tau`]; which
 //!   partitions each agent reports ready).
-//! - Hysteresis: the planner keeps the committed plan unless a rate left its band, or the
+//! - Hysteresis: the planner keeps the committed plan unless a rate left its confidence band, or the
 //!   models or healthy nodes changed. The committed plan's reference (the rate each model was
 //!   planned on, the nodes) is in the replicated state, so a new leader resumes from it: a
 //!   model without a measured rate yet is taken at its committed rate, never re-planned from
@@ -28,7 +28,7 @@ use edgeplane_gpu::GpuData;
 use edgeplane_planner as planner;
 use edgeplane_proto::raft as pb;
 use edgeplane_proto::raft::command::Kind;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -37,32 +37,38 @@ use std::time::{Duration, Instant};
 pub struct PlannerConfig {
     /// How often the leader plans (also on every state change).
     pub interval: Duration,
-    /// Rate samples (one per round) averaged into one smoothed rate.
-    pub smooth: usize,
-    /// The planner plans on the peak of the smoothed rate over this window.
-    pub peak_window: Duration,
+    /// The rate estimator's time constant (`planner.band.tau_s` is the same number, so the
+    /// significance test matches the estimator).
+    pub rate_tau: Duration,
     pub planner: planner::Config,
 }
 
 impl PlannerConfig {
-    /// Defaults (1 s rounds, 5-sample mean, 30 s peak) overridden by
-    /// `EDGEPLANE_COORDINATOR_PLAN_INTERVAL_MS` and `EDGEPLANE_COORDINATOR_PLAN_PEAK_S`.
+    /// Defaults (1 s rounds, the planner's estimator time constant) overridden by
+    /// `EDGEPLANE_COORDINATOR_PLAN_INTERVAL_MS` and `EDGEPLANE_COORDINATOR_RATE_TAU_S` (its
+    /// older name `EDGEPLANE_COORDINATOR_PLAN_PEAK_S` is still read).
     pub fn from_env() -> Self {
-        let get = |k: &str, d: u64| match std::env::var(k) {
-            Ok(v) => match v.parse::<u64>() {
-                Ok(n) if n > 0 => n,
+        let get = |k: &str| match std::env::var(k) {
+            Ok(v) => match v.parse::<f64>() {
+                Ok(n) if n > 0.0 && n.is_finite() => Some(n),
                 _ => {
-                    tracing::warn!(var = k, value = %v, default = d, "bad value, using default");
-                    d
+                    tracing::warn!(var = k, value = %v, "bad value (a positive number), using the default");
+                    None
                 }
             },
-            Err(_) => d,
+            Err(_) => None,
         };
+        let mut planner = planner::Config::default();
+        if let Some(t) = get("EDGEPLANE_COORDINATOR_RATE_TAU_S")
+            .or_else(|| get("EDGEPLANE_COORDINATOR_PLAN_PEAK_S"))
+        {
+            planner.band.tau_s = t;
+        }
+        let interval = get("EDGEPLANE_COORDINATOR_PLAN_INTERVAL_MS").unwrap_or(1000.0);
         PlannerConfig {
-            interval: Duration::from_millis(get("EDGEPLANE_COORDINATOR_PLAN_INTERVAL_MS", 1000)),
-            smooth: 1,
-            peak_window: Duration::from_secs(get("EDGEPLANE_COORDINATOR_PLAN_PEAK_S", 30)),
-            planner: planner::Config::default(),
+            interval: Duration::from_secs_f64(interval / 1000.0),
+            rate_tau: Duration::from_secs_f64(planner.band.tau_s),
+            planner,
         }
     }
 }
@@ -80,67 +86,59 @@ pub fn gpu_data() -> Option<&'static GpuData> {
     .as_ref()
 }
 
-/// Observed rates: raw samples, smoothed (mean of the last `smooth`), peak over a window.
+/// Observed rates: one [`planner::rate::RateEstimator`] per model (the simulator's
+/// `adaptive` mode uses the same type), fed each round with the hub's measured rate over the
+/// time since the previous round.
 #[derive(Debug, Default)]
 pub struct RateTracker {
-    raw: VecDeque<BTreeMap<String, f64>>,
-    smoothed: VecDeque<(Instant, BTreeMap<String, f64>)>,
-    /// When this leader started watching (the peak of a shorter watch underestimates).
+    est: BTreeMap<String, planner::rate::RateEstimator>,
+    last: Option<Instant>,
+    /// When this leader started watching (a shorter watch underestimates nothing but is
+    /// noisier: until two time constants, an estimate may only raise a planned rate).
     since: Option<Instant>,
 }
 
 impl RateTracker {
     pub fn push(&mut self, now: Instant, rates: BTreeMap<String, f64>, cfg: &PlannerConfig) {
         self.since.get_or_insert(now);
-        self.raw.push_back(rates);
-        while self.raw.len() > cfg.smooth.max(1) {
-            self.raw.pop_front();
-        }
-        let mut sum: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-        for s in &self.raw {
-            for (m, r) in s {
-                let e = sum.entry(m.clone()).or_insert((0.0, 0));
-                e.0 += r;
-                e.1 += 1;
-            }
-        }
-        let mean = sum
-            .into_iter()
-            .map(|(m, (s, n))| (m, s / n as f64))
-            .collect();
-        self.smoothed.push_back((now, mean));
-        while self
-            .smoothed
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > cfg.peak_window)
-        {
-            self.smoothed.pop_front();
+        // a round delayed (a slow commit) still covers the time since the last; a leader
+        // that stopped sampling for long starts over from the interval
+        let dt = self
+            .last
+            .map(|t| now.duration_since(t))
+            .filter(|d| *d <= 10 * cfg.interval)
+            .unwrap_or(cfg.interval)
+            .as_secs_f64();
+        self.last = Some(now);
+        let tau = cfg.rate_tau.as_secs_f64();
+        for (m, r) in rates {
+            self.est
+                .entry(m)
+                .or_insert_with(|| planner::rate::RateEstimator::new(tau))
+                .observe(r * dt, dt);
         }
     }
 
-    /// Peak of the smoothed rate per model over the window.
+    /// The estimate per model, for models watched for at least one time constant.
     pub fn peak(&self) -> BTreeMap<String, f64> {
-        let mut out: BTreeMap<String, f64> = BTreeMap::new();
-        for (_, s) in &self.smoothed {
-            for (m, r) in s {
-                let e = out.entry(m.clone()).or_insert(0.0);
-                *e = e.max(*r);
-            }
-        }
-        out
+        self.est
+            .iter()
+            .filter(|(_, e)| e.watched_s() >= e.tau_s())
+            .filter_map(|(m, e)| Some((m.clone(), e.rate()?)))
+            .collect()
     }
 
-    /// Whether this tracker has watched for a whole peak window: until then a peak may only
-    /// raise a model's planned rate, never lower it (a new leader's short watch would make
-    /// noise look like a fall).
+    /// Whether this tracker has watched for two time constants: until then an estimate may
+    /// only raise a model's planned rate, never lower it (a new leader's short watch would
+    /// make noise look like a fall).
     pub fn full(&self, now: Instant, cfg: &PlannerConfig) -> bool {
         self.since
-            .is_some_and(|s| now.duration_since(s) >= cfg.peak_window)
+            .is_some_and(|s| now.duration_since(s) >= 2 * cfg.rate_tau)
     }
 
     pub fn clear(&mut self) {
-        self.raw.clear();
-        self.smoothed.clear();
+        self.est.clear();
+        self.last = None;
         self.since = None;
     }
 }
