@@ -20,6 +20,9 @@ pub enum Variant {
     Seed,
     /// Ramps, a burst, a model that leaves, more models, three GPUs of two kinds.
     Dynamic,
+    /// Churn at constant load: the seed's three models at a constant `--rate` each on
+    /// `--gpus` GPUs of kind `--gpu`, 3600 s; reports layout changes per model per hour.
+    Steady,
 }
 
 pub use crate::output::Format;
@@ -44,9 +47,12 @@ pub struct PartitionArgs {
     /// Length of the experiment in virtual seconds (default 500 seed, 600 dynamic).
     #[arg(long)]
     pub duration_s: Option<f64>,
-    /// Rate of each model in the seed variant, req/s (sensitivity runs).
+    /// Rate of each model in the seed and steady variants, req/s (sensitivity runs).
     #[arg(long, default_value_t = 50.0)]
     pub rate: f64,
+    /// GPUs of the steady variant (each its own node, all of kind `--gpu`).
+    #[arg(long, default_value_t = 1)]
+    pub gpus: usize,
     /// An operator-measured profile table (TOML); its rows win over the shipped ones.
     #[arg(long)]
     pub measured: Option<PathBuf>,
@@ -134,14 +140,25 @@ pub fn bench_partition(a: PartitionArgs) -> anyhow::Result<()> {
         Variant::Dynamic => {
             scenarios::dynamic(&data.profiles, a.seed, a.duration_s.unwrap_or(600.0))?
         }
+        Variant::Steady => scenarios::steady(
+            &data.profiles,
+            &a.gpu,
+            a.gpus,
+            a.rate,
+            a.seed,
+            a.duration_s.unwrap_or(3600.0),
+        )
+        .context("--gpu / --gpus")?,
     };
     let variant = match a.variant {
         Variant::Seed => "seed",
         Variant::Dynamic => "dynamic",
+        Variant::Steady => "steady",
     };
     let out = a.out.clone().unwrap_or_else(|| match a.variant {
         Variant::Seed => PathBuf::from(format!("partition-seed-{}", a.gpu)),
         Variant::Dynamic => PathBuf::from("partition-dynamic"),
+        Variant::Steady => PathBuf::from(format!("partition-steady-{}-{}", a.gpu, a.rate)),
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating --out {}", out.display()))?;
 
@@ -151,6 +168,7 @@ pub fn bench_partition(a: PartitionArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut results = Vec::new();
+    let mut replans = std::collections::BTreeMap::new();
     for (i, mode) in MODES.iter().enumerate() {
         bar.set_message(mode.to_string());
         let mut p = policy(mode);
@@ -158,6 +176,7 @@ pub fn bench_partition(a: PartitionArgs) -> anyhow::Result<()> {
         let r = sim::run(&data, &sc, p.as_mut(), &mut |f| {
             bar.set_position(base + (f * 100.0) as u64)
         })?;
+        replans.insert(mode.to_string(), p.replans());
         results.push(r);
     }
     bar.finish_and_clear();
@@ -183,7 +202,7 @@ pub fn bench_partition(a: PartitionArgs) -> anyhow::Result<()> {
     if let Some(ad) = results.iter().find(|r| r.mode == "adaptive") {
         draw_shares(&out.join("shares.png"), &sc, ad)?;
     }
-    let summary = write_summary(&out, &sc, &results, variant)?;
+    let summary = write_summary(&out, &sc, &results, &replans, variant)?;
 
     match a.format {
         Format::Json => {
@@ -245,26 +264,41 @@ fn write_summary(
     out: &Path,
     sc: &Scenario,
     results: &[SimResult],
+    replans: &std::collections::BTreeMap<String, Option<usize>>,
     variant: &str,
 ) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
     let mut js = serde_json::Map::new();
     let mut totals = serde_json::Map::new();
     let mut gp = std::collections::BTreeMap::new();
+    let hours = sc.duration_s / 3600.0;
     for r in results {
         let goodput: f64 = r.models.iter().map(|m| m.goodput_rps).sum();
+        let reconf: u32 = r.models.iter().map(|m| m.reconfigurations).sum();
+        let per_model_hour = reconf as f64 / r.models.len().max(1) as f64 / hours.max(1e-9);
         let gap: f64 = r.models.iter().map(|m| m.serving_gap_s).sum();
         let refused: u64 = r.models.iter().map(|m| m.refused).sum();
         gp.insert(r.mode.clone(), goodput);
         totals.insert(
             r.mode.clone(),
             serde_json::json!({"goodput": goodput, "energy_j": r.energy_j, "serving_gap_s": gap, "refused": refused,
-                "reconfigurations": r.models.iter().map(|m| m.reconfigurations).sum::<u32>()}),
+                "reconfigurations": reconf, "reconfigurations_per_model_per_hour": per_model_hour}),
         );
         lines.push(format!(
-            "{:13} total goodput {goodput:7.1} req/s  energy {:8.0} J  refused {refused:6}  serving gap {gap:.2} s",
+            "{:13} total goodput {goodput:7.1} req/s  energy {:8.0} J  refused {refused:6}  serving gap {gap:.2} s  reconfigurations {reconf} ({per_model_hour:.2} per model per hour)",
             r.mode, r.energy_j
         ));
+        if let Some(Some(n)) = replans.get(&r.mode) {
+            let per = *n as f64 / r.models.len().max(1) as f64 / hours.max(1e-9);
+            lines.push(format!(
+                "{:13} re-plans after the first plan: {n} ({per:.2} per model per hour)",
+                r.mode
+            ));
+            if let Some(serde_json::Value::Object(t)) = totals.get_mut(&r.mode) {
+                t.insert("replans".into(), serde_json::json!(n));
+                t.insert("replans_per_model_per_hour".into(), serde_json::json!(per));
+            }
+        }
     }
     if let (Some(a), Some(g)) = (gp.get("adaptive"), gp.get("gpulet")) {
         lines.push(format!(

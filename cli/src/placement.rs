@@ -80,7 +80,11 @@ fn print_events(events: &[api::PlanEvent]) {
     for e in events {
         println!(
             "  #{:<6} {:<16} epoch {:<6} {}\n          -> {}",
-            e.index, e.node, e.epoch, e.reason, e.partitions
+            e.index,
+            if e.node.is_empty() { "(plan)" } else { &e.node },
+            e.epoch,
+            e.reason,
+            e.partitions
         );
     }
 }

@@ -233,14 +233,15 @@ impl AgentHub {
             energy += m.energy_j;
             // The rate over the last `rate_window` seconds of this agent process (a report
             // window alone is too short: 10 Poisson arrivals swing by a third).
+            // Demand counts the requests refused because the model is not assigned there:
+            // a model served nowhere still has its traffic measured.
             let window = self.rate_window.as_secs_f64();
+            let demand = m.arrivals.saturating_add(m.refused);
             let h = live.history.entry(m.model.clone()).or_default();
-            if h.back()
-                .is_some_and(|&(t, a)| r.uptime_s < t || m.arrivals < a)
-            {
+            if h.back().is_some_and(|&(t, a)| r.uptime_s < t || demand < a) {
                 h.clear(); // the agent restarted: its counters start over
             }
-            h.push_back((r.uptime_s, m.arrivals));
+            h.push_back((r.uptime_s, demand));
             while h.len() > 2 && r.uptime_s - h[1].0 >= window {
                 h.pop_front();
             }
@@ -249,7 +250,7 @@ impl AgentHub {
                 if r.uptime_s - t0 >= 0.8 * window {
                     live.rate_known.insert(m.model.clone());
                 }
-                (m.arrivals - a0) as f64 / (r.uptime_s - t0)
+                (demand - a0) as f64 / (r.uptime_s - t0)
             } else {
                 live.models.get(&m.model).map_or(0.0, |v| v.5)
             };
@@ -1047,6 +1048,7 @@ mod tests {
                 p50_ms: 1.0,
                 p99_ms: 2.0,
                 energy_j: 0.5,
+                refused: 0,
             }],
             accelerators: vec![],
             decision_overhead_us: 1.0,
@@ -1072,6 +1074,25 @@ mod tests {
         hub.record("a", &report(0.5, 4));
         assert_eq!(hub.node("a").unwrap().deadlines_met, 64);
         assert!(hub.model("other").is_none());
+    }
+
+    #[test]
+    fn refused_requests_count_into_the_observed_rate() {
+        let mut hub = AgentHub::new(LeaseConfig {
+            renew: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+        });
+        Arc::get_mut(&mut hub).unwrap().rate_window = Duration::from_secs(1);
+        // node "a" serves m: 10 arrivals in 1 s; node "b" does not: it refuses 30 in 1 s
+        hub.record("a", &report(1.0, 0));
+        hub.record("a", &report(2.0, 10));
+        let mut r = report(1.0, 0);
+        r.models[0].refused = 5;
+        hub.record("b", &r);
+        r = report(2.0, 0);
+        r.models[0].refused = 35;
+        hub.record("b", &r);
+        assert_eq!(hub.rates()["m"], 10.0 + 30.0);
     }
 
     #[test]

@@ -3,10 +3,10 @@
 //! and commits the plan through Raft when it changes.
 //!
 //! - Inputs: the replicated state (models with SLO and requested rate, nodes with their GPUs
-//!   and status, operator pins) and the leader's memory (observed rates, smoothed over
-//!   [`PlannerConfig::smooth`] samples, their peak over [`PlannerConfig::peak_window`]; which
+//!   and status, operator pins) and the leader's memory (observed rates, smoothed by the
+//!   planner's rate estimator with time constant [`PlannerConfig::rate_tau`]; which
 //!   partitions each agent reports ready).
-//! - Hysteresis: the planner keeps the committed plan unless a rate left its band, or the
+//! - Hysteresis: the planner keeps the committed plan unless a rate left its confidence band, or the
 //!   models or healthy nodes changed. The committed plan's reference (the rate each model was
 //!   planned on, the nodes) is in the replicated state, so a new leader resumes from it: a
 //!   model without a measured rate yet is taken at its committed rate, never re-planned from
@@ -28,7 +28,7 @@ use edgeplane_gpu::GpuData;
 use edgeplane_planner as planner;
 use edgeplane_proto::raft as pb;
 use edgeplane_proto::raft::command::Kind;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -37,32 +37,38 @@ use std::time::{Duration, Instant};
 pub struct PlannerConfig {
     /// How often the leader plans (also on every state change).
     pub interval: Duration,
-    /// Rate samples (one per round) averaged into one smoothed rate.
-    pub smooth: usize,
-    /// The planner plans on the peak of the smoothed rate over this window.
-    pub peak_window: Duration,
+    /// The rate estimator's time constant (`planner.band.tau_s` is the same number, so the
+    /// significance test matches the estimator).
+    pub rate_tau: Duration,
     pub planner: planner::Config,
 }
 
 impl PlannerConfig {
-    /// Defaults (1 s rounds, 5-sample mean, 30 s peak) overridden by
-    /// `EDGEPLANE_COORDINATOR_PLAN_INTERVAL_MS` and `EDGEPLANE_COORDINATOR_PLAN_PEAK_S`.
+    /// Defaults (1 s rounds, the planner's estimator time constant) overridden by
+    /// `EDGEPLANE_COORDINATOR_PLAN_INTERVAL_MS` and `EDGEPLANE_COORDINATOR_RATE_TAU_S` (its
+    /// older name `EDGEPLANE_COORDINATOR_PLAN_PEAK_S` is still read).
     pub fn from_env() -> Self {
-        let get = |k: &str, d: u64| match std::env::var(k) {
-            Ok(v) => match v.parse::<u64>() {
-                Ok(n) if n > 0 => n,
+        let get = |k: &str| match std::env::var(k) {
+            Ok(v) => match v.parse::<f64>() {
+                Ok(n) if n > 0.0 && n.is_finite() => Some(n),
                 _ => {
-                    tracing::warn!(var = k, value = %v, default = d, "bad value, using default");
-                    d
+                    tracing::warn!(var = k, value = %v, "bad value (a positive number), using the default");
+                    None
                 }
             },
-            Err(_) => d,
+            Err(_) => None,
         };
+        let mut planner = planner::Config::default();
+        if let Some(t) = get("EDGEPLANE_COORDINATOR_RATE_TAU_S")
+            .or_else(|| get("EDGEPLANE_COORDINATOR_PLAN_PEAK_S"))
+        {
+            planner.band.tau_s = t;
+        }
+        let interval = get("EDGEPLANE_COORDINATOR_PLAN_INTERVAL_MS").unwrap_or(1000.0);
         PlannerConfig {
-            interval: Duration::from_millis(get("EDGEPLANE_COORDINATOR_PLAN_INTERVAL_MS", 1000)),
-            smooth: 1,
-            peak_window: Duration::from_secs(get("EDGEPLANE_COORDINATOR_PLAN_PEAK_S", 30)),
-            planner: planner::Config::default(),
+            interval: Duration::from_secs_f64(interval / 1000.0),
+            rate_tau: Duration::from_secs_f64(planner.band.tau_s),
+            planner,
         }
     }
 }
@@ -80,67 +86,59 @@ pub fn gpu_data() -> Option<&'static GpuData> {
     .as_ref()
 }
 
-/// Observed rates: raw samples, smoothed (mean of the last `smooth`), peak over a window.
+/// Observed rates: one [`planner::rate::RateEstimator`] per model (the simulator's
+/// `adaptive` mode uses the same type), fed each round with the hub's measured rate over the
+/// time since the previous round.
 #[derive(Debug, Default)]
 pub struct RateTracker {
-    raw: VecDeque<BTreeMap<String, f64>>,
-    smoothed: VecDeque<(Instant, BTreeMap<String, f64>)>,
-    /// When this leader started watching (the peak of a shorter watch underestimates).
+    est: BTreeMap<String, planner::rate::RateEstimator>,
+    last: Option<Instant>,
+    /// When this leader started watching (a shorter watch underestimates nothing but is
+    /// noisier: until two time constants, an estimate may only raise a planned rate).
     since: Option<Instant>,
 }
 
 impl RateTracker {
     pub fn push(&mut self, now: Instant, rates: BTreeMap<String, f64>, cfg: &PlannerConfig) {
         self.since.get_or_insert(now);
-        self.raw.push_back(rates);
-        while self.raw.len() > cfg.smooth.max(1) {
-            self.raw.pop_front();
-        }
-        let mut sum: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-        for s in &self.raw {
-            for (m, r) in s {
-                let e = sum.entry(m.clone()).or_insert((0.0, 0));
-                e.0 += r;
-                e.1 += 1;
-            }
-        }
-        let mean = sum
-            .into_iter()
-            .map(|(m, (s, n))| (m, s / n as f64))
-            .collect();
-        self.smoothed.push_back((now, mean));
-        while self
-            .smoothed
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > cfg.peak_window)
-        {
-            self.smoothed.pop_front();
+        // a round delayed (a slow commit) still covers the time since the last; a leader
+        // that stopped sampling for long starts over from the interval
+        let dt = self
+            .last
+            .map(|t| now.duration_since(t))
+            .filter(|d| *d <= 10 * cfg.interval)
+            .unwrap_or(cfg.interval)
+            .as_secs_f64();
+        self.last = Some(now);
+        let tau = cfg.rate_tau.as_secs_f64();
+        for (m, r) in rates {
+            self.est
+                .entry(m)
+                .or_insert_with(|| planner::rate::RateEstimator::new(tau))
+                .observe(r * dt, dt);
         }
     }
 
-    /// Peak of the smoothed rate per model over the window.
+    /// The estimate per model, for models watched for at least one time constant.
     pub fn peak(&self) -> BTreeMap<String, f64> {
-        let mut out: BTreeMap<String, f64> = BTreeMap::new();
-        for (_, s) in &self.smoothed {
-            for (m, r) in s {
-                let e = out.entry(m.clone()).or_insert(0.0);
-                *e = e.max(*r);
-            }
-        }
-        out
+        self.est
+            .iter()
+            .filter(|(_, e)| e.watched_s() >= e.tau_s())
+            .filter_map(|(m, e)| Some((m.clone(), e.rate()?)))
+            .collect()
     }
 
-    /// Whether this tracker has watched for a whole peak window: until then a peak may only
-    /// raise a model's planned rate, never lower it (a new leader's short watch would make
-    /// noise look like a fall).
+    /// Whether this tracker has watched for two time constants: until then an estimate may
+    /// only raise a model's planned rate, never lower it (a new leader's short watch would
+    /// make noise look like a fall).
     pub fn full(&self, now: Instant, cfg: &PlannerConfig) -> bool {
         self.since
-            .is_some_and(|s| now.duration_since(s) >= cfg.peak_window)
+            .is_some_and(|s| now.duration_since(s) >= 2 * cfg.rate_tau)
     }
 
     pub fn clear(&mut self) {
-        self.raw.clear();
-        self.smoothed.clear();
+        self.est.clear();
+        self.last = None;
         self.since = None;
     }
 }
@@ -371,17 +369,12 @@ pub fn committed_plan(st: &State) -> Option<planner::Plan> {
     })
 }
 
-/// The planner's inputs from the state and the observed peaks.
-/// `served`: models on a ready partition of a ready node. Only their measured rate is a
-/// measurement of demand: a model that is served nowhere has its requests refused before any
-/// agent counts them, so its measured rate says nothing (planning on it would unplan the model
-/// for good); it keeps its committed rate, or the requested one.
-pub fn inputs(
-    data: &GpuData,
-    st: &State,
-    peaks: &BTreeMap<String, f64>,
-    served: &BTreeSet<String>,
-) -> planner::Inputs {
+/// The planner's inputs from the state and the observed rates.
+/// A measured rate is demand whether or not the model is served anywhere: agents count the
+/// requests they refuse for a model not assigned to them, and the hub adds them to the
+/// arrivals. The planner plans on the larger of it and the deployed rate
+/// ([`planner::basis_rps`]); without a measurement (a new leader), on the committed rate.
+pub fn inputs(data: &GpuData, st: &State, peaks: &BTreeMap<String, f64>) -> planner::Inputs {
     let pinned_models: BTreeSet<&str> = st.pins.iter().map(|p| p.model.as_str()).collect();
     let pinned_accs: BTreeSet<(&str, &str)> = st
         .pins
@@ -408,7 +401,6 @@ pub fn inputs(
                 observed_peak_rps: peaks
                     .get(&m.name)
                     .copied()
-                    .filter(|_| served.contains(&m.name))
                     .or_else(|| st.plan_basis.get(&m.name).copied()),
                 mem_mib: mem,
                 value: 1.0,
@@ -486,15 +478,9 @@ pub fn round(
     ready: &dyn Fn(&str) -> BTreeSet<String>,
     cfg: &planner::Config,
 ) -> Result<PlanPreview, String> {
-    let served: BTreeSet<String> = st
-        .nodes
-        .values()
-        .filter(|n| n.status == NodeStatus::Ready)
-        .flat_map(|n| ready(&n.name))
-        .collect();
     let data = with_measured(data, st);
     let data = data.as_ref();
-    let inputs = inputs(data, st, peaks, &served);
+    let inputs = inputs(data, st, peaks);
     let current = committed_plan(st);
     let out = planner::plan(data, &inputs, current.as_ref(), cfg).map_err(|e| e.to_string())?;
     // Which profile each plannable accelerator was planned with (measured rows win).
@@ -1216,18 +1202,63 @@ mod tests {
     }
 
     #[test]
-    fn a_model_served_nowhere_keeps_its_planned_rate() {
+    fn a_deployed_model_is_planned_at_least_at_its_deployed_rate() {
         let data = gpu_data().unwrap();
-        let mut st = setup();
+        let mut st = setup(); // resnet18 and resnet50 deployed at 50 req/s
         let none = |_: &str| BTreeSet::new();
         let p = plan_now(&st);
         commit(&mut st, &p, 10);
-        // its requests are refused before any agent counts them: a measured 0 is no demand
+        assert_eq!(st.plan_basis.get("resnet18"), Some(&50.0));
+        // idle (a measured 0), served or not: demand = max(50 deployed, 0 observed) = 50, the
+        // committed basis, so nothing re-plans and the model keeps its partitions
         let mut peaks = BTreeMap::new();
         peaks.insert("resnet18".to_string(), 0.0);
+        for ready in [&none as &dyn Fn(&str) -> BTreeSet<String>, &all_ready(&st)] {
+            let p = round(data, &st, &peaks, ready, &planner::Config::default()).unwrap();
+            assert!(!p.replanned, "{:?}", p.decisions);
+            assert!(!p.changes_state(&st), "{:?}", p.changes);
+        }
+        // a measured rate above the deployed one is demand, also for a model served nowhere
+        // (its refused requests are counted): 80 > 50 x 1.05 re-plans on 80
+        peaks.insert("resnet18".to_string(), 80.0);
         let p = round(data, &st, &peaks, &none, &planner::Config::default()).unwrap();
-        assert!(!p.replanned, "{:?}", p.decisions);
-        // served, the same measurement is believed
+        assert!(p.replanned && p.reason.contains("rose"), "{}", p.reason);
+        assert_eq!(p.basis_rps.get("resnet18"), Some(&80.0));
+        assert_eq!(p.basis_rps.get("resnet50"), Some(&50.0));
+        // a stale committed 0 (a plan made before this rule) is no floor: the next round
+        // plans on the deployed 50 again
+        st.plan_basis.insert("resnet18".to_string(), 0.0);
+        let p = round(
+            data,
+            &st,
+            &BTreeMap::new(),
+            &none,
+            &planner::Config::default(),
+        )
+        .unwrap();
+        assert!(p.replanned, "{:?}", p.decisions);
+        assert_eq!(p.basis_rps.get("resnet18"), Some(&50.0));
+    }
+
+    #[test]
+    fn an_idle_model_deployed_at_zero_is_not_placed_with_a_reason_in_the_events() {
+        let mut st = setup();
+        deploy(&mut st, "vgg16", 0.0, 4);
+        let p = plan_now(&st);
+        assert_eq!(commit(&mut st, &p, 10).code, 0, "{:?}", p.decisions);
+        assert!(!st.nodes["a"].models().contains(&"vgg16".to_string()));
+        let ev: Vec<&str> = st
+            .events
+            .iter()
+            .filter(|e| e.node.is_empty())
+            .map(|e| e.reason.as_str())
+            .collect();
+        assert_eq!(ev.len(), 1, "{:?}", st.events);
+        assert!(ev[0].starts_with("not placed: vgg16: idle"), "{ev:?}");
+        // the same shed again is no new event; its first requests (refused, counted) place it
+        let data = gpu_data().unwrap();
+        let mut peaks = BTreeMap::new();
+        peaks.insert("vgg16".to_string(), 5.0);
         let p = round(
             data,
             &st,
@@ -1236,7 +1267,10 @@ mod tests {
             &planner::Config::default(),
         )
         .unwrap();
-        assert!(p.replanned && p.reason.contains("fell"), "{}", p.reason);
+        assert!(p.replanned, "{:?}", p.decisions);
+        assert_eq!(commit(&mut st, &p, 11).code, 0);
+        assert!(st.nodes["a"].models().contains(&"vgg16".to_string()));
+        assert_eq!(st.events.iter().filter(|e| e.node.is_empty()).count(), 1);
     }
 
     #[test]

@@ -766,11 +766,15 @@ impl State {
             reason: reason.to_string(),
             partitions: describe_partitions(&node.partitions),
         };
+        self.push_event(ev);
+        index
+    }
+
+    fn push_event(&mut self, ev: PlanEvent) {
         self.events.push_back(ev);
         while self.events.len() > MAX_PLAN_EVENTS {
             self.events.pop_front();
         }
-        index
     }
 
     /// Insert or update a node (status ready, unless an operator drains it). Returns the
@@ -1048,6 +1052,22 @@ impl State {
                 }
                 self.plan_basis = p.basis_rps.iter().map(|(k, v)| (k.clone(), *v)).collect();
                 self.plan_nodes = p.plan_nodes.iter().cloned().collect();
+                // A model the plan leaves unplaced is an event of its own (no node may change
+                // for it), so `events` always says why a deployed model is served nowhere.
+                let new_shed: Vec<&String> = p
+                    .shed
+                    .iter()
+                    .filter(|s| !self.plan_shed.contains(*s))
+                    .collect();
+                for s in new_shed {
+                    self.push_event(PlanEvent {
+                        index,
+                        node: String::new(),
+                        epoch: 0,
+                        reason: format!("not placed: {s}"),
+                        partitions: describe_partitions(&[]),
+                    });
+                }
                 self.plan_shed = p.shed.iter().cloned().collect();
                 Ok(0)
             }

@@ -129,6 +129,16 @@ pub fn validate(req: &InferRequest, rt: &RuntimeHandle) -> Result<Duration, Stat
             .ok_or_else(|| Status::not_found(format!("model {:?} is not known", req.model)))?,
     };
     if !rt.shared.serves(&req.model) {
+        // Demand all the same: reported, so the coordinator's observed rate includes it (a
+        // model served nowhere would otherwise look idle and never be placed again). The
+        // name is a known model (checked above), so this map stays bounded.
+        rt.shared
+            .stats
+            .lock()
+            .expect("stats")
+            .model(&req.model)
+            .refused += 1;
+        tracing::debug!(model = %req.model, node = %rt.shared.name, "request refused: model not assigned here");
         return Err(Status::failed_precondition(format!(
             "model {:?} is not assigned to node {} (assignment epoch {})",
             req.model,

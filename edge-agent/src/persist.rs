@@ -61,6 +61,9 @@ pub struct ModelCounters {
     pub met: u64,
     pub missed: u64,
     pub drops: u64,
+    /// Requests refused (model not assigned here); absent in counters written before it.
+    #[serde(default)]
+    pub refused: u64,
     pub energy_mj: f64,
 }
 

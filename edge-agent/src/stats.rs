@@ -18,6 +18,9 @@ pub struct ModelStats {
     pub met: u64,
     pub missed: u64,
     pub drops: u64,
+    /// Requests refused because the model is not assigned here (demand all the same: the
+    /// coordinator counts them into the observed rate).
+    pub refused: u64,
     pub energy_mj: f64,
     /// Latencies of completions in the current report window.
     pub window: Latencies,
@@ -130,6 +133,7 @@ impl Stats {
                     p50_ms,
                     p99_ms,
                     energy_j: s.energy_mj / 1000.0,
+                    refused: s.refused,
                 }
             })
             .collect();
@@ -185,6 +189,7 @@ impl Stats {
                             met: s.met,
                             missed: s.missed,
                             drops: s.drops,
+                            refused: s.refused,
                             energy_mj: s.energy_mj,
                         },
                     )
@@ -217,6 +222,7 @@ impl Stats {
             s.met += m.met;
             s.missed += m.missed;
             s.drops += m.drops;
+            s.refused += m.refused;
             s.energy_mj += m.energy_mj;
         }
         for (id, a) in &mut self.accelerators {

@@ -63,6 +63,50 @@ pub fn seed(p: &Profiles, gpu: &str, seed: u64, duration_s: f64) -> Result<Scena
     })
 }
 
+/// Churn at constant load: ResNet18, ResNet50 and VGG16, each a constant Poisson stream at
+/// `rate` req/s (and deployed at it) from t = 0, on `n_gpus` GPUs of kind `gpu` (one node
+/// each). A stable planner changes nothing after the first plan.
+pub fn steady(
+    p: &Profiles,
+    gpu: &str,
+    n_gpus: usize,
+    rate: f64,
+    seed: u64,
+    duration_s: f64,
+) -> Result<Scenario, GpuError> {
+    p.gpu(gpu)?;
+    if n_gpus == 0 {
+        return Err(GpuError::Scenario(
+            "steady: --gpus must be at least 1".into(),
+        ));
+    }
+    let mut models = Vec::new();
+    for name in ["resnet18", "resnet50", "vgg16"] {
+        models.push(model(
+            p,
+            name,
+            name,
+            rate,
+            0.0,
+            None,
+            vec![seg(0.0, duration_s, rate)],
+            1.0,
+        )?);
+    }
+    Ok(Scenario {
+        gpus: (0..n_gpus)
+            .map(|i| SimGpu {
+                node: format!("edge-{}", i + 1),
+                kind: gpu.into(),
+            })
+            .collect(),
+        models,
+        duration_s,
+        seed,
+        worker_start_s: 3.0,
+    })
+}
+
 /// A linear ramp from `a` to `b` req/s over [from, to), in 10-s steps.
 fn ramp(from_s: f64, to_s: f64, a: f64, b: f64) -> Vec<Segment> {
     let n = ((to_s - from_s) / 10.0).ceil().max(1.0) as usize;

@@ -106,6 +106,9 @@ pub struct PlanView<'a> {
     pub deployed: &'a [bool],
     /// Highest 1-s arrival rate over the policy's window; `None` until a full window was observed.
     pub observed_peak_rps: &'a [Option<f64>],
+    /// Arrivals per model per virtual second; the seconds before `floor(now_s)` are complete
+    /// (a policy with its own rate estimator reads the ones it has not seen yet).
+    pub arrivals_per_s: &'a [Vec<u32>],
     /// The layout serving now (or being brought up).
     pub current: &'a Layout,
 }
@@ -129,6 +132,11 @@ pub trait PlanPolicy {
     }
     /// A new layout, or None to keep the current one.
     fn plan(&mut self, view: &PlanView<'_>) -> Result<Option<Layout>, GpuError>;
+    /// Re-plans after the first plan (a re-plan may keep the layout), where the policy counts
+    /// them.
+    fn replans(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Per-model outcome.
@@ -494,6 +502,7 @@ impl<'a> Sim<'a> {
             scenario: self.sc,
             deployed: &deployed,
             observed_peak_rps: &peaks,
+            arrivals_per_s: &self.buckets,
             current: &self.layout,
         };
         let Some(new) = self.policy.plan(&view)? else {

@@ -4,9 +4,12 @@
 //! `placement plan --dry-run` all run the same code.
 //!
 //! The rules (DESIGN.md §4):
-//! 1. Plan on the recent peak rate x 1.2 (the requested rate until a rate is observed).
-//! 2. Re-plan only when a rate rises > 5 % or falls > 10 % against the rate the current plan was
-//!    made for, or when the model set or the healthy nodes change (hysteresis).
+//! 1. Plan on the demand: max(deployed rate, the smoothed observed rate of [`rate`]), with
+//!    headroom max(x 1.2, + the half-width of its confidence band).
+//! 2. Re-plan only when a rate moves significantly against the rate the current plan was made
+//!    for (outside its Poisson confidence band and above an absolute floor, [`rate::Band`]; the
+//!    planned capacity covers the band, so a rise beyond capacity is always such a move), or
+//!    when the model set or the healthy nodes change (hysteresis).
 //! 3. Order models by rate x SLO tightness (rate / SLO), highest first.
 //! 4. A model's ideal share on a GPU kind is the MPS cap (10 % steps) with the best throughput per %
 //!    whose largest batch meets 2 x latency x alpha x 1.1 <= SLO (alpha: gpulet's model against the
@@ -19,6 +22,7 @@
 //! 8. The diff from the current plan is make-before-break: start new partitions, wait until ready,
 //!    move traffic, stop the old ones.
 
+pub mod rate;
 pub mod sim_policy;
 
 use edgeplane_gpu::capacity::{self, Tenant as CapTenant};
@@ -87,8 +91,8 @@ pub struct Inputs {
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub headroom: f64,
-    pub rise: f64,
-    pub fall: f64,
+    /// The rate estimator's time constant and the significance band of a rate change.
+    pub band: rate::Band,
     pub latency_margin: f64,
     /// MPS caps to choose from, percent.
     pub steps_pct: Vec<u32>,
@@ -102,8 +106,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             headroom: 1.2,
-            rise: 0.05,
-            fall: 0.10,
+            band: rate::Band::default(),
             latency_margin: 1.1,
             steps_pct: vec![10, 20, 30, 40, 50, 60, 70, 80, 90, 100],
             residue_candidates: 8,
@@ -324,9 +327,22 @@ fn validate(inputs: &Inputs) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// The rate a model is planned on (before headroom).
+/// The rate a model is planned on (before headroom): its demand, the larger of the rate it was
+/// deployed with and the observed rate (which counts requests refused while it is served
+/// nowhere). An idle model therefore falls back to its deployed rate, never to nothing.
 pub fn basis_rps(m: &ModelDemand) -> f64 {
-    m.observed_peak_rps.unwrap_or(m.requested_rps)
+    m.observed_peak_rps
+        .map_or(m.requested_rps, |o| o.max(m.requested_rps))
+}
+
+/// The capacity planned for a basis: headroom x the basis, and at least the upper edge of the
+/// basis's confidence band (so every rise that stays inside the band is served without a
+/// re-plan; a rise beyond the planned capacity is always outside the band).
+pub fn planned_rps(basis: f64, cfg: &Config) -> f64 {
+    if basis <= 0.0 {
+        return 0.0;
+    }
+    (basis * cfg.headroom).max(basis + cfg.band.half_width(basis))
 }
 
 /// Why a plan was replaced (hysteresis fired). Structured, so that callers that know more
@@ -338,19 +354,20 @@ pub enum Trigger {
     NodeJoined(String),
     ModelRemoved(String),
     ModelDeployed(String),
-    /// The rate rose more than `pct` % over the planned rate `old`.
+    /// The rate rose more than `band` req/s (the larger of its confidence band and the planned
+    /// capacity's headroom) over the planned rate `old`.
     RateRose {
         model: String,
         now: f64,
         old: f64,
-        pct: f64,
+        band: f64,
     },
-    /// The rate fell more than `pct` % under the planned rate `old`.
+    /// The rate fell more than `band` req/s under the planned rate `old`.
     RateFell {
         model: String,
         now: f64,
         old: f64,
-        pct: f64,
+        band: f64,
     },
 }
 
@@ -365,19 +382,19 @@ impl std::fmt::Display for Trigger {
                 model,
                 now,
                 old,
-                pct,
+                band,
             } => write!(
                 f,
-                "{model}: rate {now:.1} req/s rose more than {pct:.0} % over {old:.1}"
+                "{model}: rate {now:.1} req/s rose more than {band:.1} req/s (its confidence band and planned capacity) over {old:.1}"
             ),
             Trigger::RateFell {
                 model,
                 now,
                 old,
-                pct,
+                band,
             } => write!(
                 f,
-                "{model}: rate {now:.1} req/s fell more than {pct:.0} % under {old:.1}"
+                "{model}: rate {now:.1} req/s fell more than {band:.1} req/s (its confidence band) under {old:.1}"
             ),
         }
     }
@@ -406,20 +423,24 @@ pub fn replan_trigger(inputs: &Inputs, current: &Plan, cfg: &Config) -> Option<T
         match current.basis_rps.get(&m.name) {
             None => return Some(Trigger::ModelDeployed(m.name.clone())),
             Some(&old) => {
-                if now > old * (1.0 + cfg.rise) {
+                let band = cfg.band.half_width(old);
+                // a rise the planned capacity still carries needs no new layout: re-plan
+                // once it is beyond both the band and the capacity
+                let capacity = planned_rps(old, cfg);
+                if now > old + band && now > capacity {
                     return Some(Trigger::RateRose {
                         model: m.name.clone(),
                         now,
                         old,
-                        pct: cfg.rise * 100.0,
+                        band: band.max(capacity - old),
                     });
                 }
-                if now < old * (1.0 - cfg.fall) {
+                if now < old - band {
                     return Some(Trigger::RateFell {
                         model: m.name.clone(),
                         now,
                         old,
-                        pct: cfg.fall * 100.0,
+                        band,
                     });
                 }
             }
@@ -450,9 +471,10 @@ pub fn plan(
                     decisions: vec![Decision {
                         subject: "plan".into(),
                         reason: format!(
-                            "kept: every rate within +{:.0} % / -{:.0} % of its planned rate, same models and nodes",
-                            cfg.rise * 100.0,
-                            cfg.fall * 100.0
+                            "kept: every rate within its confidence band around its planned rate (z = {}, at least {} req/s and {:.0} %), same models and nodes",
+                            cfg.band.z,
+                            cfg.band.floor_rps,
+                            cfg.band.floor_frac * 100.0
                         ),
                     }],
                 })
@@ -466,6 +488,220 @@ pub fn plan(
             }
         }
     }
+    let incremental = matches!(
+        trigger,
+        Some(
+            Trigger::RateRose { .. }
+                | Trigger::RateFell { .. }
+                | Trigger::ModelDeployed(_)
+                | Trigger::ModelRemoved(_)
+        )
+    );
+    if let (true, Some(cur)) = (incremental, current) {
+        // the changed models and their partition neighbours (widening to their GPUs was
+        // measured: more restarts and less goodput in `bench partition --variant dynamic`
+        // than a full re-plan)
+        for widen in [Neighbours::Partition] {
+            if let Some(plan) = replan_incremental(data, inputs, cur, cfg, widen, &mut decisions)? {
+                let steps = diff(current, &plan, inputs);
+                return Ok(Outcome {
+                    plan,
+                    replanned: true,
+                    steps,
+                    decisions,
+                    trigger,
+                });
+            }
+        }
+    }
+    let plan = plan_layout(data, inputs, current, cfg, &BTreeMap::new(), &mut decisions)?;
+    let steps = diff(current, &plan, inputs);
+    Ok(Outcome {
+        plan,
+        replanned: true,
+        steps,
+        decisions,
+        trigger,
+    })
+}
+
+/// Which kept partitions an incremental re-plan gives up with the changed models.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Neighbours {
+    /// Those sharing a partition with a changed (or removed) model.
+    Partition,
+    /// Every partition on a GPU where a changed model has one.
+    Gpu,
+}
+
+/// Share (%) and memory (MiB) already taken on a (node, gpu) by partitions a re-plan keeps.
+type Reserved = BTreeMap<(String, String), (u32, u64)>;
+
+/// Re-plan only what changed: the models whose demand left its band (or that were deployed or
+/// shed), and the neighbours sharing a partition with them or with a removed model; every other
+/// partition is kept as it is (no worker restarts) and its share reserved. None when nothing can
+/// be kept, or when the changed models do not fit the free share (a full re-plan then decides).
+fn replan_incremental(
+    data: &GpuData,
+    inputs: &Inputs,
+    cur: &Plan,
+    cfg: &Config,
+    widen: Neighbours,
+    decisions: &mut Vec<Decision>,
+) -> Result<Option<Plan>, PlanError> {
+    let names: BTreeSet<&str> = inputs.models.iter().map(|m| m.name.as_str()).collect();
+    let mut changed: BTreeSet<String> = inputs
+        .models
+        .iter()
+        .filter(|m| {
+            cur.basis_rps
+                .get(&m.name)
+                .is_none_or(|&old| cfg.band.significant(basis_rps(m), old))
+        })
+        .map(|m| m.name.clone())
+        .collect();
+    // shed or unplaced before (a committed plan read back from a store may not carry its shed
+    // list): offered the free share again
+    changed.extend(cur.shed.iter().map(|s| s.model.clone()));
+    let placed: BTreeSet<&str> = cur
+        .partitions
+        .iter()
+        .flat_map(|p| p.tenants.iter().map(|t| t.model.as_str()))
+        .collect();
+    changed.extend(
+        inputs
+            .models
+            .iter()
+            .filter(|m| !placed.contains(m.name.as_str()))
+            .map(|m| m.name.clone()),
+    );
+    // a partition holding a changed or removed model is re-planned whole (its neighbours too)
+    loop {
+        let before = changed.len();
+        for p in &cur.partitions {
+            let touched = p
+                .tenants
+                .iter()
+                .any(|t| changed.contains(&t.model) || !names.contains(t.model.as_str()));
+            if touched {
+                changed.extend(
+                    p.tenants
+                        .iter()
+                        .filter(|t| names.contains(t.model.as_str()))
+                        .map(|t| t.model.clone()),
+                );
+            }
+        }
+        if changed.len() == before {
+            break;
+        }
+    }
+    if widen == Neighbours::Gpu {
+        let gpus: BTreeSet<(&str, &str)> = cur
+            .partitions
+            .iter()
+            .filter(|p| p.tenants.iter().any(|t| changed.contains(&t.model)))
+            .map(|p| (p.node.as_str(), p.gpu.as_str()))
+            .collect();
+        for p in &cur.partitions {
+            if gpus.contains(&(p.node.as_str(), p.gpu.as_str())) {
+                changed.extend(
+                    p.tenants
+                        .iter()
+                        .filter(|t| names.contains(t.model.as_str()))
+                        .map(|t| t.model.clone()),
+                );
+            }
+        }
+    }
+    let kept: Vec<&Partition> = cur
+        .partitions
+        .iter()
+        .filter(|p| {
+            p.tenants
+                .iter()
+                .all(|t| names.contains(t.model.as_str()) && !changed.contains(&t.model))
+        })
+        .collect();
+    if kept.is_empty() {
+        return Ok(None);
+    }
+    let mem_of = |m: &str| {
+        inputs
+            .models
+            .iter()
+            .find(|x| x.name == m)
+            .map_or(0, |x| x.mem_mib)
+    };
+    let mut reserved = Reserved::new();
+    for p in &kept {
+        let e = reserved
+            .entry((p.node.clone(), p.gpu.clone()))
+            .or_insert((0, 0));
+        e.0 += p.share_pct;
+        e.1 += p.tenants.iter().map(|t| mem_of(&t.model)).sum::<u64>();
+    }
+    let sub = Inputs {
+        nodes: inputs.nodes.clone(),
+        models: inputs
+            .models
+            .iter()
+            .filter(|m| changed.contains(&m.name))
+            .cloned()
+            .collect(),
+    };
+    let mut sub_decisions = Vec::new();
+    let part = plan_layout(data, &sub, Some(cur), cfg, &reserved, &mut sub_decisions)?;
+    if part
+        .shed
+        .iter()
+        .any(|s| !cur.shed.iter().any(|c| c.model == s.model))
+    {
+        decisions.push(Decision {
+            subject: "plan".into(),
+            reason: format!(
+                "the changed models do not fit beside the kept partitions ({widen:?} neighbours): {}",
+                if widen == Neighbours::Gpu { "full re-plan" } else { "widening to their GPUs" }
+            ),
+        });
+        return Ok(None);
+    }
+    decisions.push(Decision {
+        subject: "plan".into(),
+        reason: format!(
+            "incremental: re-planned {} ({} model(s)); kept {} partition(s) of the others unchanged",
+            changed.iter().cloned().collect::<Vec<_>>().join(", "),
+            changed.len(),
+            kept.len()
+        ),
+    });
+    decisions.extend(sub_decisions);
+    let mut partitions: Vec<Partition> = kept.into_iter().cloned().collect();
+    partitions.extend(part.partitions);
+    partitions.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut basis_rps = part.basis_rps;
+    for m in inputs.models.iter().filter(|m| !changed.contains(&m.name)) {
+        if let Some(&b) = cur.basis_rps.get(&m.name) {
+            basis_rps.insert(m.name.clone(), b);
+        }
+    }
+    Ok(Some(Plan {
+        partitions,
+        basis_rps,
+        shed: part.shed,
+        nodes: part.nodes,
+    }))
+}
+
+/// Lay out `inputs`' models on the healthy nodes' GPUs, less what `reserved` already takes.
+fn plan_layout(
+    data: &GpuData,
+    inputs: &Inputs,
+    current: Option<&Plan>,
+    cfg: &Config,
+    reserved: &Reserved,
+    decisions: &mut Vec<Decision>,
+) -> Result<Plan, PlanError> {
     let mut ctx = Ctx {
         data,
         cfg,
@@ -474,17 +710,21 @@ pub fn plan(
     let mut slots: Vec<Slot> = Vec::new();
     for n in inputs.nodes.iter().filter(|n| n.healthy) {
         for g in &n.gpus {
+            let (pct, mem) = reserved
+                .get(&(n.id.clone(), g.id.clone()))
+                .copied()
+                .unwrap_or((0, 0));
             slots.push(Slot {
                 node: n.id.clone(),
                 gpu: g.id.clone(),
                 kind: g.kind.clone(),
-                free_pct: 100,
-                free_mem: g.memory_mib,
+                free_pct: 100u32.saturating_sub(pct),
+                free_mem: g.memory_mib.saturating_sub(mem),
             });
         }
     }
     let kinds: BTreeSet<String> = slots.iter().map(|s| s.kind.clone()).collect();
-    let total_pct: u64 = slots.len() as u64 * 100;
+    let total_pct: u64 = slots.iter().map(|s| s.free_pct as u64).sum();
 
     // demand per model, on the best GPU kind for it (least share per req/s)
     struct Need {
@@ -498,7 +738,7 @@ pub fn plan(
     let mut needs = Vec::new();
     for (idx, m) in inputs.models.iter().enumerate() {
         let basis = basis_rps(m);
-        let rate = basis * cfg.headroom;
+        let rate = planned_rps(basis, cfg);
         let mut options: Vec<(f64, String, u32)> = Vec::new();
         for k in &kinds {
             if let Some(menu) = ctx.menu(k, m)? {
@@ -523,7 +763,20 @@ pub fn plan(
     let mut shed: Vec<Shed> = Vec::new();
     let mut shed_set = BTreeSet::new();
     for n in &needs {
-        if n.kind.is_none() && n.rate > 0.0 {
+        if n.rate <= 0.0 {
+            // deployed at 0 req/s and no request seen (refused ones count): nothing to serve
+            // yet; the first requests raise its observed rate and the next round places it
+            let m = &inputs.models[n.idx];
+            shed.push(Shed {
+                model: m.name.clone(),
+                reason:
+                    "idle: deployed at 0 req/s and no request observed; placed once requests arrive"
+                        .into(),
+            });
+            shed_set.insert(n.idx);
+            continue;
+        }
+        if n.kind.is_none() {
             let m = &inputs.models[n.idx];
             shed.push(Shed {
                 model: m.name.clone(),
@@ -726,9 +979,9 @@ pub fn plan(
             decisions.push(Decision {
                 subject: m.name.clone(),
                 reason: format!(
-                    "planned on {:.1} req/s ({} {:.1} x {}); ideal share {pct} % on {kind} (batch {batch}, {t:.1} req/s, {:.2} req/s per %); {full} full partition(s) + residue {residue:.1} req/s",
+                    "planned on {:.1} req/s ({} {:.1} with headroom max(x {}, + its confidence band)); ideal share {pct} % on {kind} (batch {batch}, {t:.1} req/s, {:.2} req/s per %); {full} full partition(s) + residue {residue:.1} req/s",
                     n.rate,
-                    if m.observed_peak_rps.is_some() { "observed peak" } else { "requested" },
+                    if n.basis > m.requested_rps { "observed" } else { "deployed" },
                     n.basis,
                     cfg.headroom,
                     t / pct as f64
@@ -884,9 +1137,8 @@ pub fn plan(
             decisions.push(Decision {
                 subject: m.name.clone(),
                 reason: format!(
-                    "residue {r:.1} req/s fits nowhere; its full partitions carry {covered:.1} req/s >= its peak {:.1}: served without the {:.0} % headroom",
-                    n.basis,
-                    (cfg.headroom - 1.0) * 100.0
+                    "residue {r:.1} req/s fits nowhere; its full partitions carry {covered:.1} req/s >= its demand {:.1}: served without headroom",
+                    n.basis
                 ),
             });
         } else if !done {
@@ -1022,14 +1274,7 @@ pub fn plan(
             .map(|n| n.id.clone())
             .collect(),
     };
-    let steps = diff(current, &plan, inputs);
-    Ok(Outcome {
-        plan,
-        replanned: true,
-        steps,
-        decisions,
-        trigger,
-    })
+    Ok(plan)
 }
 
 /// Make-before-break steps from `current` to `next`: start and wait for every new partition, move

@@ -1,8 +1,10 @@
 //! The `adaptive` mode of the GPU simulator: the same [`crate::plan`] the coordinator runs, fed from
-//! the simulator's view (each simulated GPU is one GPU of its node, the observed rate is the peak of
-//! 10-s arrival rates over the last 60 s (a 1-s peak of Poisson
-//! traffic moves by more than the 5 % hysteresis band on its own)).
+//! the simulator's view (each simulated GPU is one GPU of its node) with the coordinator's rate
+//! estimator ([`crate::rate::RateEstimator`], the same `Config::band`): every virtual second's
+//! arrivals of a deployed model (refused ones included) are one observation; a model's estimate
+//! is used once it has watched one time constant (before that it is planned on its deployed rate).
 
+use crate::rate::RateEstimator;
 use crate::{plan, Config, GpuSlot, Inputs, ModelDemand, Node, Outcome, Plan};
 use edgeplane_gpu::sim::{Layout, PartitionSpec, PlanPolicy, PlanView, Tenant};
 use edgeplane_gpu::GpuError;
@@ -15,6 +17,10 @@ pub struct Adaptive {
     current: Option<Plan>,
     /// Every outcome that re-planned, with its time (for reports).
     pub history: Vec<(f64, Outcome)>,
+    /// One estimator per scenario model (reset while it is not deployed), and how many whole
+    /// virtual seconds of arrivals they have seen.
+    estimators: Vec<RateEstimator>,
+    seen_s: usize,
 }
 
 impl Adaptive {
@@ -23,12 +29,40 @@ impl Adaptive {
             cfg,
             current: None,
             history: Vec::new(),
+            estimators: Vec::new(),
+            seen_s: 0,
         }
+    }
+
+    /// Feed the estimators the whole seconds of arrivals not seen yet; returns each model's
+    /// estimate once it has watched a time constant.
+    fn observe(&mut self, v: &PlanView<'_>) -> Vec<Option<f64>> {
+        let tau = self.cfg.band.tau_s;
+        let n = v.scenario.models.len();
+        if self.estimators.len() != n {
+            self.estimators = vec![RateEstimator::new(tau); n];
+        }
+        let now = v.now_s.floor().max(0.0) as usize;
+        for sec in self.seen_s..now {
+            for m in 0..n {
+                if !v.deployed[m] {
+                    self.estimators[m] = RateEstimator::new(tau);
+                    continue;
+                }
+                let c = v.arrivals_per_s[m].get(sec).copied().unwrap_or(0);
+                self.estimators[m].observe(c as f64, 1.0);
+            }
+        }
+        self.seen_s = self.seen_s.max(now);
+        self.estimators
+            .iter()
+            .map(|e| e.rate().filter(|_| e.watched_s() >= tau))
+            .collect()
     }
 }
 
 /// The planner's inputs for a simulator view.
-pub fn inputs_from_view(v: &PlanView<'_>) -> Result<Inputs, GpuError> {
+pub fn inputs_from_view(v: &PlanView<'_>, observed: &[Option<f64>]) -> Result<Inputs, GpuError> {
     let mut nodes: BTreeMap<String, Vec<GpuSlot>> = BTreeMap::new();
     for (i, g) in v.scenario.gpus.iter().enumerate() {
         let info = v.data.profiles.gpu(&g.kind)?;
@@ -48,7 +82,7 @@ pub fn inputs_from_view(v: &PlanView<'_>) -> Result<Inputs, GpuError> {
             profile: m.profile.clone(),
             slo_ms: m.slo_ms,
             requested_rps: m.requested_rps,
-            observed_peak_rps: v.observed_peak_rps[i],
+            observed_peak_rps: observed.get(i).copied().flatten(),
             mem_mib: v.data.profiles.model(&m.profile)?.gpu_mem_mib,
             value: m.value,
         });
@@ -110,8 +144,12 @@ impl PlanPolicy for Adaptive {
     fn rate_bucket_s(&self) -> f64 {
         10.0
     }
+    fn replans(&self) -> Option<usize> {
+        Some(self.history.len().saturating_sub(1))
+    }
     fn plan(&mut self, v: &PlanView<'_>) -> Result<Option<Layout>, GpuError> {
-        let inputs = inputs_from_view(v)?;
+        let observed = self.observe(v);
+        let inputs = inputs_from_view(v, &observed)?;
         let out = plan(v.data, &inputs, self.current.as_ref(), &self.cfg)
             .map_err(|e| GpuError::Scenario(e.to_string()))?;
         if !out.replanned {

@@ -370,6 +370,7 @@ async fn live_figures_are_the_same_through_every_member() {
                 p50_ms: 1.0,
                 p99_ms: 2.0,
                 energy_j: 3.0,
+                refused: 0,
             }],
             accelerators: vec![],
             decision_overhead_us: 1.0,

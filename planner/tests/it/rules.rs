@@ -122,3 +122,83 @@ fn make_before_break_orders_start_wait_move_stop() {
     }
     assert!(second.decisions[0].reason.contains("rose"));
 }
+
+#[test]
+fn a_rise_inside_the_planned_capacity_keeps_the_plan() {
+    let data = GpuData::shipped().unwrap();
+    let cfg = Config::default();
+    let mut inputs = Inputs {
+        nodes: vec![node("edge-1", &["A100-80GB"])],
+        models: vec![model("r18", "resnet18", 45.0, 50.0)],
+    };
+    let first = plan(&data, &inputs, None, &cfg).unwrap();
+    // planned at 50: band 4 sqrt(50 / 30) = 5.16 req/s, capacity max(50 x 1.2, 55.16) = 60
+    for (observed, replans) in [(58.0, false), (45.0, false), (44.0, true), (61.0, true)] {
+        inputs.models[0].observed_peak_rps = Some(observed);
+        // a fall is floored at the deployed rate: deploy at the observed rate to test it
+        inputs.models[0].requested_rps = observed.min(50.0);
+        let out = plan(&data, &inputs, Some(&first.plan), &cfg).unwrap();
+        assert_eq!(out.replanned, replans, "{observed}: {:?}", out.decisions);
+    }
+}
+
+#[test]
+fn a_rate_change_re_plans_only_that_model_and_keeps_the_others_partitions() {
+    let data = GpuData::shipped().unwrap();
+    let cfg = Config::default();
+    let mut inputs = Inputs {
+        nodes: vec![
+            node("edge-1", &["A100-80GB"]),
+            node("edge-2", &["A100-80GB"]),
+        ],
+        models: vec![
+            model("r18", "resnet18", 45.0, 50.0),
+            model("r50", "resnet50", 108.0, 50.0),
+            model("vgg", "vgg16", 142.0, 20.0),
+        ],
+    };
+    let first = plan(&data, &inputs, None, &cfg).unwrap();
+    let of = |p: &edgeplane_planner::Plan, m: &str| -> Vec<String> {
+        p.partitions
+            .iter()
+            .filter(|x| x.tenants.iter().any(|t| t.model == m))
+            .map(|x| x.id.clone())
+            .collect()
+    };
+    // vgg's demand triples: it is re-planned; whatever does not share a partition with it
+    // keeps its partitions exactly (same ids: no worker restarts), and its reference rate
+    inputs.models[2].observed_peak_rps = Some(60.0);
+    let second = plan(&data, &inputs, Some(&first.plan), &cfg).unwrap();
+    assert!(second.replanned);
+    assert!(
+        second
+            .decisions
+            .iter()
+            .any(|d| d.reason.starts_with("incremental: re-planned")),
+        "{:?}",
+        second.decisions
+    );
+    let vgg_parts: Vec<&edgeplane_planner::Partition> = first
+        .plan
+        .partitions
+        .iter()
+        .filter(|x| x.tenants.iter().any(|t| t.model == "vgg"))
+        .collect();
+    let mut kept = 0;
+    for m in ["r18", "r50"] {
+        let shares_with_vgg = vgg_parts
+            .iter()
+            .any(|x| x.tenants.iter().any(|t| t.model == m));
+        if !shares_with_vgg {
+            assert_eq!(of(&first.plan, m), of(&second.plan, m), "{m}");
+            assert_eq!(second.plan.basis_rps[m], 50.0);
+            kept += 1;
+        }
+    }
+    assert!(kept > 0, "{:#?}", first.plan.partitions);
+    assert_eq!(second.plan.basis_rps["vgg"], 60.0);
+    // the GPUs are not over-committed by the kept + new partitions
+    for n in ["edge-1", "edge-2"] {
+        assert!(second.plan.used_pct(n, "gpu0") <= 100);
+    }
+}
