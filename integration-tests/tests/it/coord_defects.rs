@@ -441,16 +441,16 @@ async fn large_snapshot_reaches_a_lagging_follower_in_chunks() {
     let leader = c.leader(Duration::from_secs(10)).await;
     let lagger = c.running().into_iter().find(|x| *x != leader).unwrap();
     c.kill(lagger);
-    // 12 nodes with 400 accelerators of 220-byte names each: the state's JSON holds
-    // 12 × 400 × 220 B ≈ 1.06 MB of names alone, more than one 1 MiB chunk.
+    // 75 nodes with 64 accelerators (the most a node may register) of 220-byte names each: the
+    // state's JSON holds 75 × 64 × 220 B ≈ 1.06 MB of names alone, more than one 1 MiB chunk.
     let ch = crate::support::admin_channel(&c.replicas[&leader].client_addr)
         .await
         .unwrap();
     let mut ag = agent_api::agent_client::AgentClient::new(ch)
         .max_encoding_message_size(16 << 20)
         .max_decoding_message_size(16 << 20);
-    for n in 0..12 {
-        let accelerators = (0..400)
+    for n in 0..75 {
+        let accelerators = (0..64)
             .map(|i| agent_api::Accelerator {
                 id: format!("acc{i}"),
                 kind: "npu".into(),
@@ -507,10 +507,10 @@ async fn large_snapshot_reaches_a_lagging_follower_in_chunks() {
                 .into_inner();
             let st: serde_json::Value = serde_json::from_slice(&snap.data).ok()?;
             let nodes = st["nodes"].as_object()?;
-            (nodes.len() == 12
+            (nodes.len() == 75
                 && nodes
                     .values()
-                    .all(|n| n["accelerators"].as_array().map(Vec::len) == Some(400)))
+                    .all(|n| n["accelerators"].as_array().map(Vec::len) == Some(64)))
             .then_some(())
         },
     )
