@@ -9,18 +9,7 @@ use crate::support::{self, free_port};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn cli(args: &[&str]) -> Output {
-    Command::new(support::bin("edgeplane"))
-        .args(args)
-        .env("EDGEPLANE_LOG", "error")
-        .env("EDGEPLANE_INSECURE", "true")
-        .output()
-        .expect("run edgeplane")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited, not signalled")
-}
+use crate::ops::{cli, code};
 
 fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -108,7 +108,8 @@ impl Drop for Agent {
     }
 }
 
-fn cli(args: &[&str]) -> Output {
+/// `edgeplane ARGS` in plaintext with quiet logs (also used by `cli_conventions`).
+pub(crate) fn cli(args: &[&str]) -> Output {
     Command::new(support::bin("edgeplane"))
         .args(args)
         .env("EDGEPLANE_LOG", "error")
@@ -117,7 +118,7 @@ fn cli(args: &[&str]) -> Output {
         .expect("run edgeplane")
 }
 
-fn code(o: &Output) -> i32 {
+pub(crate) fn code(o: &Output) -> i32 {
     o.status.code().expect("exited, not signalled")
 }
 
