@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use edgeplane_proto::admin as api;
 use serde_json::json;
 
-use crate::admin::Conn;
+use crate::conn::Conn;
 use crate::exit::{self, Kind};
 use crate::output::{self, print_json, Format};
 

@@ -24,7 +24,7 @@ use edgeplane_proto::admin::{self as api, admin_client::AdminClient};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::admin::Format;
+use crate::output::Format;
 use crate::GlobalArgs;
 
 #[derive(Debug, Args)]

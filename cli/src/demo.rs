@@ -649,7 +649,7 @@ async fn start_dashboard(
         history_s: 600,
         poll_ms: 1000,
     };
-    let running = crate::dashboard::start(crate::admin::Conn::new(&g)?, &args).await?;
+    let running = crate::dashboard::start(crate::conn::Conn::new(&g)?, &args).await?;
     prog.event(format!(
         "dashboard: http://{}/ (live, read-only; open while the demo runs)",
         running.addr

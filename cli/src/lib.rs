@@ -1,31 +1,31 @@
 //! The `edgeplane` operator CLI. Each command group lives in its own module:
 //! - [`sim`]: `demo`, `sim`, `bench sdrm3` (scheduler simulations, no cluster needed)
-//! - [`admin`]: cluster/models/nodes/member/leader/snapshot/placement and `bench raft`
+//! - [`cmd`]: one file per admin command group (cluster, models, nodes, member/leader,
+//!   snapshot, placement, events, tokens, agent), over [`conn::Conn`]
+//! - [`bench_raft`]: `bench raft`
 //! - [`chaos`]: the history-checked fault suite against a cluster (`edgeplane chaos`)
 //! - [`load`]: the open-loop load generator against an edge agent
 //! - [`partition`]: `bench partition` (GPU partitioning modes in virtual time)
 
-pub mod admin;
-pub mod agent_status;
 pub mod bench_agents;
+pub mod bench_raft;
 pub mod catalog;
 pub mod chaos;
+pub mod cmd;
+pub mod conn;
 pub mod dashboard;
 pub mod demo;
 pub mod exit;
 pub mod gpu_box;
-pub mod health;
 pub mod latency;
 pub mod load;
 pub mod output;
 pub mod partition;
 pub mod partition_live;
-pub mod placement;
 pub mod plot;
 pub mod restore;
 pub mod sim;
 pub mod tls;
-pub mod tokens;
 pub mod top;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -92,59 +92,59 @@ pub enum Command {
         #[command(flatten)]
         conn: GlobalArgs,
         #[command(subcommand)]
-        cmd: admin::ClusterCommand,
+        cmd: cmd::cluster::ClusterCommand,
     },
     /// Models to serve.
     Models {
         #[command(flatten)]
         conn: GlobalArgs,
         #[command(subcommand)]
-        cmd: admin::ModelsCommand,
+        cmd: cmd::models::ModelsCommand,
     },
     /// Edge nodes: list, drain, remove.
     Nodes {
         #[command(flatten)]
         conn: GlobalArgs,
         #[command(subcommand)]
-        cmd: admin::NodesCommand,
+        cmd: cmd::nodes::NodesCommand,
     },
     /// Add or remove coordinator members.
     Member {
         #[command(flatten)]
         conn: GlobalArgs,
         #[command(subcommand)]
-        cmd: admin::MemberCommand,
+        cmd: cmd::members::MemberCommand,
     },
     /// Leadership.
     Leader {
         #[command(flatten)]
         conn: GlobalArgs,
         #[command(subcommand)]
-        cmd: admin::LeaderCommand,
+        cmd: cmd::members::LeaderCommand,
     },
     /// Snapshots of the replicated state: save (online), restore (offline).
     #[command(subcommand)]
-    Snapshot(admin::SnapshotCommand),
+    Snapshot(cmd::snapshot::SnapshotCommand),
     /// Placements: the planner's plan, operator pins, global load, dry runs.
     Placement {
         #[command(flatten)]
         conn: GlobalArgs,
         #[command(subcommand)]
-        cmd: admin::PlacementCommand,
+        cmd: cmd::placement::PlacementCommand,
     },
     /// Plan changes with their reasons (the replicated plan history).
     Events {
         #[command(flatten)]
         conn: GlobalArgs,
         #[command(flatten)]
-        args: placement::EventsArgs,
+        args: cmd::events::EventsArgs,
     },
     /// One edge agent's own view (its Status RPC).
     Agent {
         #[command(flatten)]
         tls: tls::TlsArgs,
         #[command(subcommand)]
-        cmd: agent_status::AgentCommand,
+        cmd: cmd::agent::AgentCommand,
     },
     /// Open-loop load generator against an edge agent's Infer API.
     Load {
@@ -206,7 +206,7 @@ pub enum Command {
         #[command(flatten)]
         conn: GlobalArgs,
         #[command(subcommand)]
-        cmd: tokens::TokensCommand,
+        cmd: cmd::tokens::TokensCommand,
     },
 }
 
@@ -254,7 +254,9 @@ impl Command {
             | Command::Version { conn, .. }
             | Command::Dashboard { conn, .. }
             | Command::Top { conn, .. }
-            | Command::Snapshot(admin::SnapshotCommand::Save { conn, .. }) => Some(&conn.tls),
+            | Command::Snapshot(cmd::snapshot::SnapshotCommand::Save { conn, .. }) => {
+                Some(&conn.tls)
+            }
             Command::Agent { tls, .. } | Command::Load { tls, .. } => Some(tls),
             _ => None,
         }
@@ -271,7 +273,7 @@ pub enum BenchCommand {
         #[command(flatten)]
         conn: GlobalArgs,
         #[command(flatten)]
-        args: admin::BenchRaftArgs,
+        args: bench_raft::BenchRaftArgs,
     },
     /// GPU partitioning modes in virtual time (seed experiment or the dynamic variant).
     Partition(partition::PartitionArgs),
@@ -400,26 +402,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::demo(a).await,
         Command::Sim(a) => sim::sim(a),
         Command::Bench(BenchCommand::Sdrm3(a)) => sim::bench(a),
-        Command::Bench(BenchCommand::Raft { conn, args }) => admin::bench_raft(&conn, args).await,
+        Command::Bench(BenchCommand::Raft { conn, args }) => {
+            bench_raft::bench_raft(&conn, args).await
+        }
         Command::Bench(BenchCommand::Partition(a)) if a.live.live => partition_live::run(a).await,
         Command::Bench(BenchCommand::Partition(a)) => partition::bench_partition(a),
         Command::Bench(BenchCommand::Agents { conn, args }) => {
             bench_agents::bench_agents(&conn, args).await
         }
-        Command::Cluster { conn, cmd } => admin::cluster(&conn, cmd).await,
-        Command::Models { conn, cmd } => admin::models(&conn, cmd).await,
-        Command::Nodes { conn, cmd } => admin::nodes(&conn, cmd).await,
-        Command::Member { conn, cmd } => admin::member(&conn, cmd).await,
-        Command::Leader { conn, cmd } => admin::leader(&conn, cmd).await,
-        Command::Snapshot(c) => admin::snapshot(c).await,
-        Command::Placement { conn, cmd } => admin::placement(&conn, cmd).await,
-        Command::Events { conn, args } => placement::events(&conn, args).await,
-        Command::Agent { cmd, .. } => agent_status::agent(cmd).await,
+        Command::Cluster { conn, cmd } => cmd::cluster::cluster(&conn, cmd).await,
+        Command::Models { conn, cmd } => cmd::models::models(&conn, cmd).await,
+        Command::Nodes { conn, cmd } => cmd::nodes::nodes(&conn, cmd).await,
+        Command::Member { conn, cmd } => cmd::members::member(&conn, cmd).await,
+        Command::Leader { conn, cmd } => cmd::members::leader(&conn, cmd).await,
+        Command::Snapshot(c) => cmd::snapshot::snapshot(c).await,
+        Command::Placement { conn, cmd } => cmd::placement::placement(&conn, cmd).await,
+        Command::Events { conn, args } => cmd::events::events(&conn, args).await,
+        Command::Agent { cmd, .. } => cmd::agent::agent(cmd).await,
         Command::Load { args, .. } => load::load(args).await,
         Command::Chaos { conn, args } => chaos::chaos(&conn, args).await,
         Command::Certs(c) => tls::certs(c),
-        Command::Tokens { conn, cmd } => tokens::tokens(&conn, cmd).await,
-        Command::Version { conn, out } => health::version(&conn, out.format).await,
+        Command::Tokens { conn, cmd } => cmd::tokens::tokens(&conn, cmd).await,
+        Command::Version { conn, out } => cmd::health::version(&conn, out.format).await,
         Command::Dashboard { conn, args } => dashboard::dashboard(&conn, args).await,
         Command::Top { conn, args } => top::top(&conn, args).await,
         Command::Completion { shell } => {

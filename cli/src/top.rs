@@ -17,7 +17,7 @@ use ratatui::widgets::{Block, Paragraph, Row, Table, Tabs};
 use ratatui::Frame;
 use tracing::info;
 
-use crate::admin::Conn;
+use crate::conn::Conn;
 use crate::dashboard::api::profile_source;
 use crate::dashboard::collect::{self, ReadOnlyCluster, Shared, Store};
 use crate::exit::{self, Kind};

@@ -5,8 +5,9 @@
 use serde_json::{json, Value};
 
 use super::collect::{GpuKey, Store};
-use crate::admin::{model_json, node_json};
-use crate::placement::show_json;
+use crate::cmd::models::model_json;
+use crate::cmd::nodes::node_json;
+use crate::cmd::placement::show_json;
 
 /// Fields every view carries: when the data was read, and the last error if the cluster did
 /// not answer (the data is then the last good round's).

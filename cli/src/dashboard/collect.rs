@@ -10,7 +10,7 @@ use edgeplane_proto::admin::{self as api, admin_client::AdminClient};
 use tonic::transport::Channel;
 use tracing::{debug, warn};
 
-use crate::admin::Conn;
+use crate::conn::Conn;
 
 /// The only calls the dashboard (and `top`) can make: reads. No write RPC of the Admin API
 /// is reachable through this type, so nothing the page does can change the cluster.

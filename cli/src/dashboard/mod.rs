@@ -24,7 +24,7 @@ use axum::Router;
 use clap::Args;
 use tracing::{info, warn};
 
-use crate::admin::Conn;
+use crate::conn::Conn;
 use crate::exit::{self, Kind};
 use crate::GlobalArgs;
 use collect::{ReadOnlyCluster, Shared, Store};

@@ -1,10 +1,12 @@
-//! `placement show` (global load, plans, pins, `--history`), `placement plan --dry-run` and
-//! `edgeplane events`: the planner's side of the admin CLI.
+//! `edgeplane placement set|show|plan|unpin`: pins, global load, plans (`--history`) and
+//! `placement plan --dry-run`, the planner's side of the admin CLI.
 
-use crate::admin::{Conn, ReadOpts};
-use crate::output::Format;
+use super::ReadOpts;
+use crate::conn::Conn;
+use crate::output::{write_result, Format, FormatArg};
 use crate::GlobalArgs;
 use anyhow::bail;
+use clap::Subcommand;
 use edgeplane_proto::admin as api;
 use serde_json::json;
 
@@ -28,19 +30,6 @@ pub struct PlanArgs {
     pub format: Format,
 }
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct EventsArgs {
-    /// Only the last N events.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Keep printing new events as they are committed (polls every second; Ctrl-C ends).
-    /// With `--format json`, one JSON object per line.
-    #[arg(long, short = 'f')]
-    pub follow: bool,
-    #[command(flatten)]
-    pub read: ReadOpts,
-}
-
 fn parts_json(ps: &[api::Partition]) -> serde_json::Value {
     json!(ps
         .iter()
@@ -48,7 +37,7 @@ fn parts_json(ps: &[api::Partition]) -> serde_json::Value {
         .collect::<Vec<_>>())
 }
 
-fn event_json(e: &api::PlanEvent) -> serde_json::Value {
+pub(crate) fn event_json(e: &api::PlanEvent) -> serde_json::Value {
     json!({"index": e.index, "node": e.node, "epoch": e.epoch, "reason": e.reason, "partitions": e.partitions})
 }
 
@@ -76,7 +65,7 @@ pub fn show_json(r: &api::ShowPlacementResponse, history: bool) -> serde_json::V
     v
 }
 
-fn print_events(events: &[api::PlanEvent]) {
+pub(crate) fn print_events(events: &[api::PlanEvent]) {
     for e in events {
         println!(
             "  #{:<6} {:<16} epoch {:<6} {}\n          -> {}",
@@ -218,55 +207,103 @@ pub(crate) async fn plan(conn: &Conn, a: PlanArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `edgeplane events`: every plan change with its reason, oldest first.
-pub async fn events(g: &GlobalArgs, a: EventsArgs) -> anyhow::Result<()> {
-    let conn = Conn::new(g)?;
-    let stale = a.read.stale;
-    let fetch = || {
-        conn.call("events", |mut c| async move {
-            c.show_placement(api::ReadRequest { stale }).await
-        })
-    };
-    let r = fetch().await?;
-    let skip = a.limit.map_or(0, |l| r.events.len().saturating_sub(l));
-    let ev = &r.events[skip..];
-    if a.follow {
-        return follow(fetch, ev, a.read.format).await;
-    }
-    if a.read.format == Format::Json {
-        crate::output::print_json(&json!(ev.iter().map(event_json).collect::<Vec<_>>()));
-    } else if ev.is_empty() {
-        println!("no plan changes yet");
-    } else {
-        print_events(ev);
-    }
-    Ok(())
+#[derive(Debug, Subcommand)]
+pub enum PlacementCommand {
+    /// Pin a model to a node (optionally to one accelerator). Without --accelerator the pin
+    /// is node-wide on a node without GPUs (its scheduler uses every accelerator), and on the
+    /// node's first GPU otherwise.
+    ///
+    /// Example: edgeplane placement set --node gpu-box-1 --model ResNet50 --accelerator gpu0
+    Set {
+        /// Node name.
+        #[arg(long)]
+        node: String,
+        /// Model name (must be deployed).
+        #[arg(long)]
+        model: String,
+        /// Accelerator id on the node (default: its first).
+        #[arg(long)]
+        accelerator: Option<String>,
+        #[command(flatten)]
+        out: FormatArg,
+    },
+    /// Show placements: each node's partitions, pins, global load per GPU and model.
+    Show(ShowArgs),
+    /// What the leader's planner would do now and why (`--dry-run`: commits nothing).
+    Plan(PlanArgs),
+    /// Remove a pin: the model leaves the node's plan (exit code 4 when there is none).
+    ///
+    /// Example: edgeplane placement unpin --node gpu-box-1 --model ResNet50
+    Unpin {
+        /// Node name.
+        #[arg(long)]
+        node: String,
+        /// Model name.
+        #[arg(long)]
+        model: String,
+        #[command(flatten)]
+        out: FormatArg,
+    },
 }
 
-/// `events --follow`: print what is there, then every event with a higher log index as it
-/// appears (the history is ordered by index; a transient error is retried by `fetch` itself).
-async fn follow<F, Fut>(fetch: F, first: &[api::PlanEvent], format: Format) -> anyhow::Result<()>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<api::ShowPlacementResponse>>,
-{
-    let print = |evs: &[api::PlanEvent]| match format {
-        Format::Json => {
-            for e in evs {
-                println!("{}", event_json(e));
-            }
+pub async fn placement(g: &GlobalArgs, c: PlacementCommand) -> anyhow::Result<()> {
+    let conn = Conn::new(g)?;
+    match c {
+        PlacementCommand::Set {
+            node,
+            model,
+            accelerator,
+            out,
+        } => {
+            let meta = conn.meta(1);
+            let r = conn
+                .call("placement set", |mut c| {
+                    let req = api::SetPlacementRequest {
+                        meta,
+                        node: node.clone(),
+                        model: model.clone(),
+                        accelerator: accelerator.clone().unwrap_or_default(),
+                    };
+                    async move { c.set_placement(req).await }
+                })
+                .await?;
+            write_result(
+                out.format,
+                "placement set",
+                r.index,
+                r.epoch,
+                &r.message,
+                json!({"node": node, "model": model, "accelerator": accelerator}),
+                &format!("pinned {model} to {node} (assignment epoch {})", r.epoch),
+            );
         }
-        Format::Table => print_events(evs),
-    };
-    print(first);
-    let mut last = first.last().map_or(0, |e| e.index);
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let r = fetch().await?;
-        let new: Vec<_> = r.events.into_iter().filter(|e| e.index > last).collect();
-        if let Some(e) = new.last() {
-            last = e.index;
+        PlacementCommand::Unpin { node, model, out } => {
+            let meta = conn.meta(1);
+            let r = conn
+                .call("placement unpin", |mut c| {
+                    let req = api::UnpinPlacementRequest {
+                        meta,
+                        node: node.clone(),
+                        model: model.clone(),
+                    };
+                    async move { c.unpin_placement(req).await }
+                })
+                .await?;
+            write_result(
+                out.format,
+                "placement unpin",
+                r.index,
+                r.epoch,
+                &r.message,
+                json!({"node": node, "model": model}),
+                &format!(
+                    "unpinned {model} from {node} (assignment epoch {})",
+                    r.epoch
+                ),
+            );
         }
-        print(&new);
+        PlacementCommand::Show(o) => show(&conn, o).await?,
+        PlacementCommand::Plan(a) => plan(&conn, a).await?,
     }
+    Ok(())
 }

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use edgeplane_proto::admin as api;
 use serde_json::json;
 
-use crate::admin::Conn;
+use crate::conn::Conn;
 use crate::exit::{self, Kind};
 use crate::output::{self, print_json, write_result, Format, FormatArg};
 use crate::GlobalArgs;
@@ -36,7 +36,7 @@ pub enum TokensCommand {
     /// expired, revoked) and who created them. Never shows a secret.
     ///
     /// Example: edgeplane tokens list --format json
-    List(crate::admin::ReadOpts),
+    List(super::ReadOpts),
     /// Revoke a token: it can no longer join. A node that already joined with it keeps its
     /// certificate (remove the node to take its name back).
     ///

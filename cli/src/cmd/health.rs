@@ -11,7 +11,7 @@ use clap::Args;
 use edgeplane_proto::admin as api;
 use serde_json::json;
 
-use crate::admin::Conn;
+use crate::conn::Conn;
 use crate::exit::{self, Kind};
 use crate::output::{self, print_json, Format};
 use crate::GlobalArgs;
