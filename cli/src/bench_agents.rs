@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
+use crate::tls::ClientTlsSource;
 use crate::GlobalArgs;
 
 pub use crate::output::Format;
@@ -64,10 +65,29 @@ struct Counters {
     session_errors: AtomicU64,
 }
 
-fn endpoint(addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
-    Ok(crate::tls::endpoint(addr)?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true))
+/// What every simulated agent shares.
+struct Fleet {
+    join_token: String,
+    report_interval: Duration,
+    /// One lazy channel per member (a session that lost its member tries another).
+    members: Vec<Channel>,
+    tls: ClientTlsSource,
+    counters: Counters,
+    end: Instant,
+}
+
+impl Fleet {
+    fn endpoint(&self, addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
+        Ok(self
+            .tls
+            .endpoint(addr)?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true))
+    }
+
+    fn any_member(&self) -> Channel {
+        self.members[rand::random::<usize>() % self.members.len()].clone()
+    }
 }
 
 /// CPU seconds (user + system) a process has used, from /proc.
@@ -84,22 +104,39 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
-async fn leader_commit(members: &[Channel]) -> Option<(u64, u64)> {
+/// The leader and its commit index, from the first member that answers.
+#[derive(Debug, Clone, Copy, Default)]
+struct LeaderCommit {
+    leader_id: u64,
+    commit_index: u64,
+}
+
+async fn leader_commit(members: &[Channel]) -> Option<LeaderCommit> {
     for ch in members {
         if let Ok(r) = AdminClient::new(ch.clone())
             .cluster_status(admin_api::ReadRequest { stale: false })
             .await
         {
             let r = r.into_inner();
-            return Some((r.leader_id, r.commit_index));
+            return Some(LeaderCommit {
+                leader_id: r.leader_id,
+                commit_index: r.commit_index,
+            });
         }
     }
     None
 }
 
-/// (ready, lost) among this run's nodes, from the first member that answers (any member
-/// forwards a linearizable list to the leader).
-async fn node_statuses(members: &[Channel], prefix: &str) -> Option<(usize, usize)> {
+/// This run's nodes by status.
+#[derive(Debug, Clone, Copy, Default)]
+struct NodeCounts {
+    ready: usize,
+    lost: usize,
+}
+
+/// This run's nodes by status, from the first member that answers (any member forwards a
+/// linearizable list to the leader).
+async fn node_statuses(members: &[Channel], prefix: &str) -> Option<NodeCounts> {
     let mut answer = None;
     for ch in members {
         if let Ok(r) = AdminClient::new(ch.clone())
@@ -115,162 +152,190 @@ async fn node_statuses(members: &[Channel], prefix: &str) -> Option<(usize, usiz
         .nodes
         .iter()
         .filter(|n| n.name.starts_with(&format!("{prefix}-")));
-    let (mut ready, mut lost) = (0, 0);
+    let mut counts = NodeCounts::default();
     for n in ours {
         match n.status.as_str() {
-            "ready" => ready += 1,
-            "lost" => lost += 1,
+            "ready" => counts.ready += 1,
+            "lost" => counts.lost += 1,
             _ => {}
         }
     }
-    Some((ready, lost))
+    Some(counts)
 }
 
-/// One agent: register, then hold a session (following redirects) until `end`.
-async fn agent(
+/// One simulated agent's session state.
+struct AgentState {
     name: String,
-    mut ch: Channel,
-    members: Arc<Vec<Channel>>,
-    a: Arc<(String, Duration)>,
-    c: Arc<Counters>,
-    end: Instant,
-) {
-    let (token, interval) = (&a.0, a.1);
-    let mut registered = false;
-    let mut epoch = 0;
-    let mut seq = 0u64;
-    let started = Instant::now();
-    while Instant::now() < end {
-        let mut client = AgentClient::new(ch.clone());
-        if !registered {
-            let r = client
-                .register(api::RegisterRequest {
-                    name: name.clone(),
-                    join_token: token.clone(),
-                    agent_addr: "127.0.0.1:9".into(),
-                    accelerators: vec![api::Accelerator {
-                        id: "npu0".into(),
-                        kind: "npu-ws".into(),
-                        name: "bench".into(),
-                        memory_mb: 1024,
-                        simulated: true,
-                        ..Default::default()
-                    }],
-                    assignment_epoch: epoch,
-                    csr: String::new(),
-                    joined_from_ip: String::new(),
-                })
-                .await;
-            match r {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    epoch = epoch.max(r.assignment_epoch);
-                    registered = true;
-                    c.registered.fetch_add(1, Relaxed);
-                    if !r.leader_addr.is_empty() {
-                        if let Ok(e) = endpoint(&r.leader_addr) {
-                            ch = e.connect_lazy();
-                            client = AgentClient::new(ch.clone());
-                        }
-                    }
+    ch: Channel,
+    epoch: u64,
+    seq: u64,
+    started: Instant,
+}
+
+/// How a session ended.
+enum SessionEnd {
+    /// The run is over.
+    Done,
+    /// The member redirected to the leader at this address.
+    Redirect(String),
+    /// The stream or its member went away.
+    Lost,
+}
+
+/// Whether registration went through (`Some(false)`: retry; `None`: refused for good).
+async fn register(f: &Fleet, st: &mut AgentState) -> Option<bool> {
+    let r = AgentClient::new(st.ch.clone())
+        .register(api::RegisterRequest {
+            name: st.name.clone(),
+            join_token: f.join_token.clone(),
+            agent_addr: "127.0.0.1:9".into(),
+            accelerators: vec![api::Accelerator {
+                id: "npu0".into(),
+                kind: "npu-ws".into(),
+                name: "bench".into(),
+                memory_mb: 1024,
+                simulated: true,
+                ..Default::default()
+            }],
+            assignment_epoch: st.epoch,
+            csr: String::new(),
+            joined_from_ip: String::new(),
+        })
+        .await;
+    let c = &f.counters;
+    match r {
+        Ok(r) => {
+            let r = r.into_inner();
+            st.epoch = st.epoch.max(r.assignment_epoch);
+            c.registered.fetch_add(1, Relaxed);
+            if !r.leader_addr.is_empty() {
+                if let Ok(e) = f.endpoint(&r.leader_addr) {
+                    st.ch = e.connect_lazy();
                 }
-                Err(e) => {
-                    if e.code() == tonic::Code::PermissionDenied
-                        || e.code() == tonic::Code::Unauthenticated
-                    {
-                        c.session_errors.fetch_add(1, Relaxed);
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    ch = members[rand::random::<usize>() % members.len()].clone();
-                    continue;
+            }
+            Some(true)
+        }
+        Err(e)
+            if e.code() == tonic::Code::PermissionDenied
+                || e.code() == tonic::Code::Unauthenticated =>
+        {
+            c.session_errors.fetch_add(1, Relaxed);
+            None
+        }
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            st.ch = f.any_member();
+            Some(false)
+        }
+    }
+}
+
+/// Open a session (Hello) and report every interval until the run ends or the session does.
+async fn hold_session(f: &Fleet, st: &mut AgentState) -> SessionEnd {
+    let c = &f.counters;
+    let (tx, rx) = tokio::sync::mpsc::channel::<api::AgentMessage>(4);
+    let _ = tx
+        .send(api::AgentMessage {
+            body: Some(agent_message::Body::Hello(api::Hello {
+                name: st.name.clone(),
+                join_token: f.join_token.clone(),
+                assignment_epoch: st.epoch,
+            })),
+        })
+        .await;
+    let mut inbound = match AgentClient::new(st.ch.clone())
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    {
+        Ok(s) => s.into_inner(),
+        Err(_) => {
+            c.session_errors.fetch_add(1, Relaxed);
+            return SessionEnd::Lost;
+        }
+    };
+    c.sessions_open.fetch_add(1, Relaxed);
+    // spread the reports of all agents over the interval
+    let interval = f.report_interval;
+    let phase = Duration::from_millis(rand::random::<u64>() % interval.as_millis().max(1) as u64);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
+    let end = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if Instant::now() >= f.end { break SessionEnd::Done; }
+                st.seq += 1;
+                let report = api::Report {
+                    seq: st.seq,
+                    assignment_epoch: st.epoch,
+                    uptime_s: st.started.elapsed().as_secs_f64(),
+                    ..Default::default()
+                };
+                if tx.send(api::AgentMessage { body: Some(agent_message::Body::Report(report)) }).await.is_err() {
+                    // the stream went away (its member died): reconnect, do not stop
+                    c.session_errors.fetch_add(1, Relaxed);
+                    break SessionEnd::Lost;
                 }
+                c.reports_sent.fetch_add(1, Relaxed);
+            }
+            m = inbound.next() => match m {
+                Some(Ok(api::CoordinatorMessage { body: Some(b) })) => match b {
+                    coordinator_message::Body::Ack(a) => {
+                        if a.accepted { c.acks_accepted.fetch_add(1, Relaxed); }
+                        else { c.acks_rejected.fetch_add(1, Relaxed); }
+                    }
+                    coordinator_message::Body::Assignment(a) => {
+                        st.epoch = st.epoch.max(a.epoch);
+                        c.assignments.fetch_add(1, Relaxed);
+                    }
+                    coordinator_message::Body::Redirect(r) => {
+                        c.redirects.fetch_add(1, Relaxed);
+                        break SessionEnd::Redirect(r.leader_addr);
+                    }
+                },
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => { c.session_errors.fetch_add(1, Relaxed); break SessionEnd::Lost; }
             }
         }
-        let (tx, rx) = tokio::sync::mpsc::channel::<api::AgentMessage>(4);
-        let _ = tx
-            .send(api::AgentMessage {
-                body: Some(agent_message::Body::Hello(api::Hello {
-                    name: name.clone(),
-                    join_token: token.clone(),
-                    assignment_epoch: epoch,
-                })),
-            })
-            .await;
-        let mut inbound = match client
-            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-        {
-            Ok(s) => s.into_inner(),
-            Err(_) => {
-                c.session_errors.fetch_add(1, Relaxed);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                ch = members[rand::random::<usize>() % members.len()].clone();
-                continue;
+    };
+    c.sessions_open.fetch_sub(1, Relaxed);
+    end
+}
+
+/// One agent: register, then hold a session (following redirects) until the run ends.
+async fn agent(f: Arc<Fleet>, name: String, ch: Channel) {
+    let mut st = AgentState {
+        name,
+        ch,
+        epoch: 0,
+        seq: 0,
+        started: Instant::now(),
+    };
+    let mut registered = false;
+    while Instant::now() < f.end {
+        if !registered {
+            match register(&f, &mut st).await {
+                None => return,
+                Some(false) => continue,
+                Some(true) => registered = true,
             }
-        };
-        c.sessions_open.fetch_add(1, Relaxed);
-        // spread the reports of all agents over the interval
-        let phase =
-            Duration::from_millis(rand::random::<u64>() % interval.as_millis().max(1) as u64);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
-        let redirected = loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if Instant::now() >= end { break None; }
-                    seq += 1;
-                    let report = api::Report {
-                        seq,
-                        assignment_epoch: epoch,
-                        uptime_s: started.elapsed().as_secs_f64(),
-                        ..Default::default()
-                    };
-                    if tx.send(api::AgentMessage { body: Some(agent_message::Body::Report(report)) }).await.is_err() {
-                        // the stream went away (its member died): reconnect, do not stop
-                        c.session_errors.fetch_add(1, Relaxed);
-                        break Some(String::new());
-                    }
-                    c.reports_sent.fetch_add(1, Relaxed);
-                }
-                m = inbound.next() => match m {
-                    Some(Ok(api::CoordinatorMessage { body: Some(b) })) => match b {
-                        coordinator_message::Body::Ack(a) => {
-                            if a.accepted { c.acks_accepted.fetch_add(1, Relaxed); }
-                            else { c.acks_rejected.fetch_add(1, Relaxed); }
-                        }
-                        coordinator_message::Body::Assignment(a) => {
-                            epoch = epoch.max(a.epoch);
-                            c.assignments.fetch_add(1, Relaxed);
-                        }
-                        coordinator_message::Body::Redirect(r) => {
-                            c.redirects.fetch_add(1, Relaxed);
-                            break Some(r.leader_addr);
-                        }
-                    },
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => { c.session_errors.fetch_add(1, Relaxed); break Some(String::new()); }
+        }
+        match hold_session(&f, &mut st).await {
+            SessionEnd::Done => return,
+            SessionEnd::Redirect(addr) if !addr.is_empty() => {
+                if let Ok(e) = f.endpoint(&addr) {
+                    st.ch = e.connect_lazy();
                 }
             }
-        };
-        c.sessions_open.fetch_sub(1, Relaxed);
-        match redirected {
-            None => return,
-            Some(addr) if !addr.is_empty() => {
-                if let Ok(e) = endpoint(&addr) {
-                    ch = e.connect_lazy();
-                }
-            }
-            Some(_) => {
+            SessionEnd::Redirect(_) | SessionEnd::Lost => {
                 // the member went away (a killed leader): like the real agent, try another
                 // member, which answers with a redirect to the leader
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                ch = members[rand::random::<usize>() % members.len()].clone();
+                st.ch = f.any_member();
             }
         }
     }
 }
 
-pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<()> {
+fn check_args(a: &BenchAgentsArgs) -> anyhow::Result<()> {
     if a.count == 0 {
         bail!("invalid --count: must be > 0");
     }
@@ -283,44 +348,78 @@ pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<
     if a.per_connection == 0 {
         bail!("invalid --per-connection: must be > 0");
     }
+    Ok(())
+}
+
+/// What the run measured.
+struct Measured {
+    cpu_share: Option<f64>,
+    at_end: NodeCounts,
+    before: LeaderCommit,
+    after: LeaderCommit,
+    /// With `--expire`: time until every session was marked lost, and the Raft entries.
+    expiry: Option<Expiry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Expiry {
+    took: Duration,
+    raft_entries: u64,
+}
+
+pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<()> {
+    check_args(&a)?;
+    let tls = ClientTlsSource::from_args(&g.tls);
     let first = g
         .endpoints
         .first()
         .context("invalid --endpoints: give at least one coordinator address")?;
-    endpoint(first)?
+    let dial = |addr: &str| -> anyhow::Result<edgeplane_tls::Dial> {
+        Ok(tls
+            .endpoint(addr)?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true))
+    };
+    dial(first)?
         .connect()
         .await
         .with_context(|| format!("connecting to {first} (is a coordinator listening there?)"))?;
-    let c = Arc::new(Counters::default());
-    let shared = Arc::new((
-        a.join_token.clone(),
-        Duration::from_millis(a.report_interval_ms),
-    ));
     let start = Instant::now();
-    let end = start + Duration::from_secs_f64(a.duration_s);
-    let members = Arc::new(
-        g.endpoints
+    let fleet = Arc::new(Fleet {
+        join_token: a.join_token.clone(),
+        report_interval: Duration::from_millis(a.report_interval_ms),
+        members: g
+            .endpoints
             .iter()
-            .map(|e| endpoint(e).map(|e| e.connect_lazy()))
+            .map(|e| dial(e).map(|e| e.connect_lazy()))
             .collect::<anyhow::Result<Vec<_>>>()?,
-    );
+        tls: tls.clone(),
+        counters: Counters::default(),
+        end: start + Duration::from_secs_f64(a.duration_s),
+    });
     let mut tasks = Vec::with_capacity(a.count);
     let mut ch = None;
     for i in 0..a.count {
         if i % a.per_connection == 0 {
             let ep = &g.endpoints[(i / a.per_connection) % g.endpoints.len()];
-            ch = Some(endpoint(ep)?.connect_lazy());
+            ch = Some(dial(ep)?.connect_lazy());
         }
         let ch = ch.clone().expect("set above");
-        tasks.push(tokio::spawn(agent(
-            format!("{}-{i}", a.prefix),
-            ch,
-            members.clone(),
-            shared.clone(),
-            c.clone(),
-            end,
-        )));
+        let name = format!("{}-{i}", a.prefix);
+        tasks.push(tokio::spawn(agent(fleet.clone(), name, ch)));
     }
+    let m = measure(&a, &fleet, start, tasks).await?;
+    print(&a, &fleet.counters, &m)
+}
+
+/// Watch the run (progress, the leader's CPU), wait for the agents, then measure the expiry.
+async fn measure(
+    a: &BenchAgentsArgs,
+    f: &Fleet,
+    start: Instant,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<Measured> {
+    let c = &f.counters;
     let pb = ProgressBar::new(a.duration_s.ceil() as u64);
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len}s {msg}")
@@ -328,8 +427,8 @@ pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<
     );
     // CPU is measured once every agent holds its session (registration is a one-off cost)
     let mut cpu_from: Option<(Instant, f64)> = None;
-    let (leader0, commit0) = leader_commit(&members).await.unwrap_or((0, 0));
-    while Instant::now() < end {
+    let before = leader_commit(&f.members).await.unwrap_or_default();
+    while Instant::now() < f.end {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let open = c.sessions_open.load(Relaxed);
         if cpu_from.is_none() && open as usize == a.count {
@@ -350,32 +449,55 @@ pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<
         _ => None,
     };
     pb.finish_and_clear();
-    let (ready, lost_before) = node_statuses(&members, &a.prefix).await.unwrap_or((0, 0));
+    let at_end = node_statuses(&f.members, &a.prefix)
+        .await
+        .unwrap_or_default();
     for t in tasks {
         let _ = t.await;
     }
-    let mut expiry = None;
-    if a.expire {
-        // every session is closed now (the tasks ended): time until all are marked lost
-        let t0 = Instant::now();
-        let (_, commit_before) = leader_commit(&members).await.unwrap_or((0, 0));
-        let limit = Duration::from_secs(120);
-        loop {
-            if let Some((_, lost)) = node_statuses(&members, &a.prefix).await {
-                if lost >= a.count {
-                    break;
-                }
+    let expiry = match a.expire {
+        true => Some(mass_expiry(a, &f.members).await?),
+        false => None,
+    };
+    let after = leader_commit(&f.members).await.unwrap_or_default();
+    Ok(Measured {
+        cpu_share,
+        at_end,
+        before,
+        after,
+        expiry,
+    })
+}
+
+/// Every session is closed now (the tasks ended): time until all are marked lost.
+async fn mass_expiry(a: &BenchAgentsArgs, members: &[Channel]) -> anyhow::Result<Expiry> {
+    let t0 = Instant::now();
+    let commit_before = leader_commit(members).await.unwrap_or_default();
+    let limit = Duration::from_secs(120);
+    loop {
+        if let Some(n) = node_statuses(members, &a.prefix).await {
+            if n.lost >= a.count {
+                break;
             }
-            if t0.elapsed() > limit {
-                bail!("not every agent was marked lost within {limit:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let (_, commit_after) = leader_commit(&members).await.unwrap_or((0, 0));
-        expiry = Some((t0.elapsed(), commit_after.saturating_sub(commit_before)));
+        if t0.elapsed() > limit {
+            bail!("not every agent was marked lost within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (leader1, commit1) = leader_commit(&members).await.unwrap_or((0, 0));
+    let commit_after = leader_commit(members).await.unwrap_or_default();
+    Ok(Expiry {
+        took: t0.elapsed(),
+        raft_entries: commit_after
+            .commit_index
+            .saturating_sub(commit_before.commit_index),
+    })
+}
+
+fn print(a: &BenchAgentsArgs, c: &Counters, m: &Measured) -> anyhow::Result<()> {
     let load = |x: &AtomicU64| x.load(Relaxed);
+    let leader_changed = m.before.leader_id != m.after.leader_id;
+    let (ready, lost_before) = (m.at_end.ready, m.at_end.lost);
     let out = json!({
         "agents": a.count, "duration_s": a.duration_s, "report_interval_ms": a.report_interval_ms,
         "registered": load(&c.registered), "reports_sent": load(&c.reports_sent),
@@ -383,9 +505,11 @@ pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<
         "assignments": load(&c.assignments), "redirects": load(&c.redirects),
         "session_errors": load(&c.session_errors),
         "nodes_ready_at_end": ready, "nodes_lost_at_end": lost_before,
-        "leader_changed": leader0 != leader1, "raft_entries_during_run": commit1.saturating_sub(commit0),
-        "leader_cpu_share": cpu_share,
-        "expiry_s": expiry.map(|e| e.0.as_secs_f64()), "expiry_raft_entries": expiry.map(|e| e.1),
+        "leader_changed": leader_changed,
+        "raft_entries_during_run": m.after.commit_index.saturating_sub(m.before.commit_index),
+        "leader_cpu_share": m.cpu_share,
+        "expiry_s": m.expiry.map(|e| e.took.as_secs_f64()),
+        "expiry_raft_entries": m.expiry.map(|e| e.raft_entries),
     });
     if a.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -405,17 +529,17 @@ pub async fn bench_agents(g: &GlobalArgs, a: BenchAgentsArgs) -> anyhow::Result<
         load(&c.session_errors)
     );
     println!(
-        "  nodes at the end: {ready} ready, {lost_before} lost; leader changed: {}",
-        leader0 != leader1
+        "  nodes at the end: {ready} ready, {lost_before} lost; leader changed: {leader_changed}"
     );
-    if let Some(s) = cpu_share {
+    if let Some(s) = m.cpu_share {
         println!("  leader CPU: {:.1} % of one core", s * 100.0);
     }
-    if let Some((t, n)) = expiry {
+    if let Some(e) = m.expiry {
         println!(
-            "  mass expiry: all {} marked lost after {:.2} s, in {n} Raft entries",
+            "  mass expiry: all {} marked lost after {:.2} s, in {} Raft entries",
             a.count,
-            t.as_secs_f64()
+            e.took.as_secs_f64(),
+            e.raft_entries
         );
     }
     Ok(())

@@ -10,8 +10,9 @@ use clap::Args;
 use edgeplane_proto::admin::{self as api, admin_client::AdminClient};
 use serde_json::json;
 
-use crate::conn::{endpoint, Conn};
+use crate::conn::Conn;
 use crate::output::{print_json, Format};
+use crate::tls::ClientTlsSource;
 use crate::GlobalArgs;
 
 #[derive(Debug, Args)]
@@ -42,6 +43,8 @@ struct LocalCluster {
     children: Vec<Child>,
     dir: PathBuf,
     endpoints: Vec<String>,
+    /// The client TLS of this cluster (its admin certificate, or plaintext).
+    tls: ClientTlsSource,
 }
 
 impl Drop for LocalCluster {
@@ -73,20 +76,19 @@ fn start_local_cluster(tls: bool) -> anyhow::Result<LocalCluster> {
     ));
     std::fs::create_dir_all(&dir)?;
     // A throwaway CA and certificates for this run (or plaintext, explicitly).
-    let material = if tls {
+    let (material, client) = if tls {
         let m = edgeplane_tls::generate_cluster_material(&dir.join("tls"), &[1, 2, 3], &[])?;
         let admin = m.admin();
-        crate::tls::set_client(edgeplane_tls::ClientTls(Some(
-            edgeplane_tls::TlsMaterial::load(edgeplane_tls::TlsPaths {
+        let client = edgeplane_tls::ClientTls(Some(edgeplane_tls::TlsMaterial::load(
+            edgeplane_tls::TlsPaths {
                 ca: m.ca(),
                 cert: admin.cert,
                 key: admin.key,
-            })?,
-        )));
-        Some(m)
+            },
+        )?));
+        (Some(m), client)
     } else {
-        crate::tls::set_client(edgeplane_tls::ClientTls::insecure());
-        None
+        (None, edgeplane_tls::ClientTls::insecure())
     };
     let mut peers = Vec::new();
     let mut clients = Vec::new();
@@ -104,6 +106,7 @@ fn start_local_cluster(tls: bool) -> anyhow::Result<LocalCluster> {
         children: Vec::new(),
         dir: dir.clone(),
         endpoints: clients.clone(),
+        tls: ClientTlsSource::ready(client),
     };
     for i in 0..3 {
         let mut cmd = Proc::new(&bin);
@@ -139,7 +142,7 @@ fn start_local_cluster(tls: bool) -> anyhow::Result<LocalCluster> {
 
 /// Find the leader's client address (so benchmark writes are not forwarded).
 async fn leader_addr(conn: &Conn) -> anyhow::Result<String> {
-    let deadline = Instant::now() + conn.timeout;
+    let deadline = Instant::now() + conn.timeout();
     loop {
         if let Ok(r) = conn
             .call("cluster status", |mut c| async move {
@@ -156,7 +159,7 @@ async fn leader_addr(conn: &Conn) -> anyhow::Result<String> {
             }
         }
         if Instant::now() > deadline {
-            bail!("no leader elected within {:?}", conn.timeout);
+            bail!("no leader elected within {:?}", conn.timeout());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -197,19 +200,16 @@ async fn bench_raft_run(g: &GlobalArgs, a: &BenchRaftArgs, tls: bool) -> anyhow:
     if !(a.duration_s.is_finite() && a.duration_s > 0.0) {
         bail!("invalid --duration-s: must be > 0");
     }
-    let mut g = g.clone();
-    let _local = if a.local {
+    let (conn, _local) = if a.local {
         let lc = start_local_cluster(tls)?;
-        g.endpoints = lc.endpoints.clone();
-        g.timeout_s = g.timeout_s.max(20.0);
-        Some(lc)
+        let timeout = Duration::from_secs_f64(g.timeout_s.max(20.0));
+        let conn = Conn::with_tls(lc.endpoints.clone(), timeout, lc.tls.clone());
+        (conn, Some(lc))
     } else {
-        None
+        (Conn::new(g)?, None)
     };
-    let conn = Conn::new(&g)?;
     let addr = leader_addr(&conn).await?;
-    let ep = endpoint(&addr)?;
-    let duration = Duration::from_secs_f64(a.duration_s);
+    let ep = conn.dial(&addr)?;
     if a.reads {
         // One model so every read returns a (small) non-empty answer.
         let mut c = AdminClient::new(ep.connect().await?);
@@ -226,60 +226,84 @@ async fn bench_raft_run(g: &GlobalArgs, a: &BenchRaftArgs, tls: bool) -> anyhow:
         .await
         .context("deploying the model the read benchmark reads")?;
     }
-    let reads = a.reads;
     let start = Instant::now();
-    let end = start + duration;
-    let mut tasks = Vec::new();
-    for i in 0..a.clients {
-        let ep = ep.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
-            let ch = match ep.connect().await {
-                Ok(c) => c,
-                Err(_) => return (lat, 1u64),
-            };
-            let mut c = AdminClient::new(ch);
-            let client_id = rand::random::<u64>() | 1;
-            let mut seq = 0u64;
-            while Instant::now() < end {
-                seq += 1;
-                let t = Instant::now();
-                if reads {
-                    match c.list_models(api::ReadRequest { stale: false }).await {
-                        Ok(_) => lat.push(t.elapsed()),
-                        Err(_) => errors += 1,
-                    }
-                    continue;
-                }
-                let r = c
-                    .deploy_model(api::DeployModelRequest {
-                        meta: Some(api::WriteMeta { client_id, seq }),
-                        name: format!("bench-{i}"),
-                        slo_ms: 50.0,
-                        rate: seq as f64,
-                        memory_mb: 1,
-                    })
-                    .await;
-                match r {
-                    Ok(_) => lat.push(t.elapsed()),
-                    Err(_) => errors += 1,
-                }
-            }
-            (lat, errors)
-        }));
-    }
+    let end = start + Duration::from_secs_f64(a.duration_s);
+    let tasks: Vec<_> = (0..a.clients)
+        .map(|i| tokio::spawn(bench_client(ep.clone(), i, a.reads, end)))
+        .collect();
     let mut all = crate::latency::Latencies::default();
     let mut errors = 0;
     for t in tasks {
-        let (l, e) = t.await?;
-        for d in l {
+        let r = t.await?;
+        for d in r.latencies {
             all.record(d);
         }
-        errors += e;
+        errors += r.errors;
     }
     let elapsed = start.elapsed().as_secs_f64();
     let wps = all.len() as f64 / elapsed;
+    print_run(a, &addr, &all, errors, elapsed, wps);
+    Ok(wps)
+}
+
+/// What one benchmark client saw.
+struct ClientRun {
+    /// Latency of each acknowledged operation.
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+/// One client with its own connection and one operation in flight until `end`: client `i`
+/// re-deploys its own model (`bench-<i>`), or reads `models list` with `reads`.
+async fn bench_client(ep: edgeplane_tls::Dial, i: usize, reads: bool, end: Instant) -> ClientRun {
+    let mut run = ClientRun {
+        latencies: Vec::new(),
+        errors: 0,
+    };
+    let ch = match ep.connect().await {
+        Ok(c) => c,
+        Err(_) => {
+            run.errors = 1;
+            return run;
+        }
+    };
+    let mut c = AdminClient::new(ch);
+    let client_id = rand::random::<u64>() | 1;
+    let mut seq = 0u64;
+    while Instant::now() < end {
+        seq += 1;
+        let t = Instant::now();
+        let ok = if reads {
+            c.list_models(api::ReadRequest { stale: false })
+                .await
+                .is_ok()
+        } else {
+            c.deploy_model(api::DeployModelRequest {
+                meta: Some(api::WriteMeta { client_id, seq }),
+                name: format!("bench-{i}"),
+                slo_ms: 50.0,
+                rate: seq as f64,
+                memory_mb: 1,
+            })
+            .await
+            .is_ok()
+        };
+        match ok {
+            true => run.latencies.push(t.elapsed()),
+            false => run.errors += 1,
+        }
+    }
+    run
+}
+
+fn print_run(
+    a: &BenchRaftArgs,
+    addr: &str,
+    all: &crate::latency::Latencies,
+    errors: u64,
+    elapsed: f64,
+    wps: f64,
+) {
     let what = if a.reads {
         "linearizable reads"
     } else {
@@ -295,28 +319,27 @@ async fn bench_raft_run(g: &GlobalArgs, a: &BenchRaftArgs, tls: bool) -> anyhow:
             "p99_ms": p99.as_secs_f64()*1e3, "p999_ms": p999.as_secs_f64()*1e3,
             "leader": addr, "local_cluster": a.local}),
         );
-    } else {
-        println!(
-            "bench raft: {} clients, {:.1}s, leader {addr}{}",
-            a.clients,
-            elapsed,
-            if a.local {
-                " (local 3-replica cluster)"
-            } else {
-                ""
-            }
-        );
-        println!(
-            "  acknowledged {what}: {}  ({:.0}/s), errors: {errors}",
-            all.len(),
-            wps
-        );
-        println!(
-            "  latency of acknowledged {what}: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
-            p999.as_secs_f64() * 1e3
-        );
+        return;
     }
-    Ok(wps)
+    println!(
+        "bench raft: {} clients, {:.1}s, leader {addr}{}",
+        a.clients,
+        elapsed,
+        if a.local {
+            " (local 3-replica cluster)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  acknowledged {what}: {}  ({:.0}/s), errors: {errors}",
+        all.len(),
+        wps
+    );
+    println!(
+        "  latency of acknowledged {what}: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        p999.as_secs_f64() * 1e3
+    );
 }

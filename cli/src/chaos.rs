@@ -132,10 +132,6 @@ pub async fn chaos(g: &GlobalArgs, a: ChaosArgs) -> anyhow::Result<()> {
         snapshot_entries: 1000,
         ..ReplicaOpts::default()
     };
-    if a.local {
-        // The local replicas run plaintext (`--insecure`): this suite checks consistency.
-        crate::tls::set_client(edgeplane_tls::ClientTls::insecure());
-    }
     let mut remote = if a.local {
         None
     } else {

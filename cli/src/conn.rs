@@ -13,13 +13,15 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::exit::{self, Kind};
+use crate::tls::ClientTlsSource;
 use crate::GlobalArgs;
 
-/// Connection helper over all endpoints.
+/// Connection helper over all endpoints, with the TLS its calls use (given explicitly).
 pub(crate) struct Conn {
     endpoints: Vec<String>,
-    pub(crate) timeout: Duration,
+    timeout: Duration,
     client_id: u64,
+    tls: ClientTlsSource,
 }
 
 fn retryable(s: &Status) -> bool {
@@ -33,8 +35,10 @@ fn retryable(s: &Status) -> bool {
     )
 }
 
-pub(crate) fn endpoint(addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
-    Ok(crate::tls::endpoint(addr)
+/// A dial to the member at `addr` with `tls`; failures carry their exit code.
+pub(crate) fn endpoint(tls: &ClientTlsSource, addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
+    Ok(tls
+        .endpoint(addr)
         .map_err(|e| {
             // A TLS file that cannot be read is local I/O (6); anything else about the
             // endpoint or the TLS flags is invalid input (3).
@@ -50,14 +54,29 @@ pub(crate) fn endpoint(addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
 
 impl Conn {
     /// A connection to one endpoint only, with its own timeout (per-member views).
-    pub(crate) fn single(addr: &str, timeout: Duration) -> anyhow::Result<Self> {
-        Ok(Conn {
-            endpoints: vec![addr.to_string()],
-            timeout,
-            client_id: rand::random::<u64>() | 1,
-        })
+    pub(crate) fn single(
+        addr: &str,
+        timeout: Duration,
+        tls: ClientTlsSource,
+    ) -> anyhow::Result<Self> {
+        Ok(Conn::with_tls(vec![addr.to_string()], timeout, tls))
     }
 
+    /// A connection over `endpoints` with this TLS (clusters the CLI starts itself).
+    pub(crate) fn with_tls(
+        endpoints: Vec<String>,
+        timeout: Duration,
+        tls: ClientTlsSource,
+    ) -> Self {
+        Conn {
+            endpoints,
+            timeout,
+            client_id: rand::random::<u64>() | 1,
+            tls,
+        }
+    }
+
+    /// A connection from the command's flags (`--endpoints`, `--timeout-s`, TLS).
     pub(crate) fn new(g: &GlobalArgs) -> anyhow::Result<Self> {
         if g.endpoints.is_empty() {
             return Err(exit::fail(Kind::InvalidInput, "no --endpoints given"));
@@ -68,11 +87,26 @@ impl Conn {
                 format!("invalid --timeout-s {}: must be > 0", g.timeout_s),
             ));
         }
-        Ok(Conn {
-            endpoints: g.endpoints.clone(),
-            timeout: Duration::from_secs_f64(g.timeout_s),
-            client_id: rand::random::<u64>() | 1,
-        })
+        Ok(Conn::with_tls(
+            g.endpoints.clone(),
+            Duration::from_secs_f64(g.timeout_s),
+            ClientTlsSource::from_args(&g.tls),
+        ))
+    }
+
+    /// The TLS this connection's calls use.
+    pub(crate) fn tls(&self) -> &ClientTlsSource {
+        &self.tls
+    }
+
+    /// How long a call may take, every member tried.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A dial to the member at `addr` with this connection's TLS.
+    pub(crate) fn dial(&self, addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
+        endpoint(&self.tls, addr)
     }
 
     /// Run `f` against members in turn until one succeeds or the timeout passes.
@@ -92,7 +126,7 @@ impl Conn {
         loop {
             let addr = &self.endpoints[i % self.endpoints.len()];
             i += 1;
-            let ep = endpoint(addr)?;
+            let ep = self.dial(addr)?;
             let left = deadline.saturating_duration_since(Instant::now());
             match ep.connect().await {
                 Ok(ch) => {

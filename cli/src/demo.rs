@@ -638,18 +638,20 @@ async fn start_dashboard(
     clients: &[String],
     prog: &mut Progress,
 ) -> anyhow::Result<crate::dashboard::Running> {
-    crate::tls::set_client(net.admin.clone());
-    let g = crate::GlobalArgs {
-        endpoints: clients.to_vec(),
-        timeout_s: 5.0,
-        tls: Default::default(),
-    };
     let args = crate::dashboard::DashboardArgs {
         listen: a.dashboard_listen.clone(),
         history_s: 600,
         poll_ms: 1000,
     };
-    let running = crate::dashboard::start(crate::conn::Conn::new(&g)?, &args).await?;
+    let running = crate::dashboard::start(
+        crate::conn::Conn::with_tls(
+            clients.to_vec(),
+            Duration::from_secs(5),
+            crate::tls::ClientTlsSource::ready(net.admin.clone()),
+        ),
+        &args,
+    )
+    .await?;
     prog.event(format!(
         "dashboard: http://{}/ (live, read-only; open while the demo runs)",
         running.addr

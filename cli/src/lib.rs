@@ -236,31 +236,6 @@ impl Command {
                 | Command::Top { .. }
         )
     }
-
-    /// The TLS flags of a command that talks to a coordinator or an agent.
-    fn tls_args(&self) -> Option<&tls::TlsArgs> {
-        match self {
-            Command::Bench(BenchCommand::Raft { conn, .. })
-            | Command::Bench(BenchCommand::Agents { conn, .. })
-            | Command::Cluster { conn, .. }
-            | Command::Models { conn, .. }
-            | Command::Nodes { conn, .. }
-            | Command::Member { conn, .. }
-            | Command::Leader { conn, .. }
-            | Command::Placement { conn, .. }
-            | Command::Events { conn, .. }
-            | Command::Chaos { conn, .. }
-            | Command::Tokens { conn, .. }
-            | Command::Version { conn, .. }
-            | Command::Dashboard { conn, .. }
-            | Command::Top { conn, .. }
-            | Command::Snapshot(cmd::snapshot::SnapshotCommand::Save { conn, .. }) => {
-                Some(&conn.tls)
-            }
-            Command::Agent { tls, .. } | Command::Load { tls, .. } => Some(tls),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -395,9 +370,6 @@ pub fn hoist_connection_flags(argv: Vec<String>) -> Vec<String> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(t) = cli.command.tls_args() {
-        tls::configure_tls(t);
-    }
     match cli.command {
         Command::Demo(a) => demo::demo(a).await,
         Command::Sim(a) => sim::sim(a),
@@ -418,8 +390,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot(c) => cmd::snapshot::snapshot(c).await,
         Command::Placement { conn, cmd } => cmd::placement::placement(&conn, cmd).await,
         Command::Events { conn, args } => cmd::events::events(&conn, args).await,
-        Command::Agent { cmd, .. } => cmd::agent::agent(cmd).await,
-        Command::Load { args, .. } => load::load(args).await,
+        Command::Agent { tls, cmd } => {
+            cmd::agent::agent(&tls::ClientTlsSource::from_args(&tls), cmd).await
+        }
+        Command::Load { tls, args } => {
+            load::load(&tls::ClientTlsSource::from_args(&tls), args).await
+        }
         Command::Chaos { conn, args } => chaos::chaos(&conn, args).await,
         Command::Certs(c) => tls::certs(c),
         Command::Tokens { conn, cmd } => cmd::tokens::tokens(&conn, cmd).await,

@@ -111,9 +111,9 @@ fn validate(a: &LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn load(a: LoadArgs) -> anyhow::Result<()> {
+pub async fn load(tls: &crate::tls::ClientTlsSource, a: LoadArgs) -> anyhow::Result<()> {
     validate(&a).map_err(|e| exit::fail(Kind::InvalidInput, format!("{e:#}")))?;
-    let r = run(&a).await?;
+    let r = run(tls, &a).await?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string(&r)?),
         Format::Table => {
@@ -155,8 +155,9 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(a: &LoadArgs) -> anyhow::Result<LoadReport> {
-    let channel = crate::tls::agent_endpoint(&a.agent)?
+async fn run(tls: &crate::tls::ClientTlsSource, a: &LoadArgs) -> anyhow::Result<LoadReport> {
+    let channel = tls
+        .agent_endpoint(&a.agent)?
         .connect_timeout(Duration::from_secs(3))
         .connect()
         .await

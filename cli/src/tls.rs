@@ -3,12 +3,10 @@
 //! make a cluster CA and its certificates.
 
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context as _};
 use edgeplane_tls::{Ca, ClientTls, Identity, LeafSpec, Principal, Role, TlsPaths, Validity};
-
-use crate::GlobalArgs;
 
 /// TLS flags shared by every command (global).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -27,65 +25,78 @@ pub struct TlsArgs {
     pub insecure: bool,
 }
 
-enum State {
-    Unset,
-    Args(TlsArgs),
-    Ready(ClientTls),
+impl TlsArgs {
+    /// The client TLS these flags name; errors name the flags when none were given.
+    pub fn load(&self) -> anyhow::Result<ClientTls> {
+        let paths = TlsPaths::from_flags(
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )?;
+        Ok(match (paths, self.insecure) {
+            (Some(_), true) => {
+                bail!("--insecure together with --tls-* flags; give one or the other")
+            }
+            (Some(p), false) => ClientTls(Some(edgeplane_tls::TlsMaterial::load(p)?)),
+            (None, true) => ClientTls::insecure(),
+            (None, false) => bail!(
+                "no TLS material: give --tls-ca, --tls-cert and --tls-key (or EDGEPLANE_TLS_CA, \
+                 EDGEPLANE_TLS_CERT, EDGEPLANE_TLS_KEY), or --insecure for a cluster started with \
+                 --insecure"
+            ),
+        })
+    }
 }
 
-static CLIENT: RwLock<State> = RwLock::new(State::Unset);
-
-/// Remember the flags (loaded on first use, so commands that need no cluster need none).
-pub fn configure(g: &GlobalArgs) {
-    configure_tls(&g.tls);
+/// The client TLS of one command's connections, passed explicitly (there is no process-wide
+/// TLS state): either a command's flags, read on first use (so a command that fails on its
+/// own input first needs none) and then kept, or material given directly (the clusters the
+/// CLI starts itself). Clones share what was loaded.
+#[derive(Clone)]
+pub struct ClientTlsSource {
+    args: TlsArgs,
+    ready: Arc<OnceLock<ClientTls>>,
 }
 
-/// Use these TLS flags for this invocation's connections.
-pub fn configure_tls(t: &TlsArgs) {
-    *CLIENT.write().expect("tls lock") = State::Args(t.clone());
-}
+impl ClientTlsSource {
+    /// TLS from these flags, loaded on first use.
+    pub fn from_args(args: &TlsArgs) -> Self {
+        ClientTlsSource {
+            args: args.clone(),
+            ready: Arc::new(OnceLock::new()),
+        }
+    }
 
-/// Use this client TLS from now on (local clusters the CLI starts itself).
-pub fn set_client(c: ClientTls) {
-    *CLIENT.write().expect("tls lock") = State::Ready(c);
-}
+    /// This TLS material.
+    pub fn ready(tls: ClientTls) -> Self {
+        let ready = OnceLock::new();
+        let _ = ready.set(tls);
+        ClientTlsSource {
+            args: TlsArgs::default(),
+            ready: Arc::new(ready),
+        }
+    }
 
-/// The client TLS of this invocation; errors name the flags when none were given.
-pub fn client() -> anyhow::Result<ClientTls> {
-    let mut st = CLIENT.write().expect("tls lock");
-    let args = match &*st {
-        State::Ready(c) => return Ok(c.clone()),
-        State::Args(a) => a.clone(),
-        State::Unset => TlsArgs::default(),
-    };
-    let paths = TlsPaths::from_flags(
-        args.tls_ca.as_deref(),
-        args.tls_cert.as_deref(),
-        args.tls_key.as_deref(),
-    )?;
-    let c = match (paths, args.insecure) {
-        (Some(_), true) => bail!("--insecure together with --tls-* flags; give one or the other"),
-        (Some(p), false) => ClientTls(Some(edgeplane_tls::TlsMaterial::load(p)?)),
-        (None, true) => ClientTls::insecure(),
-        (None, false) => bail!(
-            "no TLS material: give --tls-ca, --tls-cert and --tls-key (or EDGEPLANE_TLS_CA, \
-             EDGEPLANE_TLS_CERT, EDGEPLANE_TLS_KEY), or --insecure for a cluster started with \
-             --insecure"
-        ),
-    };
-    *st = State::Ready(c.clone());
-    Ok(c)
-}
+    /// The client TLS (loading the flags the first time).
+    pub fn client(&self) -> anyhow::Result<ClientTls> {
+        if let Some(c) = self.ready.get() {
+            return Ok(c.clone());
+        }
+        let c = self.args.load()?;
+        Ok(self.ready.get_or_init(|| c).clone())
+    }
 
-/// A dial to the coordinator at `addr` with this invocation's TLS (the server must be a
-/// member).
-pub fn endpoint(addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
-    Ok(client()?.endpoint(addr)?)
-}
+    /// A dial to the coordinator at `addr` (the server must be a member).
+    pub fn endpoint(&self, addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
+        Ok(self.client()?.endpoint(addr)?)
+    }
 
-/// A dial to the agent at `addr` (the server must hold a node certificate).
-pub fn agent_endpoint(addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
-    Ok(client()?.endpoint_to(addr, edgeplane_tls::Expect::AnyNode)?)
+    /// A dial to the agent at `addr` (the server must hold a node certificate).
+    pub fn agent_endpoint(&self, addr: &str) -> anyhow::Result<edgeplane_tls::Dial> {
+        Ok(self
+            .client()?
+            .endpoint_to(addr, edgeplane_tls::Expect::AnyNode)?)
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -230,4 +241,37 @@ fn check(field: &str, s: &str) -> anyhow::Result<String> {
     edgeplane_tls::identity::valid_name(&format!("--{field}"), s)
         .map(str::to_string)
         .map_err(anyhow::Error::msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_source_keeps_its_own_tls() {
+        // a source without flags names the flags; one given plaintext is plaintext; neither
+        // changes the other (there is no process-wide TLS)
+        let none = ClientTlsSource::from_args(&TlsArgs::default());
+        let plain = ClientTlsSource::ready(ClientTls::insecure());
+        let e = none.client().err().expect("no material").to_string();
+        assert!(e.contains("--tls-ca") && e.contains("--insecure"), "{e}");
+        assert!(plain.client().unwrap().0.is_none(), "plaintext");
+        assert!(
+            none.client().is_err(),
+            "still no material after the other was used"
+        );
+        let flagged = ClientTlsSource::from_args(&TlsArgs {
+            insecure: true,
+            ..TlsArgs::default()
+        });
+        assert!(flagged.client().unwrap().0.is_none());
+        let both = TlsArgs {
+            insecure: true,
+            tls_ca: Some("ca.pem".into()),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("c.key".into()),
+        };
+        let e = both.load().err().expect("both refused").to_string();
+        assert!(e.contains("--insecure together with --tls-*"), "{e}");
+    }
 }

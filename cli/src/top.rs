@@ -369,8 +369,8 @@ pub async fn top(g: &GlobalArgs, a: TopArgs) -> anyhow::Result<()> {
              the JSON views of `edgeplane dashboard`",
         ));
     }
-    crate::tls::client()?;
     let conn = Conn::new(g)?;
+    conn.tls().client()?;
     let store: Shared = Arc::new(RwLock::new(Store::new(Duration::from_secs(600))));
     let collector = tokio::spawn(collect::run(
         ReadOnlyCluster::new(conn),

@@ -31,7 +31,7 @@ pub struct AgentStatusArgs {
     pub format: Format,
 }
 
-pub async fn agent(c: AgentCommand) -> anyhow::Result<()> {
+pub async fn agent(tls: &crate::tls::ClientTlsSource, c: AgentCommand) -> anyhow::Result<()> {
     let AgentCommand::Status(a) = c;
     if !(a.timeout_s.is_finite() && a.timeout_s > 0.0) {
         return Err(exit::fail(
@@ -40,7 +40,8 @@ pub async fn agent(c: AgentCommand) -> anyhow::Result<()> {
         ));
     }
     let timeout = Duration::from_secs_f64(a.timeout_s);
-    let ep = crate::tls::agent_endpoint(&a.agent)
+    let ep = tls
+        .agent_endpoint(&a.agent)
         .map_err(|e| exit::fail(Kind::InvalidInput, format!("--agent {:?}: {e:#}", a.agent)))?
         .connect_timeout(timeout)
         .timeout(timeout);

@@ -62,8 +62,9 @@ impl MemberView {
 
 /// Ask every endpoint for its status on its own (`stale`: its local view, no quorum needed).
 pub async fn member_views(g: &GlobalArgs, stale: bool, timeout: Duration) -> Vec<MemberView> {
+    let tls = crate::tls::ClientTlsSource::from_args(&g.tls);
     let asks = g.endpoints.iter().map(|ep| {
-        let conn = Conn::single(ep, timeout);
+        let conn = Conn::single(ep, timeout, tls.clone());
         let ep = ep.clone();
         async move {
             let t0 = Instant::now();

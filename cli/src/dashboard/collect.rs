@@ -89,7 +89,7 @@ impl ReadOnlyCluster {
     /// A channel to the first member that accepts one.
     async fn connect_any(&self) -> Option<AdminClient<Channel>> {
         for addr in self.conn.endpoints() {
-            let Ok(ep) = crate::tls::endpoint(addr) else {
+            let Ok(ep) = self.conn.tls().endpoint(addr) else {
                 continue;
             };
             let ep = ep.connect_timeout(Duration::from_millis(500));

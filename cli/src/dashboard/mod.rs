@@ -121,8 +121,8 @@ pub(crate) async fn start(conn: Conn, a: &DashboardArgs) -> anyhow::Result<Runni
 
 /// `edgeplane dashboard`: serve until Ctrl-C.
 pub async fn dashboard(g: &GlobalArgs, a: DashboardArgs) -> anyhow::Result<()> {
-    crate::tls::client()?;
     let conn = Conn::new(g)?;
+    conn.tls().client()?;
     let running = start(conn, &a).await?;
     println!(
         "edgeplane dashboard: http://{}/ (read-only; Ctrl-C to stop)",
