@@ -235,33 +235,44 @@ impl Stats {
 
     /// Summary as JSON (end of a scenario run).
     pub fn summary_json(&mut self) -> serde_json::Value {
-        let mut per_model = Vec::new();
+        use edgeplane_scheduler::summary::{ControllerSummary, ModelSummary, ScenarioSummary};
+        let mut models = Vec::new();
         let (mut frames, mut met) = (0u64, 0u64);
         for (name, s) in self.models.iter_mut() {
             frames += s.arrivals;
             met += s.met;
-            per_model.push(serde_json::json!({
-                "model": name,
-                "arrivals": s.arrivals,
-                "completions": s.completions,
-                "deadlines_met": s.met,
-                "deadlines_missed": s.missed,
-                "drops": s.drops,
-                "energy_mj": s.energy_mj,
-                "p50_ms": s.all.quantile_ms(0.5),
-                "p99_ms": s.all.quantile_ms(0.99),
-            }));
+            models.push(ModelSummary {
+                model: name.clone(),
+                arrivals: s.arrivals,
+                completions: s.completions,
+                deadlines_met: s.met,
+                deadlines_missed: s.missed,
+                drops: s.drops,
+                energy_mj: s.energy_mj,
+                p50_ms: s.all.quantile_ms(0.5),
+                p99_ms: s.all.quantile_ms(0.99),
+            });
         }
-        serde_json::json!({
-            "frames": frames,
-            "deadlines_met": met,
-            "deadline_met_rate": if frames == 0 { 0.0 } else { met as f64 / frames as f64 },
-            "decision_overhead_us": self.overhead_us(),
-            "decisions": self.decisions,
-            "steps": self.steps,
-            "sdrm3": self.controllers,
-            "models": per_model,
-        })
+        let summary = ScenarioSummary {
+            frames,
+            deadlines_met: met,
+            deadline_met_rate: if frames == 0 { 0.0 } else { met as f64 / frames as f64 },
+            decision_overhead_us: self.overhead_us(),
+            decisions: self.decisions,
+            steps: self.steps,
+            sdrm3: self.controllers.as_ref().map(|c| ControllerSummary {
+                tuning: c.tuning,
+                tuner_steps: c.tuner_steps,
+                profile: c.profile.clone(),
+                profile_choices: c.profile_choices,
+                supernet: c.supernet,
+                accuracy: c.accuracy,
+            }),
+            models,
+            ..ScenarioSummary::default()
+        };
+        // the caller adds scenario, policy, clock, accelerators and released
+        serde_json::to_value(summary).expect("a summary of numbers and strings serialises")
     }
 }
 

@@ -20,6 +20,7 @@ pub mod latency;
 pub mod policy;
 pub mod score;
 pub mod sim;
+pub mod summary;
 pub mod tuner;
 pub mod xrbench;
 

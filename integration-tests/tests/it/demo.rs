@@ -1,7 +1,8 @@
 //! `edgeplane demo` as a newcomer runs it: the real binary, a short `--duration`. It must exit
-//! 0 with a report that says every link was mutual TLS and names the failover time, the
-//! deadlines met per model and the plan changes, write its pictures and CSVs, and leave no
-//! process behind: after a normal run, after Ctrl-C, and after the demo itself is SIGKILLed.
+//! 0 with a report (read as `--format json`) that says every link was mutual TLS and names the
+//! failover time, the deadlines met per model and the plan changes, write its pictures and
+//! CSVs, and leave no process behind: after a normal run, after Ctrl-C, and after the demo
+//! itself is SIGKILLed.
 
 use crate::support::bin;
 use std::path::Path;
@@ -36,6 +37,8 @@ fn demo(out: &Path, duration: &str) -> Command {
     // 110 virtual seconds of the GPU reference runs still hold all three arrivals (0, 50, 100 s)
     c.args([
         "demo",
+        "--format",
+        "json",
         "--duration",
         duration,
         "--gpu-virtual-s",
@@ -85,57 +88,71 @@ fn demo_runs_the_system_reports_and_leaves_nothing_behind() {
         o.status
     );
 
+    // The report, read as the JSON document `--format json` prints (the typed DemoReport).
+    let r: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("--format json prints one JSON document ({e}):\n{stdout}"));
+
     // Every link was mutual TLS (and a plaintext call was refused).
-    assert!(
-        stdout.contains("TLS: on (mutual TLS on every link")
-            && stdout.contains("a plaintext call was refused"),
-        "the report says TLS was on:\n{stdout}"
-    );
+    assert_eq!(r["cluster"]["tls"], true, "TLS was on: {}", r["cluster"]);
+    assert_eq!(r["cluster"]["plaintext_refused"], true, "{}", r["cluster"]);
 
     // The failover time, measured, in seconds.
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("Failover time:"))
-        .unwrap_or_else(|| panic!("no failover line in the report:\n{stdout}"));
-    let secs: f64 = line
-        .trim_start_matches("Failover time:")
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no number in {line:?}"));
-    assert!(secs > 0.0 && secs < 30.0, "failover {secs} s: {line}");
+    let secs = r["failover"]["elected_after_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no failover time: {}", r["failover"]));
+    assert!(secs > 0.0 && secs < 30.0, "failover {secs} s");
 
-    // Deadlines met per model: each XR model of VR_gaming (live) and each seed model on the GPU box.
-    for m in [
-        "ES_RITNet",
-        "GE_FBNet_C",
-        "HT_hand_graph_cnn_half",
-        "resnet18",
-        "resnet50",
-        "vgg16",
-    ] {
+    // Deadlines met per model: each XR model of VR_gaming (live, from the agent's summary or
+    // the leader's figures) and each seed model on the GPU box (live or virtual time).
+    let xr = &r["xr"];
+    let xr_models: Vec<&str> = xr["summary"]["models"]
+        .as_array()
+        .or(xr["leader_figures"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["model"].as_str())
+        .collect();
+    let gpu_models: Vec<&str> = r["gpu_virtual"]["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["slo_pct"].is_number())
+        .filter_map(|m| m["model"].as_str())
+        .collect();
+    for m in ["ES_RITNet", "GE_FBNet_C", "HT_hand_graph_cnn_half"] {
+        assert!(xr_models.contains(&m), "no deadlines-met row for {m}: {xr}");
+    }
+    for m in ["resnet18", "resnet50", "vgg16"] {
         assert!(
-            stdout.lines().any(|l| l.contains(m) && l.contains('%')),
-            "no deadlines-met row for {m}:\n{stdout}"
+            gpu_models.contains(&m),
+            "no deadlines-met row for {m}: {}",
+            r["gpu_virtual"]
         );
     }
     // Plan changes with their reasons.
-    let changes = stdout
-        .split("Plan changes with their reasons:")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no plan changes section:\n{stdout}"));
+    let changes = r["plan_changes"].as_array().expect("plan_changes");
     assert!(
-        changes
-            .lines()
-            .skip(1)
-            .take_while(|l| !l.trim().is_empty())
-            .any(|l| l.contains("re-plan:") || l.contains("pin")),
-        "no plan change with a reason:\n{stdout}"
+        changes.iter().any(|c| {
+            let reason = c["reason"].as_str().or(c["text"].as_str()).unwrap_or("");
+            reason.contains("re-plan:") || reason.contains("pin")
+        }),
+        "no plan change with a reason: {changes:?}"
     );
+    let sdrm3 = r["sdrm3"]["rows"].as_array().expect("sdrm3 rows");
     assert!(
-        stdout.contains("SDRM3"),
-        "SDRM3 against a baseline:\n{stdout}"
+        sdrm3.len() >= 2 && sdrm3[0]["policy"] == "sdrm3",
+        "SDRM3 against a baseline: {sdrm3:?}"
     );
+    let files = &r["files"];
+    let named: Vec<&str> = [
+        &files["latency_png"],
+        &files["partitions_png"],
+        &files["report"],
+    ]
+    .into_iter()
+    .chain(files["csvs"].as_array().into_iter().flatten())
+    .filter_map(|v| v.as_str())
+    .collect();
     for f in [
         "latency.png",
         "partitions.png",
@@ -143,11 +160,20 @@ fn demo_runs_the_system_reports_and_leaves_nothing_behind() {
         "gpu_partitions.csv",
         "events.csv",
         "report.txt",
+        "report.json",
     ] {
         let len = std::fs::metadata(out.join(f)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 0, "{f} written and not empty");
-        assert!(stdout.contains(f), "the report says where {f} is");
+        if f != "report.json" {
+            assert!(
+                named.iter().any(|n| n.ends_with(f)),
+                "the report says where {f} is: {files}"
+            );
+        }
     }
+    // the text report holds the same figures
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    assert!(text.contains("Failover time:") && text.contains("a plaintext call was refused"));
     let ps = pids(&out);
     assert!(
         ps.len() >= 4,
