@@ -45,10 +45,10 @@ impl Drop for Cluster {
     }
 }
 
+/// A loopback port below the ephemeral range (DESIGN §7, [`edgeplane_chaos::reserve_port`]):
+/// the kernel never hands it to an outgoing connection while the member is down.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(edgeplane_chaos::reserve_port()?)
 }
 
 fn ports(n: usize) -> anyhow::Result<Vec<u16>> {

@@ -253,7 +253,10 @@ mod tests {
         // changes the other (there is no process-wide TLS)
         let none = ClientTlsSource::from_args(&TlsArgs::default());
         let plain = ClientTlsSource::ready(ClientTls::insecure());
-        let e = none.client().err().expect("no material").to_string();
+        let Err(e) = none.client() else {
+            panic!("no material: an error")
+        };
+        let e = e.to_string();
         assert!(e.contains("--tls-ca") && e.contains("--insecure"), "{e}");
         assert!(plain.client().unwrap().0.is_none(), "plaintext");
         assert!(
@@ -271,7 +274,10 @@ mod tests {
             tls_cert: Some("c.pem".into()),
             tls_key: Some("c.key".into()),
         };
-        let e = both.load().err().expect("both refused").to_string();
+        let Err(e) = both.load() else {
+            panic!("both refused")
+        };
+        let e = e.to_string();
         assert!(e.contains("--insecure together with --tls-*"), "{e}");
     }
 }

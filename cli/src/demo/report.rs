@@ -176,7 +176,7 @@ pub enum PlanChange {
         partitions: String,
     },
     /// The leader's planner committed nothing during the live run.
-    NoLivePlanChange,
+    NoLiveChange,
     /// The planner in the virtual-time run of the GPU box.
     Virtual { t_s: f64, reason: String },
 }
@@ -466,7 +466,7 @@ impl DemoReport {
                     r,
                     "  live     t={t_s:>5.1} s  planner, {node} epoch {epoch}: {reason} -> {partitions}"
                 ),
-                PlanChange::NoLivePlanChange => writeln!(
+                PlanChange::NoLiveChange => writeln!(
                     r,
                     "  live     (the leader's planner committed no plan change during the run)"
                 ),
@@ -593,7 +593,7 @@ fn gpu_live_model(m: &super::live::GpuModelLive) -> GpuLiveModel {
         p99_ms: Latencies::from_ms(v.iter().filter(|x| x.ok).map(|x| x.latency_ms))
             .quantile_ms(0.99),
         energy_j: v.iter().map(|x| x.energy_mj).sum::<f64>() / 1000.0,
-        first_served_after_s: first.is_finite().then(|| first - m.at_s),
+        first_served_after_s: first.is_finite().then_some(first - m.at_s),
     }
 }
 
@@ -645,7 +645,7 @@ fn plan_changes(live: &Live, gpu: &GpuRun) -> Vec<PlanChange> {
         partitions: p.event.partitions.clone(),
     }));
     if live.plan_events.is_empty() && live.gpu_live.is_some() {
-        out.push(PlanChange::NoLivePlanChange);
+        out.push(PlanChange::NoLiveChange);
     }
     out.extend(gpu.changes.iter().map(|c| PlanChange::Virtual {
         t_s: c.t_s,
