@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     run::populate(System::Etcd, &etcd_url, max_clients).await?;
     run::populate(System::Edgeplane, &ours_url, max_clients).await?;
 
-    let mut pairs: Vec<(Outcome, Outcome)> = Vec::new();
+    let mut pairs: Vec<Pair> = Vec::new();
     for &op in &ops {
         for &n in &a.clients {
             eprintln!(
@@ -130,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
             );
             let e = run::run(System::Etcd, &etcd_url, op, n, warmup, duration).await?;
             let o = run::run(System::Edgeplane, &ours_url, op, n, warmup, duration).await?;
-            pairs.push((e, o));
+            pairs.push(Pair { etcd: e, ours: o });
         }
     }
     let mut soaks = Vec::new();
@@ -145,11 +145,20 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     drop((etcd, ours));
+    print(a.format, &pairs, &soaks)
+}
 
-    if a.format == Format::Json {
+/// etcd's and edgeplane's outcome of the same operation at the same client count.
+struct Pair {
+    etcd: Outcome,
+    ours: Outcome,
+}
+
+fn print(format: Format, pairs: &[Pair], soaks: &[Outcome]) -> anyhow::Result<()> {
+    if format == Format::Json {
         let runs: Vec<_> = pairs
             .iter()
-            .map(|(e, o)| {
+            .map(|Pair { etcd: e, ours: o }| {
                 json!({"op": o.op.name(), "clients": o.clients, "etcd": e.json(), "edgeplane": o.json(),
                        "throughput_ratio": o.ops_per_s() / e.ops_per_s(),
                        "p99_ratio": o.ms(0.99) / e.ms(0.99)})
@@ -178,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
         "op/s ours/etcd",
         "p99 ours/etcd"
     );
-    for (e, o) in &pairs {
+    for Pair { etcd: e, ours: o } in pairs {
         println!(
             "{:<6} {:>7} | {:>10.0} {:>8.2} {:>8.2} | {:>10.0} {:>8.2} {:>8.2} | {:>9.2}x {:>9.2}x",
             o.op.name(),
@@ -196,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
             println!("       errors: etcd {}, edgeplane {}", e.errors, o.errors);
         }
     }
-    for s in &soaks {
+    for s in soaks {
         println!(
             "soak {:<9} writes x{}: {:.0} op/s, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, p99.9/p99 = {:.2}",
             s.system.name(),

@@ -155,7 +155,10 @@ pub async fn load(tls: &crate::tls::ClientTlsSource, a: LoadArgs) -> anyhow::Res
     Ok(())
 }
 
-async fn run(tls: &crate::tls::ClientTlsSource, a: &LoadArgs) -> anyhow::Result<LoadReport> {
+async fn connect(
+    tls: &crate::tls::ClientTlsSource,
+    a: &LoadArgs,
+) -> anyhow::Result<tonic::transport::Channel> {
     let channel = tls
         .agent_endpoint(&a.agent)?
         .connect_timeout(Duration::from_secs(3))
@@ -171,10 +174,10 @@ async fn run(tls: &crate::tls::ClientTlsSource, a: &LoadArgs) -> anyhow::Result<
                 ),
             )
         })?;
-    let client = InferenceClient::new(channel);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
-    let total = Duration::from_secs_f64(a.duration_s);
-    let expected = (a.rate * a.duration_s).ceil() as u64;
+    Ok(channel)
+}
+
+fn progress_bar(expected: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(expected);
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
@@ -183,8 +186,12 @@ async fn run(tls: &crate::tls::ClientTlsSource, a: &LoadArgs) -> anyhow::Result<
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let payload = vec![0u8; a.payload_bytes];
-    let input = a.input_shape.as_ref().map(|shape| {
+    bar
+}
+
+/// `--input-shape`: one seeded FP32 tensor of that shape, sent with every request.
+fn input_tensor(a: &LoadArgs) -> Option<edgeplane_proto::agent::Tensor> {
+    a.input_shape.as_ref().map(|shape| {
         let n: i64 = shape.iter().product();
         let mut r = rand::rngs::StdRng::seed_from_u64(a.seed ^ 0x5eed);
         let data: Vec<u8> = (0..n)
@@ -196,7 +203,16 @@ async fn run(tls: &crate::tls::ClientTlsSource, a: &LoadArgs) -> anyhow::Result<
             shape: shape.clone(),
             data,
         }
-    });
+    })
+}
+
+async fn run(tls: &crate::tls::ClientTlsSource, a: &LoadArgs) -> anyhow::Result<LoadReport> {
+    let client = InferenceClient::new(connect(tls, a).await?);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
+    let total = Duration::from_secs_f64(a.duration_s);
+    let bar = progress_bar((a.rate * a.duration_s).ceil() as u64);
+    let payload = vec![0u8; a.payload_bytes];
+    let input = input_tensor(a);
     let start = Instant::now();
     let mut next = Duration::ZERO;
     let mut tasks = tokio::task::JoinSet::new();
@@ -229,7 +245,10 @@ async fn run(tls: &crate::tls::ClientTlsSource, a: &LoadArgs) -> anyhow::Result<
             if r.is_err() {
                 failed_in_task.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            (t0.elapsed().as_secs_f64() * 1000.0, r)
+            Answer {
+                client_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                result: r,
+            }
         });
         sent += 1;
         // Poisson arrivals can send a few more than rate x duration: the bar grows with them
@@ -244,19 +263,36 @@ async fn run(tls: &crate::tls::ClientTlsSource, a: &LoadArgs) -> anyhow::Result<
         }
         next += Duration::from_secs_f64(gap);
     }
-    let mut rep = LoadReport {
+    let rep = LoadReport {
         model: a.model.clone(),
         offered_rate: a.rate,
         duration_s: a.duration_s,
         sent,
         ..Default::default()
     };
+    let rep = collect(tasks, rep, input.as_ref()).await?;
+    bar.finish_and_clear();
+    Ok(rep)
+}
+
+/// One request's answer and its latency as the client saw it.
+struct Answer {
+    client_ms: f64,
+    result: Result<tonic::Response<edgeplane_proto::agent::InferResponse>, tonic::Status>,
+}
+
+/// Every answer into the report: outcomes, latency quantiles, the output tensors' check.
+async fn collect(
+    mut tasks: tokio::task::JoinSet<Answer>,
+    mut rep: LoadReport,
+    input: Option<&edgeplane_proto::agent::Tensor>,
+) -> anyhow::Result<LoadReport> {
     let mut lat = crate::latency::Latencies::default();
     let mut exec = crate::latency::Latencies::default();
     let mut over = crate::latency::Latencies::default();
     while let Some(res) = tasks.join_next().await {
-        let (client_ms, r) = res?;
-        match r {
+        let Answer { client_ms, result } = res?;
+        match result {
             Ok(resp) => {
                 let resp = resp.into_inner();
                 if resp.outcome == Outcome::Completed as i32 {
@@ -267,7 +303,7 @@ async fn run(tls: &crate::tls::ClientTlsSource, a: &LoadArgs) -> anyhow::Result<
                         rep.missed += 1;
                     }
                     lat.record_ms(client_ms);
-                    if let (Some(o), Some(i)) = (&resp.output, &input) {
+                    if let (Some(o), Some(i)) = (&resp.output, input) {
                         let rows = o.shape.first().copied().unwrap_or(0);
                         let n: i64 = o.shape.iter().product();
                         if o.datatype == "FP32"
@@ -301,7 +337,6 @@ async fn run(tls: &crate::tls::ClientTlsSource, a: &LoadArgs) -> anyhow::Result<
             }
         }
     }
-    bar.finish_and_clear();
     rep.p50_ms = lat.quantile_ms(0.5);
     rep.p99_ms = lat.quantile_ms(0.99);
     rep.p999_ms = lat.quantile_ms(0.999);

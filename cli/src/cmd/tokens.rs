@@ -154,53 +154,7 @@ pub async fn tokens(g: &GlobalArgs, c: TokensCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        TokensCommand::List(o) => {
-            let r = conn
-                .call("tokens list", |mut c| async move {
-                    c.list_tokens(api::ReadRequest { stale: o.stale }).await
-                })
-                .await?;
-            let now = r.now_unix_ms;
-            if o.format == Format::Json {
-                let v: Vec<_> = r
-                    .tokens
-                    .iter()
-                    .map(|t| {
-                        json!({"id": t.id, "node": t.node, "status": status(t, now),
-                               "used_by": t.used_by, "used_unix_ms": t.used_unix_ms,
-                               "revoked": t.revoked, "expires_unix_ms": t.expires_unix_ms,
-                               "expires": utc(t.expires_unix_ms),
-                               "created_unix_ms": t.created_unix_ms, "created_by": t.created_by,
-                               "description": t.description})
-                    })
-                    .collect();
-                print_json(&json!(v));
-            } else {
-                let mut t = output::table([
-                    "id",
-                    "node",
-                    "expires",
-                    "status",
-                    "created by",
-                    "description",
-                ]);
-                for x in &r.tokens {
-                    t.add_row(vec![
-                        x.id.clone(),
-                        if x.node.is_empty() {
-                            "(any)".into()
-                        } else {
-                            x.node.clone()
-                        },
-                        utc(x.expires_unix_ms),
-                        status(x, now),
-                        x.created_by.clone(),
-                        x.description.clone(),
-                    ]);
-                }
-                println!("{t}");
-            }
-        }
+        TokensCommand::List(o) => list(&conn, o).await?,
         TokensCommand::Revoke { id, out } => {
             if !edgeplane_tls::token::valid_id(&id) {
                 return Err(exit::fail(
@@ -232,6 +186,56 @@ pub async fn tokens(g: &GlobalArgs, c: TokensCommand) -> anyhow::Result<()> {
                 &format!("revoked token {id} (index {})", r.index),
             );
         }
+    }
+    Ok(())
+}
+
+/// `tokens list`: every token's id, node, expiry and status (never a secret).
+async fn list(conn: &Conn, o: super::ReadOpts) -> anyhow::Result<()> {
+    let r = conn
+        .call("tokens list", |mut c| async move {
+            c.list_tokens(api::ReadRequest { stale: o.stale }).await
+        })
+        .await?;
+    let now = r.now_unix_ms;
+    if o.format == Format::Json {
+        let v: Vec<_> = r
+            .tokens
+            .iter()
+            .map(|t| {
+                json!({"id": t.id, "node": t.node, "status": status(t, now),
+                       "used_by": t.used_by, "used_unix_ms": t.used_unix_ms,
+                       "revoked": t.revoked, "expires_unix_ms": t.expires_unix_ms,
+                       "expires": utc(t.expires_unix_ms),
+                       "created_unix_ms": t.created_unix_ms, "created_by": t.created_by,
+                       "description": t.description})
+            })
+            .collect();
+        print_json(&json!(v));
+    } else {
+        let mut t = output::table([
+            "id",
+            "node",
+            "expires",
+            "status",
+            "created by",
+            "description",
+        ]);
+        for x in &r.tokens {
+            t.add_row(vec![
+                x.id.clone(),
+                if x.node.is_empty() {
+                    "(any)".into()
+                } else {
+                    x.node.clone()
+                },
+                utc(x.expires_unix_ms),
+                status(x, now),
+                x.created_by.clone(),
+                x.description.clone(),
+            ]);
+        }
+        println!("{t}");
     }
     Ok(())
 }
