@@ -256,7 +256,11 @@ impl Stats {
         let summary = ScenarioSummary {
             frames,
             deadlines_met: met,
-            deadline_met_rate: if frames == 0 { 0.0 } else { met as f64 / frames as f64 },
+            deadline_met_rate: if frames == 0 {
+                0.0
+            } else {
+                met as f64 / frames as f64
+            },
             decision_overhead_us: self.overhead_us(),
             decisions: self.decisions,
             steps: self.steps,
