@@ -839,7 +839,7 @@ impl Admin for AdminService {
             .unwrap_or_default();
         let r = req.into_inner();
         let ttl_ms = if r.ttl_ms == 0 {
-            crate::tokens::DEFAULT_TTL_MS
+            crate::state::tokens::DEFAULT_TTL_MS
         } else {
             r.ttl_ms
         };
@@ -908,7 +908,7 @@ impl Admin for AdminService {
             .collect();
         Ok(Response::new(api::ListTokensResponse {
             tokens,
-            now_unix_ms: crate::tokens::now_unix_ms(),
+            now_unix_ms: crate::state::tokens::now_unix_ms(),
         }))
     }
 
@@ -920,7 +920,7 @@ impl Admin for AdminService {
             .map(|c| c.to_string())
             .unwrap_or_default();
         let r = req.into_inner();
-        crate::tokens::check_id("id", &r.id).map_err(|e| status(e.into()))?;
+        crate::state::tokens::check_id("id", &r.id).map_err(|e| status(e.into()))?;
         let id = r.id.clone();
         let mut out = self
             .write(cmd(

@@ -635,13 +635,14 @@ impl AgentService {
         let j = pb::JoinNode {
             token_id: token.id.clone(),
             secret_sha256: token.secret_hash().to_vec(),
-            now_unix_ms: crate::tokens::now_unix_ms(),
+            now_unix_ms: crate::state::tokens::now_unix_ms(),
             node: Some(pb::RegisterNode {
                 name: name.to_string(),
                 ..Default::default()
             }),
         };
-        crate::tokens::check_join(&st, &j).map_err(|e| crate::node::Error::from(e).to_status())
+        crate::state::tokens::check_join(&st, &j)
+            .map_err(|e| crate::node::Error::from(e).to_status())
     }
 
     /// The join of a new agent: a per-node token and a CSR, from a client without a
@@ -789,10 +790,7 @@ impl AgentService {
             .wait_leader_client_addr(wait)
             .await
             .ok_or_else(|| {
-                Status::unavailable(format!(
-                    "{}: no leader known to sign the join; retry",
-                    crate::error::NOT_APPLIED
-                ))
+                crate::Error::NotApplied("no leader known to sign the join".into()).to_status()
             })?;
         let ep = self
             .handle

@@ -80,7 +80,6 @@ pub mod restore;
 pub mod server;
 pub mod state;
 pub mod storage;
-pub mod tokens;
 pub mod transport;
 
 pub use admin::{LiveStats, ModelLiveStats, NodeLiveStats};

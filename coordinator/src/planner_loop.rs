@@ -989,7 +989,12 @@ mod tests {
             "{:?}",
             p.decisions
         );
-        assert_eq!(commit(&mut st, &p, 10).code, 0, "{:?}", p.decisions);
+        assert_eq!(
+            commit(&mut st, &p, 10).code(),
+            pb::ResultCode::Ok,
+            "{:?}",
+            p.decisions
+        );
         assert_eq!(st.nodes["cpu-box"].models(), vec!["resnet18"]);
         // Too slow a CPU for the SLO (100 ms): the measured rows say so, the model is shed
         // rather than planned on numbers the box does not have.
@@ -1059,7 +1064,7 @@ mod tests {
         let p = plan_now(&st);
         assert!(p.replanned);
         assert_eq!(p.changes.len(), 1, "{:?}", p.decisions);
-        assert_eq!(commit(&mut st, &p, 10).code, 0);
+        assert_eq!(commit(&mut st, &p, 10).code(), pb::ResultCode::Ok);
         let a = &st.nodes["a"];
         assert_eq!(a.models(), vec!["resnet18", "resnet50"]);
         assert_eq!(a.assignment_epoch, 10);
@@ -1193,7 +1198,7 @@ mod tests {
             &planner::Config::default(),
         )
         .unwrap();
-        assert_eq!(commit(&mut st, &p, 13).code, 0);
+        assert_eq!(commit(&mut st, &p, 13).code(), pb::ResultCode::Ok);
         assert!(!st.nodes[from].models().contains(&"resnet18".to_string()));
         assert!(st
             .events
@@ -1245,7 +1250,12 @@ mod tests {
         let mut st = setup();
         deploy(&mut st, "vgg16", 0.0, 4);
         let p = plan_now(&st);
-        assert_eq!(commit(&mut st, &p, 10).code, 0, "{:?}", p.decisions);
+        assert_eq!(
+            commit(&mut st, &p, 10).code(),
+            pb::ResultCode::Ok,
+            "{:?}",
+            p.decisions
+        );
         assert!(!st.nodes["a"].models().contains(&"vgg16".to_string()));
         let ev: Vec<&str> = st
             .events
@@ -1268,7 +1278,7 @@ mod tests {
         )
         .unwrap();
         assert!(p.replanned, "{:?}", p.decisions);
-        assert_eq!(commit(&mut st, &p, 11).code, 0);
+        assert_eq!(commit(&mut st, &p, 11).code(), pb::ResultCode::Ok);
         assert!(st.nodes["a"].models().contains(&"vgg16".to_string()));
         assert_eq!(st.events.iter().filter(|e| e.node.is_empty()).count(), 1);
     }
@@ -1288,7 +1298,12 @@ mod tests {
         );
         let before = st.nodes["a"].clone();
         let r = commit(&mut st, &p, 10);
-        assert_eq!(r.code, 9, "{}", r.message);
+        assert_eq!(
+            r.code(),
+            pb::ResultCode::FailedPrecondition,
+            "{}",
+            r.message
+        );
         assert!(r.message.contains("stale epoch"), "{}", r.message);
         assert_eq!(st.nodes["a"], before);
         assert!(st.plan_basis.is_empty(), "nothing of the plan applied");

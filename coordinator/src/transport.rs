@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use edgeplane_proto::raft::raft_transport_client::RaftTransportClient;
 use edgeplane_proto::raft::raft_transport_server::RaftTransport;
-use edgeplane_proto::raft::{RaftAck, RaftBatch, SnapshotChunk};
+use edgeplane_proto::raft::{Outcome, RaftAck, RaftBatch, SnapshotChunk, StatusDetail};
 use imbl::{OrdMap, OrdSet};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
@@ -19,8 +19,19 @@ use tonic::transport::Channel;
 use crate::inbox::{Inbox, Outbox, Request};
 use crate::state::Member;
 
-/// The gRPC message a replica answers to a peer it knows was removed; the peer then exits.
+/// How a replica words its answer to a peer it knows was removed (the peer reads the
+/// typed detail, [`Outcome::MemberRemoved`], and exits).
 const REMOVED: &str = "was removed from the cluster";
+
+/// The answer to raft traffic from a removed member `from`.
+fn removed_status(from: u64) -> tonic::Status {
+    StatusDetail::status(
+        tonic::Code::PermissionDenied,
+        format!("replica {from} {REMOVED}"),
+        Outcome::MemberRemoved,
+        "",
+    )
+}
 
 /// What happens to traffic on the link with one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -358,10 +369,7 @@ impl Transport {
                         let _ = self.raft_tx.send(Request::SnapshotDone { to, ok: true });
                     }
                 }
-                Err(e)
-                    if e.code() == tonic::Code::PermissionDenied
-                        && e.message().contains(REMOVED) =>
-                {
+                Err(e) if StatusDetail::of(&e).outcome() == Outcome::MemberRemoved => {
                     tracing::warn!(to, reason = %e.message(), "peer refused our messages");
                     let _ = self.raft_tx.send(Request::RemovedByPeer(to));
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -423,10 +431,7 @@ impl RaftTransport for TransportService {
             .expect("removed lock")
             .contains(&b.from)
         {
-            return Err(tonic::Status::permission_denied(format!(
-                "replica {} {REMOVED}",
-                b.from
-            )));
+            return Err(removed_status(b.from));
         }
         if b.to != 0 && b.to != self.transport.id {
             return Err(tonic::Status::failed_precondition(format!(
@@ -508,9 +513,7 @@ impl RaftTransport for TransportService {
             .expect("removed lock")
             .contains(&from)
         {
-            return Err(tonic::Status::permission_denied(format!(
-                "replica {from} {REMOVED}"
-            )));
+            return Err(removed_status(from));
         }
         if to != 0 && to != self.transport.id {
             return Err(tonic::Status::failed_precondition(format!(
