@@ -70,10 +70,12 @@ pub mod grpc_ops;
 pub mod inbox;
 #[cfg(test)]
 mod input_props;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod node;
-pub mod planner_loop;
+pub mod placement;
+pub mod profiles;
 pub mod raft_loop;
 pub mod reads;
 pub mod restore;
@@ -81,8 +83,9 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod transport;
+pub mod wiring;
 
-pub use admin::{LiveStats, ModelLiveStats, NodeLiveStats};
 pub use config::{Config, Flags};
+pub use live::{LiveStats, ModelLiveStats, NodeLiveStats};
 pub use node::{Error, ExitReason, Handle, Leadership};
 pub use server::{Coordinator, Extensions};

@@ -12,19 +12,16 @@ use tokio::sync::broadcast;
 use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
 
-use crate::admin::{AdminService, LiveStats};
+use crate::admin::AdminService;
 use crate::config::Config;
 use crate::inbox::Inbox;
+use crate::live::LiveStats;
 use crate::metrics::Metrics;
 use crate::node::{ClientIds, ExitReason, Handle, HandleInner, LoopConfig, Shared};
 use crate::raft_loop::RaftLoop;
 use crate::state::{Member, State};
 use crate::storage::{RaftStore, SledBackend, SyncCounter};
 use crate::transport::{Transport, TransportService};
-
-/// Environment variable of the storage fault hook: every fsync after this many fails with
-/// EIO. Honoured only with `--enable-fault-injection` (tests of the crash-only exit).
-pub const FSYNC_FAULT_ENV: &str = "EDGEPLANE_FAULT_FSYNC_FAIL_AFTER";
 
 /// Accepted sockets with `TCP_NODELAY` set. Why: without it a small gRPC response waits for
 /// the client's delayed ACK (Nagle), about 40 ms per call. tonic's `Server::tcp_nodelay`
@@ -123,13 +120,7 @@ impl Coordinator {
             tracing::info!(identity = %m.identity(), "mutual TLS on the peer and client ports");
         }
         let dir = cfg.data_dir.join("raft");
-        let fail_after = if cfg.enable_fault_injection {
-            std::env::var(FSYNC_FAULT_ENV)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-        } else {
-            None
-        };
+        let fail_after = cfg.fault_fsync_fail_after;
         if let Some(n) = fail_after {
             tracing::warn!(
                 after = n,
@@ -580,6 +571,8 @@ mod tests {
             snapshot_entries: 10_000,
             request_timeout_ms: 3000,
             enable_fault_injection: false,
+            fault_fsync_fail_after: None,
+            agents: Default::default(),
             tls: None,
             insecure: true,
         };
