@@ -260,6 +260,47 @@ impl Transport {
             .insert(peer, Instant::now());
     }
 
+    /// Send one batch to peer `to`: snapshots too large for one message in chunks, the rest
+    /// as one `RaftBatch`.
+    async fn deliver(
+        &self,
+        c: &mut RaftTransportClient<Channel>,
+        to: u64,
+        batch: Vec<Message>,
+    ) -> Result<(), tonic::Status> {
+        let (big, batch): (Vec<Message>, Vec<Message>) = batch.into_iter().partition(|m| {
+            m.get_msg_type() == MessageType::MsgSnapshot
+                && m.get_snapshot().get_data().len() > SNAPSHOT_CHUNK
+        });
+        let mut result: Result<(), tonic::Status> = Ok(());
+        for m in &big {
+            let chunks = snapshot_chunks(self.id, to, &self.self_peer_addr, m, SNAPSHOT_CHUNK);
+            tracing::info!(
+                to,
+                bytes = m.get_snapshot().get_data().len(),
+                chunks = chunks.len(),
+                "sending a snapshot in chunks"
+            );
+            if let Err(e) = c.send_snapshot(tokio_stream::iter(chunks)).await {
+                result = Err(e);
+                break;
+            }
+        }
+        if result.is_ok() && !batch.is_empty() {
+            let req = RaftBatch {
+                from: self.id,
+                messages: batch
+                    .iter()
+                    .map(|m| m.write_to_bytes().expect("encode raft message"))
+                    .collect(),
+                from_peer_addr: self.self_peer_addr.clone(),
+                to,
+            };
+            result = c.send(req).await.map(|_| ());
+        }
+        result
+    }
+
     async fn peer_task(self: Arc<Self>, to: u64, addr: String, mut rx: mpsc::Receiver<Message>) {
         let mut client: Option<RaftTransportClient<Channel>> = None;
         let mut backoff = Duration::from_millis(50);
@@ -331,37 +372,8 @@ impl Transport {
                     }
                 }
             }
-            let (big, batch): (Vec<Message>, Vec<Message>) = batch.into_iter().partition(|m| {
-                m.get_msg_type() == MessageType::MsgSnapshot
-                    && m.get_snapshot().get_data().len() > SNAPSHOT_CHUNK
-            });
             let c = client.as_mut().expect("connected");
-            let mut result = Ok(());
-            for m in &big {
-                let chunks = snapshot_chunks(self.id, to, &self.self_peer_addr, m, SNAPSHOT_CHUNK);
-                tracing::info!(
-                    to,
-                    bytes = m.get_snapshot().get_data().len(),
-                    chunks = chunks.len(),
-                    "sending a snapshot in chunks"
-                );
-                if let Err(e) = c.send_snapshot(tokio_stream::iter(chunks)).await {
-                    result = Err(e);
-                    break;
-                }
-            }
-            if result.is_ok() && !batch.is_empty() {
-                let req = RaftBatch {
-                    from: self.id,
-                    messages: batch
-                        .iter()
-                        .map(|m| m.write_to_bytes().expect("encode raft message"))
-                        .collect(),
-                    from_peer_addr: self.self_peer_addr.clone(),
-                    to,
-                };
-                result = c.send(req).await.map(|_| ());
-            }
+            let result = self.deliver(c, to, batch).await;
             match result {
                 Ok(_) => {
                     self.mark_ok(to);
