@@ -11,46 +11,10 @@ use edgeplane_proto::raft::{self as pb, command::Kind};
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
+use crate::live::LiveStats;
 use crate::node::Handle;
 use crate::state::State;
 use crate::transport::{Fault, Transport};
-
-/// Live node figures (totals since the node joined), from the leader's memory.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NodeLiveStats {
-    pub deadlines_met: u64,
-    pub deadlines_missed: u64,
-    pub energy_j: f64,
-}
-
-/// Live model figures aggregated from agent reports.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ModelLiveStats {
-    /// Observed request rate, requests/s.
-    pub rate: f64,
-    /// Share of deadlines met, percent.
-    pub deadline_met_pct: f64,
-    pub energy_j: f64,
-}
-
-/// Seam for the agent side: leader-memory statistics merged into `nodes list` and
-/// `models list`. Implementations must be cheap (called once per listed item).
-pub trait LiveStats: Send + Sync + 'static {
-    fn node(&self, name: &str) -> Option<NodeLiveStats>;
-    fn model(&self, name: &str) -> Option<ModelLiveStats>;
-    /// What the planner would do now over `st` (dry run; commits nothing).
-    fn plan_preview(&self, _st: &State) -> Result<crate::planner_loop::PlanPreview, String> {
-        Err("this coordinator runs no planner".into())
-    }
-    /// The GPU partitions `node` reported last.
-    fn partitions(&self, _node: &str) -> Vec<crate::agents::PartitionLive> {
-        Vec::new()
-    }
-    /// The rate the planner plans each model on now (observed peak).
-    fn planned_rates(&self) -> std::collections::BTreeMap<String, f64> {
-        Default::default()
-    }
-}
 
 /// The Admin service.
 pub struct AdminService {
@@ -345,8 +309,8 @@ impl Admin for AdminService {
                             mig_capable: a.mig_capable,
                             sm_count: a.sm_count,
                             simulated: a.simulated,
-                            profile: crate::planner_loop::gpu_data()
-                                .and_then(|d| crate::planner_loop::profile_label(d, a))
+                            profile: crate::profiles::gpu_data()
+                                .and_then(|d| crate::profiles::profile_label(d, a))
                                 .unwrap_or_default(),
                             profiled_models: a.profile.iter().map(|r| r.model.clone()).collect(),
                         })
@@ -691,7 +655,7 @@ impl Admin for AdminService {
             replanned: p.replanned,
             decisions: p.decisions,
             steps: p.steps,
-            plan_json: p.plan_json,
+            plan_json: serde_json::to_string(&p.plan).unwrap_or_default(),
             committed: false,
         }))
     }
@@ -839,7 +803,7 @@ impl Admin for AdminService {
             .unwrap_or_default();
         let r = req.into_inner();
         let ttl_ms = if r.ttl_ms == 0 {
-            crate::tokens::DEFAULT_TTL_MS
+            crate::state::tokens::DEFAULT_TTL_MS
         } else {
             r.ttl_ms
         };
@@ -908,7 +872,7 @@ impl Admin for AdminService {
             .collect();
         Ok(Response::new(api::ListTokensResponse {
             tokens,
-            now_unix_ms: crate::tokens::now_unix_ms(),
+            now_unix_ms: crate::state::tokens::now_unix_ms(),
         }))
     }
 
@@ -920,7 +884,7 @@ impl Admin for AdminService {
             .map(|c| c.to_string())
             .unwrap_or_default();
         let r = req.into_inner();
-        crate::tokens::check_id("id", &r.id).map_err(|e| status(e.into()))?;
+        crate::state::tokens::check_id("id", &r.id).map_err(|e| status(e.into()))?;
         let id = r.id.clone();
         let mut out = self
             .write(cmd(

@@ -205,7 +205,7 @@ fn kind() -> impl Strategy<Value = Kind> {
                     })),
                     ..Default::default()
                 };
-                crate::tokens::stamp(&mut cmd, now);
+                crate::state::prepare(&mut cmd, now);
                 cmd.kind.unwrap()
             }),
         1 => (token_id(), now()).prop_map(|(id, now_unix_ms)| Kind::RevokeToken(pb::RevokeToken { id, now_unix_ms })),
@@ -278,11 +278,17 @@ fn base() -> State {
         created_by: "user/admin".into(),
         ..Default::default()
     }));
-    crate::tokens::stamp(&mut token, 1_700_000_000_000);
+    crate::state::prepare(&mut token, 1_700_000_000_000);
     setup.push(token);
     for (i, c) in setup.iter().enumerate() {
         let r = st.apply(c, 1 + i as u64);
-        assert_eq!(r.result.code, 0, "setup {:?}: {}", c.kind, r.result.message);
+        assert_eq!(
+            r.result.code(),
+            pb::ResultCode::Ok,
+            "setup {:?}: {}",
+            c.kind,
+            r.result.message
+        );
     }
     st
 }
@@ -312,7 +318,7 @@ proptest! {
             let r = a.apply(cmd, index);
             let rb = b.apply(cmd, index);
             prop_assert_eq!(&r.result, &rb.result, "replicas answered differently");
-            if r.result.code == 0 {
+            if r.result.code() == pb::ResultCode::Ok {
                 accepted += 1;
                 prop_assert!(
                     !revoked_before,
@@ -332,9 +338,9 @@ proptest! {
                     cmd.kind,
                     r.result.message
                 );
-                if r.result.code == 3 {
+                if r.result.code() == pb::ResultCode::InvalidArgument {
                     prop_assert!(
-                        r.result.message.contains('`'),
+                        !r.result.field.is_empty(),
                         "invalid argument without a field: {}",
                         r.result.message
                     );

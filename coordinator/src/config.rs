@@ -80,6 +80,27 @@ pub struct Flags {
     /// Accept the `InjectFault` admin RPC (tests only).
     #[arg(long, env = "EDGEPLANE_COORDINATOR_ENABLE_FAULT_INJECTION")]
     pub enable_fault_injection: Option<bool>,
+    /// Agents report (and so renew their lease) at least this often, ms (default 2000).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_AGENT_RENEW_MS")]
+    pub agent_renew_ms: Option<u64>,
+    /// A node not heard from for this long is marked lost, ms (default 10000).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_AGENT_LEASE_MS")]
+    pub agent_lease_ms: Option<u64>,
+    /// Observed request rates are measured over this window, ms (default 5000).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_RATE_WINDOW_MS")]
+    pub rate_window_ms: Option<u64>,
+    /// The leader plans this often (and on every state change), ms (default 1000).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_PLAN_INTERVAL_MS")]
+    pub plan_interval_ms: Option<u64>,
+    /// Time constant of the planner's rate estimator, s (default: the planner's).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_RATE_TAU_S")]
+    pub rate_tau_s: Option<f64>,
+    /// Older name of `--rate-tau-s` (read when that is unset).
+    #[arg(long, env = "EDGEPLANE_COORDINATOR_PLAN_PEAK_S", hide = true)]
+    pub plan_peak_s: Option<f64>,
+    /// Test hook (with --enable-fault-injection only): fsync fails after this many calls.
+    #[arg(long, env = "EDGEPLANE_FAULT_FSYNC_FAIL_AFTER", hide = true)]
+    pub fault_fsync_fail_after: Option<u64>,
     /// CA certificate (PEM): peers, agents and clients must present a certificate it
     /// signed (mutual TLS on both ports).
     #[arg(long, env = "EDGEPLANE_COORDINATOR_TLS_CA")]
@@ -131,6 +152,136 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub tls_ca_key: Option<PathBuf>,
     pub insecure: Option<bool>,
+    pub agent_renew_ms: Option<u64>,
+    pub agent_lease_ms: Option<u64>,
+    pub rate_window_ms: Option<u64>,
+    pub plan_interval_ms: Option<u64>,
+    pub rate_tau_s: Option<f64>,
+}
+
+/// The agent side's timings: leases, rate measurement and planning rounds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentsConfig {
+    pub agent_renew_ms: u64,
+    pub agent_lease_ms: u64,
+    pub rate_window_ms: u64,
+    pub plan_interval_ms: u64,
+    /// None: the planner's default time constant.
+    pub rate_tau_s: Option<f64>,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            agent_renew_ms: 2000,
+            agent_lease_ms: 10_000,
+            rate_window_ms: 5000,
+            plan_interval_ms: 1000,
+            rate_tau_s: None,
+        }
+    }
+}
+
+impl AgentsConfig {
+    /// Flags (with env) over the file over the defaults; every value > 0.
+    fn from_flags(f: &Flags, file: &FileConfig) -> Result<AgentsConfig, ConfigError> {
+        let d = AgentsConfig::default();
+        let positive = |field: &'static str, v: Option<u64>, def: u64| match v {
+            Some(0) => Err(invalid(field, "must be > 0")),
+            Some(n) => Ok(n),
+            None => Ok(def),
+        };
+        let rate_tau_s = f.rate_tau_s.or(f.plan_peak_s).or(file.rate_tau_s);
+        if let Some(t) = rate_tau_s {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(invalid(
+                    "rate_tau_s",
+                    format!("must be a finite number > 0 (seconds), got {t}"),
+                ));
+            }
+        }
+        Ok(AgentsConfig {
+            agent_renew_ms: positive(
+                "agent_renew_ms",
+                f.agent_renew_ms.or(file.agent_renew_ms),
+                d.agent_renew_ms,
+            )?,
+            agent_lease_ms: positive(
+                "agent_lease_ms",
+                f.agent_lease_ms.or(file.agent_lease_ms),
+                d.agent_lease_ms,
+            )?,
+            rate_window_ms: positive(
+                "rate_window_ms",
+                f.rate_window_ms.or(file.rate_window_ms),
+                d.rate_window_ms,
+            )?,
+            plan_interval_ms: positive(
+                "plan_interval_ms",
+                f.plan_interval_ms.or(file.plan_interval_ms),
+                d.plan_interval_ms,
+            )?,
+            rate_tau_s,
+        })
+    }
+}
+
+impl FileConfig {
+    /// The file named by `--config` (every field unset without one).
+    fn read(path: Option<&std::path::Path>) -> Result<FileConfig, ConfigError> {
+        let Some(p) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File {
+            path: p.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
+            path: p.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// TLS material or `insecure` (exactly one), and the CA key (only with TLS).
+struct TlsChoice {
+    tls: Option<edgeplane_tls::TlsPaths>,
+    tls_ca_key: Option<PathBuf>,
+    insecure: bool,
+}
+
+impl TlsChoice {
+    fn from_flags(f: &Flags, file: &FileConfig) -> Result<TlsChoice, ConfigError> {
+        let tls = edgeplane_tls::TlsPaths::from_flags(
+            f.tls_ca.as_deref().or(file.tls_ca.as_deref()),
+            f.tls_cert.as_deref().or(file.tls_cert.as_deref()),
+            f.tls_key.as_deref().or(file.tls_key.as_deref()),
+        )
+        .map_err(|e| invalid("tls", e.to_string()))?;
+        let insecure = f.insecure || file.insecure.unwrap_or(false);
+        let tls_ca_key = f.tls_ca_key.clone().or(file.tls_ca_key.clone());
+        if tls_ca_key.is_some() && tls.is_none() {
+            return Err(invalid(
+                "tls_ca_key",
+                "needs --tls-ca, --tls-cert and --tls-key (a CA key signs nothing without TLS)",
+            ));
+        }
+        match (&tls, insecure) {
+            (None, false) => return Err(invalid("tls", edgeplane_tls::NO_TLS_MATERIAL)),
+            (Some(_), true) => {
+                return Err(invalid(
+                    "insecure",
+                    "--insecure together with --tls-ca/--tls-cert/--tls-key; give one or the other",
+                ))
+            }
+            _ => {}
+        }
+        Ok(TlsChoice {
+            tls,
+            tls_ca_key,
+            insecure,
+        })
+    }
 }
 
 /// The effective, validated configuration.
@@ -154,6 +305,9 @@ pub struct Config {
     pub snapshot_entries: u64,
     pub request_timeout_ms: u64,
     pub enable_fault_injection: bool,
+    /// With fault injection only: fsync fails after this many calls.
+    pub fault_fsync_fail_after: Option<u64>,
+    pub agents: AgentsConfig,
     /// TLS material (`None` only with `insecure`).
     #[serde(skip)]
     pub tls: Option<edgeplane_tls::TlsPaths>,
@@ -170,19 +324,13 @@ impl Config {
 
     /// Merge flags (with env) over the file named by `--config`, then validate.
     pub fn from_flags(f: &Flags) -> Result<Config, ConfigError> {
-        let file = match &f.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File {
-                    path: p.clone(),
-                    reason: e.to_string(),
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
-                    path: p.clone(),
-                    reason: e.to_string(),
-                })?
-            }
-            None => FileConfig::default(),
-        };
+        let file = FileConfig::read(f.config.as_deref())?;
+        let agents = AgentsConfig::from_flags(f, &file)?;
+        let TlsChoice {
+            tls,
+            tls_ca_key,
+            insecure,
+        } = TlsChoice::from_flags(f, &file)?;
         let id = f.id.or(file.id).ok_or_else(|| invalid("id", "required"))?;
         if id == 0 {
             return Err(invalid("id", "must be > 0"));
@@ -259,30 +407,7 @@ impl Config {
             .enable_fault_injection
             .or(file.enable_fault_injection)
             .unwrap_or(false);
-        let tls = edgeplane_tls::TlsPaths::from_flags(
-            f.tls_ca.as_deref().or(file.tls_ca.as_deref()),
-            f.tls_cert.as_deref().or(file.tls_cert.as_deref()),
-            f.tls_key.as_deref().or(file.tls_key.as_deref()),
-        )
-        .map_err(|e| invalid("tls", e.to_string()))?;
-        let insecure = f.insecure || file.insecure.unwrap_or(false);
-        let tls_ca_key = f.tls_ca_key.clone().or(file.tls_ca_key);
-        if tls_ca_key.is_some() && tls.is_none() {
-            return Err(invalid(
-                "tls_ca_key",
-                "needs --tls-ca, --tls-cert and --tls-key (a CA key signs nothing without TLS)",
-            ));
-        }
-        match (&tls, insecure) {
-            (None, false) => return Err(invalid("tls", edgeplane_tls::NO_TLS_MATERIAL)),
-            (Some(_), true) => {
-                return Err(invalid(
-                    "insecure",
-                    "--insecure together with --tls-ca/--tls-cert/--tls-key; give one or the other",
-                ))
-            }
-            _ => {}
-        }
+        let fault_fsync_fail_after = f.fault_fsync_fail_after.filter(|_| enable_fault_injection);
         if !join && initial_cluster.get(&id) != Some(&peer_addr) {
             return Err(invalid(
                 "initial_cluster",
@@ -308,6 +433,8 @@ impl Config {
             snapshot_entries,
             request_timeout_ms,
             enable_fault_injection,
+            fault_fsync_fail_after,
+            agents,
             tls,
             insecure,
         })
@@ -366,6 +493,20 @@ impl Config {
             v.insert("tls_ca_key".into(), k.display().to_string().into());
         }
         v.insert("insecure".into(), self.insecure.into());
+        let a = &self.agents;
+        v.insert("agent_renew_ms".into(), (a.agent_renew_ms as i64).into());
+        v.insert("agent_lease_ms".into(), (a.agent_lease_ms as i64).into());
+        v.insert("rate_window_ms".into(), (a.rate_window_ms as i64).into());
+        v.insert(
+            "plan_interval_ms".into(),
+            (a.plan_interval_ms as i64).into(),
+        );
+        if let Some(t) = a.rate_tau_s {
+            v.insert("rate_tau_s".into(), t.into());
+        }
+        if let Some(n) = self.fault_fsync_fail_after {
+            v.insert("fault_fsync_fail_after".into(), (n as i64).into());
+        }
         toml::to_string(&v).unwrap_or_default()
     }
 }
@@ -457,6 +598,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("initial_cluster"), "{e}");
+    }
+
+    #[test]
+    fn agent_timings_come_from_flags_env_or_file_and_name_the_field() {
+        // defaults as documented: 2 s reports, 10 s leases, 5 s rate window, 1 s rounds
+        let c = Config::from_flags(&flags(BASE)).unwrap();
+        assert_eq!(c.agents, AgentsConfig::default());
+        assert_eq!(c.agents.rate_window_ms, 5000);
+        let mut a = BASE.to_vec();
+        a.extend(["--agent-lease-ms", "700", "--plan-peak-s", "2"]);
+        let c = Config::from_flags(&flags(&a)).unwrap();
+        assert_eq!(c.agents.agent_lease_ms, 700);
+        assert_eq!(c.agents.rate_tau_s, Some(2.0), "the older name still reads");
+        assert!(c.to_toml().contains("agent_lease_ms = 700"));
+        let mut a = BASE.to_vec();
+        a.extend(["--rate-window-ms", "0"]);
+        let e = Config::from_flags(&flags(&a)).unwrap_err().to_string();
+        assert!(e.contains("`rate_window_ms`"), "{e}");
+        // the fsync hook exists only with fault injection
+        let mut a = BASE.to_vec();
+        a.extend(["--fault-fsync-fail-after", "5"]);
+        assert_eq!(
+            Config::from_flags(&flags(&a))
+                .unwrap()
+                .fault_fsync_fail_after,
+            None
+        );
     }
 
     /// configs/coordinator.toml goes through the real loader, and lists exactly the keys

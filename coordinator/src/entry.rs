@@ -2,7 +2,7 @@
 //! binary (the `edgeplane` CLI's `demo`, which re-executes itself as `edgeplane internal
 //! coordinator ...`) can run a real replica process without this binary having been built.
 
-use crate::{agents, Config, Coordinator, ExitReason, Flags};
+use crate::{Config, Coordinator, ExitReason, Flags};
 use clap::Parser;
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -46,11 +46,8 @@ where
     };
     let res: Result<(), crate::server::StartError> = rt.block_on(async move {
         edgeplane_telemetry::service::spawn_sighup_handler("coordinator");
-        let coord = Coordinator::start(
-            cfg,
-            agents::AgentHub::new(agents::LeaseConfig::from_env()).extensions(),
-        )
-        .await?;
+        let ext = crate::wiring::agent_extensions(&cfg.agents);
+        let coord = Coordinator::start(cfg, ext).await?;
         tokio::select! {
             _ = wait_for_signal() => {
                 tracing::info!("shutdown signal received");

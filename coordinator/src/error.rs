@@ -9,13 +9,15 @@
 
 use std::time::Duration;
 
+use edgeplane_proto::raft::{self as pb, Outcome, StatusDetail};
+
 use crate::state::CommandError;
 use crate::storage::StorageError;
 
-/// Prefix of the gRPC message of an UNAVAILABLE answer for a write that was certainly not
-/// applied; forwarding followers look for it to keep the distinction across a hop.
+/// Wording that starts the message of a write that was certainly not applied (for people;
+/// readers look at the status detail, [`pb::Outcome::NotApplied`]).
 pub const NOT_APPLIED: &str = "not applied";
-/// Prefix of the gRPC message of an UNKNOWN answer.
+/// Wording that starts the message of an UNKNOWN answer ([`pb::Outcome::Unknown`]).
 pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
 
 /// Errors of the replication layer.
@@ -56,34 +58,47 @@ impl Error {
             && s.code() != tonic::Code::DeadlineExceeded)
     }
 
-    /// The gRPC status an API should answer with.
+    /// The gRPC status an API should answer with. Its details ([`StatusDetail`]) say
+    /// whether the write certainly did not apply or its outcome is unknown, and which
+    /// field an invalid argument names, so that a reader never looks at the text.
     pub fn to_status(&self) -> tonic::Status {
         use tonic::Code;
+        let msg = self.to_string();
+        let with = |code, outcome| StatusDetail::status(code, msg.clone(), outcome, "");
         match self {
-            Error::Command(CommandError::InvalidArgument { .. }) => {
-                tonic::Status::invalid_argument(self.to_string())
-            }
-            Error::Command(CommandError::NotFound(_)) => tonic::Status::not_found(self.to_string()),
+            Error::Command(e @ CommandError::InvalidArgument { .. }) => StatusDetail::status(
+                Code::InvalidArgument,
+                msg.clone(),
+                Outcome::NotApplied,
+                e.field(),
+            ),
+            Error::Command(CommandError::NotFound(_)) => with(Code::NotFound, Outcome::NotApplied),
             Error::Command(CommandError::FailedPrecondition(_)) => {
-                tonic::Status::failed_precondition(self.to_string())
+                with(Code::FailedPrecondition, Outcome::NotApplied)
             }
             Error::Command(CommandError::PermissionDenied(_)) => {
-                tonic::Status::permission_denied(self.to_string())
+                with(Code::PermissionDenied, Outcome::NotApplied)
             }
-            Error::Remote(s) => tonic::Status::new(s.code(), s.message().to_string()),
+            Error::Remote(s) => StatusDetail::rewrap(s, s.message()),
             Error::NotLeader { .. } | Error::NoLeader(_) | Error::NotApplied(_) => {
-                tonic::Status::unavailable(self.to_string())
+                with(Code::Unavailable, Outcome::NotApplied)
             }
-            Error::Shutdown => tonic::Status::unavailable(format!("{NOT_APPLIED}: {self}")),
-            Error::OutcomeUnknown(_) => tonic::Status::new(Code::Unknown, self.to_string()),
-            Error::Timeout(_) => tonic::Status::new(Code::DeadlineExceeded, self.to_string()),
-            Error::Storage(_) | Error::Raft(_) => tonic::Status::internal(self.to_string()),
+            Error::Shutdown => StatusDetail::status(
+                Code::Unavailable,
+                format!("{NOT_APPLIED}: {self}"),
+                Outcome::NotApplied,
+                "",
+            ),
+            Error::OutcomeUnknown(_) => with(Code::Unknown, Outcome::Unknown),
+            Error::Timeout(_) => tonic::Status::new(Code::DeadlineExceeded, msg),
+            Error::Storage(_) | Error::Raft(_) => tonic::Status::internal(msg),
         }
     }
 
     /// Classify a status answered by a leader to a forwarded write (or by the transport).
-    /// Only answers that say so are "not applied"; a broken link or a timeout may have
-    /// left the write in the leader's log, so its outcome is unknown.
+    /// Only answers that say so (in their [`StatusDetail`]) are "not applied"; a broken
+    /// link or a timeout may have left the write in the leader's log, so its outcome is
+    /// unknown.
     pub fn from_forward_status(s: tonic::Status) -> Error {
         use tonic::Code;
         match s.code() {
@@ -91,7 +106,7 @@ impl Error {
             | Code::NotFound
             | Code::FailedPrecondition
             | Code::PermissionDenied => Error::Remote(s),
-            Code::Unavailable if s.message().starts_with(NOT_APPLIED) => {
+            Code::Unavailable if StatusDetail::of(&s).outcome() == Outcome::NotApplied => {
                 Error::NotApplied(format!("the leader answered: {}", s.message()))
             }
             _ => Error::OutcomeUnknown(format!(
@@ -101,6 +116,12 @@ impl Error {
             )),
         }
     }
+}
+
+/// What a status says about the write it answers (unspecified when it carries no detail,
+/// e.g. one made by the transport or a proxy).
+pub fn outcome_of(s: &tonic::Status) -> pb::Outcome {
+    StatusDetail::of(s).outcome()
 }
 
 #[cfg(test)]
@@ -122,6 +143,15 @@ mod tests {
         let e = Error::from_forward_status(said);
         assert!(matches!(e, Error::NotApplied(_)), "{e}");
         assert!(e.certainly_not_applied());
+        // The wording alone proves nothing: only the typed detail does.
+        let e = Error::from_forward_status(tonic::Status::unavailable("not applied: forged"));
+        assert!(matches!(e, Error::OutcomeUnknown(_)), "{e}");
+        // An invalid argument names its field in the detail, across a hop too.
+        let s = Error::Command(CommandError::invalid("slo_ms", "must be > 0")).to_status();
+        assert_eq!(StatusDetail::of(&s).field, "slo_ms");
+        let hop = Error::from_forward_status(s).to_status();
+        assert_eq!(StatusDetail::of(&hop).field, "slo_ms");
+        assert_eq!(outcome_of(&hop), Outcome::NotApplied);
         // Command errors pass through with their code.
         let e = Error::from_forward_status(tonic::Status::invalid_argument("bad `name`"));
         assert_eq!(e.to_status().code(), tonic::Code::InvalidArgument);

@@ -66,10 +66,11 @@ impl LeaderClient for Forwarder {
             Ok(r) => {
                 let r = r.into_inner();
                 Ok(pb::ApplyResult {
-                    code: 0,
+                    code: pb::ResultCode::Ok as i32,
                     message: r.message,
                     index: r.index,
                     epoch: r.epoch,
+                    field: String::new(),
                 })
             }
             Err(s) => {

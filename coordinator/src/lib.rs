@@ -15,8 +15,11 @@
 //! - [`transport`]: gRPC peer transport with reconnect/backoff and fault injection;
 //!   [`forward`]: follower → leader forwarding of writes.
 //! - [`admin`]: the operator `Admin` gRPC service; [`server`]: process assembly.
+//! - The agent side: [`agents`] (service, hub, leases, notify), [`placement`] (the leader's
+//!   planner loop), over the leaf seam [`live`] and [`profiles`]; [`wiring`] composes them
+//!   into [`Extensions`] (the binary calls [`wiring::agent_extensions`]).
 //!
-//! # Seam for the agent side (`agents.rs`)
+//! # Seam for the agent side
 //! Everything an agent service needs goes through a cheap-to-clone [`Handle`]:
 //! - `handle.propose(cmd: edgeplane_proto::raft::Command).await -> Result<ApplyResult, node::Error>`:
 //!   replicate a command and wait until applied (followers forward it to the leader).
@@ -36,25 +39,15 @@
 //! - `handle.leader_client_addr() -> Option<String>` and `handle.members()` for redirecting
 //!   agents; `handle.join_token() -> Option<&str>` is the `--join-token` value.
 //! - Mounting a gRPC service on `--client-addr`: push a [`server::ServiceInstaller`] into
-//!   [`server::Extensions::services`] (or add it next to `AdminServer` in
-//!   [`server::Coordinator::start`], the one place services are mounted).
+//!   [`server::Extensions::services`] (or add it next to `AdminServer` in `server.rs`'s
+//!   `ClientServer::serve`, the one place services are mounted).
 //! - Live stats for `nodes list` / `models list`: set [`server::Extensions::live_stats`] to an
-//!   `Arc<dyn admin::LiveStats>`; the Admin service calls it per node/model (zeros if unset).
+//!   `Arc<dyn live::LiveStats>`; the Admin service calls it per node/model (zeros if unset).
 //!
-//! Wiring sketch for the binary (`main.rs` builds `Extensions::default()` today):
-//! ```ignore
-//! let stats = Arc::new(agents::Stats::default());          // leader-memory figures
-//! let s2 = stats.clone();
-//! let ext = Extensions {
-//!     live_stats: Some(stats),                              // merged into nodes/models list
-//!     services: vec![Box::new(move |handle: &Handle, routes: &mut RoutesBuilder| {
-//!         // runs inside the runtime: may tokio::spawn leader-only loops that watch
-//!         // handle.leadership() and propose SetNodeStatus on lease expiry
-//!         routes.add_service(AgentServer::new(agents::Service::new(handle.clone(), s2)));
-//!     })],
-//! };
-//! let coord = Coordinator::start(cfg, ext).await?;
-//! ```
+//! The binary's wiring is [`wiring::agent_extensions`]: an [`agents::AgentHub`] (leader
+//! memory), a [`placement::Planner`] over it (also the Admin service's `LiveStats`), and a
+//! service installer that spawns the lease loop, the planner loop and the epoch notifier
+//! and mounts `AgentServer`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -70,20 +63,22 @@ pub mod grpc_ops;
 pub mod inbox;
 #[cfg(test)]
 mod input_props;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod node;
-pub mod planner_loop;
+pub mod placement;
+pub mod profiles;
 pub mod raft_loop;
 pub mod reads;
 pub mod restore;
 pub mod server;
 pub mod state;
 pub mod storage;
-pub mod tokens;
 pub mod transport;
+pub mod wiring;
 
-pub use admin::{LiveStats, ModelLiveStats, NodeLiveStats};
 pub use config::{Config, Flags};
+pub use live::{LiveStats, ModelLiveStats, NodeLiveStats};
 pub use node::{Error, ExitReason, Handle, Leadership};
 pub use server::{Coordinator, Extensions};

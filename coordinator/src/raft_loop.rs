@@ -272,7 +272,7 @@ impl RaftLoop {
         }
         // Token commands carry the leader's clock (expiry, "now" of a join), decided here
         // once, so every replica applies the same entry the same way.
-        crate::tokens::stamp(&mut cmd, crate::tokens::now_unix_ms());
+        crate::state::prepare(&mut cmd, crate::state::tokens::now_unix_ms());
         let retry_of_applied = cmd.client_id != 0
             && matches!(self.state.sessions.get(&cmd.client_id), Some(s) if s.seq == cmd.seq);
         if let Err(e) = self.state.precheck(&cmd) {
@@ -453,10 +453,10 @@ impl RaftLoop {
                     ))
                 } else {
                     match result {
-                        Some(Ok(r)) if r.code != 0 => {
-                            Err(Error::Command(CommandError::from_result(&r)))
-                        }
-                        Some(Ok(r)) => Ok(r),
+                        Some(Ok(r)) => match CommandError::from_result(&r) {
+                            Some(e) => Err(Error::Command(e)),
+                            None => Ok(r),
+                        },
                         Some(Err(e)) => Err(e),
                         None => Ok(pb::ApplyResult {
                             index,
@@ -496,7 +496,7 @@ impl RaftLoop {
             Ok(cmd) => {
                 let is_member = matches!(cmd.kind, Some(Kind::UpdateMember(_)));
                 let a = self.state.apply(&cmd, e.index);
-                if is_member && a.result.code == 0 {
+                if is_member && a.result.code() == pb::ResultCode::Ok {
                     self.outbox
                         .set_members(&self.state.members, &self.state.removed_members);
                 }
@@ -504,12 +504,11 @@ impl RaftLoop {
             }
             Err(err) => {
                 tracing::error!(index = e.index, error = %err, "undecodable command entry");
-                Ok(pb::ApplyResult {
-                    code: 3,
-                    message: format!("invalid argument `command`: does not decode: {err}"),
-                    index: e.index,
-                    epoch: 0,
-                })
+                let refused = Err(CommandError::invalid(
+                    "command",
+                    format!("does not decode: {err}"),
+                ));
+                Ok((&crate::state::StoredResult::of(&refused, e.index)).into())
             }
         }
     }
@@ -531,7 +530,7 @@ impl RaftLoop {
         let mut answer = Ok(a.result.clone());
         // A refused or duplicate membership command leaves the Raft configuration alone,
         // except for the empty "leave joint" changes raft-rs proposes itself.
-        if (a.result.code == 0 && !a.duplicate) || cc.changes.is_empty() {
+        if (a.result.code() == pb::ResultCode::Ok && !a.duplicate) || cc.changes.is_empty() {
             match self.node.apply_conf_change(&cc) {
                 Ok(cs) => {
                     self.node.mut_store().set_conf_state(cs.clone())?;

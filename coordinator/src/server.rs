@@ -12,19 +12,16 @@ use tokio::sync::broadcast;
 use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
 
-use crate::admin::{AdminService, LiveStats};
+use crate::admin::AdminService;
 use crate::config::Config;
 use crate::inbox::Inbox;
+use crate::live::LiveStats;
 use crate::metrics::Metrics;
 use crate::node::{ClientIds, ExitReason, Handle, HandleInner, LoopConfig, Shared};
 use crate::raft_loop::RaftLoop;
 use crate::state::{Member, State};
 use crate::storage::{RaftStore, SledBackend, SyncCounter};
 use crate::transport::{Transport, TransportService};
-
-/// Environment variable of the storage fault hook: every fsync after this many fails with
-/// EIO. Honoured only with `--enable-fault-injection` (tests of the crash-only exit).
-pub const FSYNC_FAULT_ENV: &str = "EDGEPLANE_FAULT_FSYNC_FAIL_AFTER";
 
 /// Accepted sockets with `TCP_NODELAY` set. Why: without it a small gRPC response waits for
 /// the client's delayed ACK (Nagle), about 40 ms per call. tonic's `Server::tcp_nodelay`
@@ -122,78 +119,10 @@ impl Coordinator {
             m.spawn_reloader(Duration::from_secs(2));
             tracing::info!(identity = %m.identity(), "mutual TLS on the peer and client ports");
         }
-        let dir = cfg.data_dir.join("raft");
-        let fail_after = if cfg.enable_fault_injection {
-            std::env::var(FSYNC_FAULT_ENV)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-        } else {
-            None
-        };
-        if let Some(n) = fail_after {
-            tracing::warn!(
-                after = n,
-                "fault injection: fsync will fail after {n} calls"
-            );
-        }
-        let backend =
-            SledBackend::open_with(&dir, SyncCounter::new(fail_after)).map_err(|source| {
-                StartError::Storage {
-                    dir: dir.display().to_string(),
-                    source,
-                }
-            })?;
-        let mut store =
-            RaftStore::open(Box::new(backend)).map_err(|source| StartError::Storage {
-                dir: dir.display().to_string(),
-                source,
-            })?;
-        if store.is_empty() {
-            if cfg.join {
-                tracing::info!(id = cfg.id, "empty data dir: joining an existing cluster");
-            } else {
-                let mut st = State::default();
-                for (id, addr) in &cfg.initial_cluster {
-                    st.members.insert(
-                        *id,
-                        Member {
-                            id: *id,
-                            peer_addr: addr.clone(),
-                            client_addr: String::new(),
-                            learner: false,
-                        },
-                    );
-                }
-                store
-                    .bootstrap(cfg.initial_cluster.keys().copied().collect(), st.encode())
-                    .map_err(|source| StartError::Storage {
-                        dir: dir.display().to_string(),
-                        source,
-                    })?;
-                tracing::info!(id = cfg.id, voters = ?cfg.initial_cluster.keys().collect::<Vec<_>>(), "bootstrapped a new cluster");
-            }
-        } else {
-            tracing::info!(
-                id = cfg.id,
-                "data dir holds state: resuming (initial cluster ignored)"
-            );
-        }
+        let store = open_store(&cfg)?;
 
         let client_tls = edgeplane_tls::ClientTls(tls.clone());
-        // The CA key signs the certificates of agents that join with a per-node token.
-        let ca = match (&cfg.tls_ca_key, &cfg.tls) {
-            (Some(key), Some(paths)) => {
-                let ca = edgeplane_tls::CaSigner::load(&paths.ca, key)?;
-                // A CA rotation (new key, bundle of old and new certificates) reaches the
-                // signer like the rest of the TLS material: on change or SIGHUP.
-                edgeplane_tls::spawn_reloader(&ca, Duration::from_secs(2));
-                tracing::info!(
-                    "this member holds the CA key: it signs the certificates of joining agents"
-                );
-                Some(ca)
-            }
-            _ => None,
-        };
+        let ca = load_ca(&cfg)?;
         let (shutdown, _) = broadcast::channel(4);
         let (inbox, rx) = Inbox::new();
         let initial: HashMap<u64, String> = cfg.initial_cluster.clone().into_iter().collect();
@@ -247,59 +176,16 @@ impl Coordinator {
             }),
         };
 
-        let mut tasks = Vec::new();
-        // Peer server.
-        let peer_l = bind("peer_addr", &cfg.peer_addr).await?;
-        let svc = RaftTransportServer::new(TransportService {
-            transport: transport.clone(),
-        })
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20);
-        let mut peer_routes = RoutesBuilder::default();
-        peer_routes.add_service(svc);
-        let layer =
-            edgeplane_tls::AuthLayer::new("peer", tls.is_some(), crate::auth::peer_policy())
-                .with_rate(None);
-        tasks.push(tokio::spawn(serve_routes(
-            "peer",
-            peer_routes.routes(),
-            peer_l,
-            tls.clone(),
-            layer,
-            shutdown.subscribe(),
-        )));
+        let mut tasks =
+            vec![serve_peer(&cfg, &transport, tls.clone(), shutdown.subscribe()).await?];
 
-        // Client server: Admin plus whatever the extensions add. This is the single place
-        // where services are mounted on --client-addr.
-        let client_l = bind("client_addr", &cfg.client_addr).await?;
-        let mut routes = RoutesBuilder::default();
-        routes.add_service(AdminServer::new(AdminService {
-            handle: handle.clone(),
-            transport: transport.clone(),
-            live: ext.live_stats.clone(),
-        }));
-        for install in ext.services {
-            install(&handle, &mut routes);
-        }
-        tasks.push(crate::grpc_ops::install(
-            &handle,
-            &mut routes,
-            shutdown.subscribe(),
-        ));
-        let layer =
-            edgeplane_tls::AuthLayer::new("client", tls.is_some(), crate::auth::client_policy())
-                .with_revocation(revocation(&handle));
-        // Clients without a certificate get through the handshake here (agents joining with
-        // a token); the layer lets them call `Agent/Register` with a CSR and nothing else.
-        tasks.push(tokio::spawn(serve_routes_with(
-            "client",
-            routes.routes(),
-            client_l,
-            tls.clone(),
-            layer,
-            edgeplane_tls::ClientCerts::Optional,
-            shutdown.subscribe(),
-        )));
+        let client = ClientServer {
+            handle: &handle,
+            transport: &transport,
+            tls: tls.clone(),
+            shutdown: &shutdown,
+        };
+        tasks.extend(client.serve(&cfg, ext).await?);
 
         if let Some(addr) = &cfg.metrics_addr {
             let l = bind("metrics_addr", addr).await?;
@@ -310,41 +196,11 @@ impl Coordinator {
             )));
         }
 
-        // Announce this replica's addresses in the replicated member list.
-        let h = handle.clone();
-        let me = pb::Member {
-            id: cfg.id,
-            peer_addr: cfg.peer_addr.clone(),
-            client_addr: cfg.client_addr.clone(),
-            learner: false,
-        };
-        let mut sd = shutdown.subscribe();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let st = h.stale_state();
-                let done = st
-                    .members
-                    .get(&me.id)
-                    .is_some_and(|m| m.client_addr == me.client_addr && m.peer_addr == me.peer_addr);
-                if !done && st.members.contains_key(&me.id) && h.leadership().borrow().leader_id != 0 {
-                    let mut m = me.clone();
-                    m.learner = st.members[&me.id].learner;
-                    let c = pb::Command {
-                        client_id: 0,
-                        seq: 0,
-                        kind: Some(Kind::UpdateMember(pb::UpdateMember { member: Some(m) })),
-                    };
-                    if let Err(e) = h.propose(c).await {
-                        tracing::debug!(error = %e, "announcing member addresses failed; retrying");
-                    }
-                }
-                tokio::select! {
-                    _ = sd.recv() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(if done { 2000 } else { 200 })) => {}
-                }
-            }
-        }));
-
+        tasks.push(announce_addresses(
+            handle.clone(),
+            &cfg,
+            shutdown.subscribe(),
+        ));
         tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, "coordinator replica started");
         // systemd (Type=notify): the ports are bound and served.
         edgeplane_telemetry::service::ready();
@@ -452,6 +308,195 @@ pub async fn serve_routes_with(
         let _ = sd.recv().await;
     };
     let _ = edgeplane_tls::serve_routes_with(name, routes, l, tls, layer, certs, stop).await;
+}
+
+/// Open the Raft log under the data dir; bootstrap the initial cluster into an empty one
+/// (unless joining).
+fn open_store(cfg: &Config) -> Result<RaftStore, StartError> {
+    let dir = cfg.data_dir.join("raft");
+    let fail_after = cfg.fault_fsync_fail_after;
+    if let Some(n) = fail_after {
+        tracing::warn!(
+            after = n,
+            "fault injection: fsync will fail after {n} calls"
+        );
+    }
+    let backend = SledBackend::open_with(&dir, SyncCounter::new(fail_after)).map_err(|source| {
+        StartError::Storage {
+            dir: dir.display().to_string(),
+            source,
+        }
+    })?;
+    let mut store = RaftStore::open(Box::new(backend)).map_err(|source| StartError::Storage {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    if store.is_empty() {
+        if cfg.join {
+            tracing::info!(id = cfg.id, "empty data dir: joining an existing cluster");
+        } else {
+            let mut st = State::default();
+            for (id, addr) in &cfg.initial_cluster {
+                st.members.insert(
+                    *id,
+                    Member {
+                        id: *id,
+                        peer_addr: addr.clone(),
+                        client_addr: String::new(),
+                        learner: false,
+                    },
+                );
+            }
+            store
+                .bootstrap(cfg.initial_cluster.keys().copied().collect(), st.encode())
+                .map_err(|source| StartError::Storage {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
+            tracing::info!(id = cfg.id, voters = ?cfg.initial_cluster.keys().collect::<Vec<_>>(), "bootstrapped a new cluster");
+        }
+    } else {
+        tracing::info!(
+            id = cfg.id,
+            "data dir holds state: resuming (initial cluster ignored)"
+        );
+    }
+    Ok(store)
+}
+
+/// The CA key signs the certificates of agents that join with a per-node token.
+fn load_ca(cfg: &Config) -> Result<Option<Arc<edgeplane_tls::CaSigner>>, StartError> {
+    // The CA key signs the certificates of agents that join with a per-node token.
+    Ok(match (&cfg.tls_ca_key, &cfg.tls) {
+        (Some(key), Some(paths)) => {
+            let ca = edgeplane_tls::CaSigner::load(&paths.ca, key)?;
+            // A CA rotation (new key, bundle of old and new certificates) reaches the
+            // signer like the rest of the TLS material: on change or SIGHUP.
+            edgeplane_tls::spawn_reloader(&ca, Duration::from_secs(2));
+            tracing::info!(
+                "this member holds the CA key: it signs the certificates of joining agents"
+            );
+            Some(ca)
+        }
+        _ => None,
+    })
+}
+
+/// The peer server (`RaftTransport`, member certificates only).
+async fn serve_peer(
+    cfg: &Config,
+    transport: &Arc<Transport>,
+    tls: Option<Arc<edgeplane_tls::TlsMaterial>>,
+    shutdown: broadcast::Receiver<()>,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    let peer_l = bind("peer_addr", &cfg.peer_addr).await?;
+    let svc = RaftTransportServer::new(TransportService {
+        transport: transport.clone(),
+    })
+    .max_decoding_message_size(256 << 20)
+    .max_encoding_message_size(256 << 20);
+    let mut peer_routes = RoutesBuilder::default();
+    peer_routes.add_service(svc);
+    let layer = edgeplane_tls::AuthLayer::new("peer", tls.is_some(), crate::auth::peer_policy())
+        .with_rate(None);
+    Ok(tokio::spawn(serve_routes(
+        "peer",
+        peer_routes.routes(),
+        peer_l,
+        tls,
+        layer,
+        shutdown,
+    )))
+}
+
+/// Announce this replica's addresses in the replicated member list (until they are there,
+/// then check every 2 s).
+fn announce_addresses(
+    handle: Handle,
+    cfg: &Config,
+    mut sd: broadcast::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    let h = handle;
+    let me = pb::Member {
+        id: cfg.id,
+        peer_addr: cfg.peer_addr.clone(),
+        client_addr: cfg.client_addr.clone(),
+        learner: false,
+    };
+    tokio::spawn(async move {
+        loop {
+            let st = h.stale_state();
+            let done = st
+                .members
+                .get(&me.id)
+                .is_some_and(|m| m.client_addr == me.client_addr && m.peer_addr == me.peer_addr);
+            if !done && st.members.contains_key(&me.id) && h.leadership().borrow().leader_id != 0 {
+                let mut m = me.clone();
+                m.learner = st.members[&me.id].learner;
+                let c = pb::Command {
+                    client_id: 0,
+                    seq: 0,
+                    kind: Some(Kind::UpdateMember(pb::UpdateMember { member: Some(m) })),
+                };
+                if let Err(e) = h.propose(c).await {
+                    tracing::debug!(error = %e, "announcing member addresses failed; retrying");
+                }
+            }
+            tokio::select! {
+                _ = sd.recv() => return,
+                _ = tokio::time::sleep(Duration::from_millis(if done { 2000 } else { 200 })) => {}
+            }
+        }
+    })
+}
+
+/// What the client server is built from.
+struct ClientServer<'a> {
+    handle: &'a Handle,
+    transport: &'a Arc<Transport>,
+    tls: Option<Arc<edgeplane_tls::TlsMaterial>>,
+    shutdown: &'a broadcast::Sender<()>,
+}
+
+impl ClientServer<'_> {
+    /// Admin plus whatever the extensions add: the single place where services are mounted
+    /// on --client-addr. Returns the server's task and the gRPC ops task.
+    async fn serve(
+        self,
+        cfg: &Config,
+        ext: Extensions,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
+        let handle = self.handle;
+        let client_l = bind("client_addr", &cfg.client_addr).await?;
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(AdminServer::new(AdminService {
+            handle: handle.clone(),
+            transport: self.transport.clone(),
+            live: ext.live_stats.clone(),
+        }));
+        for install in ext.services {
+            install(handle, &mut routes);
+        }
+        let ops = crate::grpc_ops::install(handle, &mut routes, self.shutdown.subscribe());
+        let layer = edgeplane_tls::AuthLayer::new(
+            "client",
+            self.tls.is_some(),
+            crate::auth::client_policy(),
+        )
+        .with_revocation(revocation(handle));
+        // Clients without a certificate get through the handshake here (agents joining with
+        // a token); the layer lets them call `Agent/Register` with a CSR and nothing else.
+        let server = tokio::spawn(serve_routes_with(
+            "client",
+            routes.routes(),
+            client_l,
+            self.tls,
+            layer,
+            edgeplane_tls::ClientCerts::Optional,
+            self.shutdown.subscribe(),
+        ));
+        Ok(vec![ops, server])
+    }
 }
 
 async fn bind(field: &'static str, addr: &str) -> Result<tokio::net::TcpListener, StartError> {
@@ -580,6 +625,8 @@ mod tests {
             snapshot_entries: 10_000,
             request_timeout_ms: 3000,
             enable_fault_injection: false,
+            fault_fsync_fail_after: None,
+            agents: Default::default(),
             tls: None,
             insecure: true,
         };

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use edgeplane_proto::raft::raft_transport_client::RaftTransportClient;
 use edgeplane_proto::raft::raft_transport_server::RaftTransport;
-use edgeplane_proto::raft::{RaftAck, RaftBatch, SnapshotChunk};
+use edgeplane_proto::raft::{Outcome, RaftAck, RaftBatch, SnapshotChunk, StatusDetail};
 use imbl::{OrdMap, OrdSet};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
@@ -19,8 +19,19 @@ use tonic::transport::Channel;
 use crate::inbox::{Inbox, Outbox, Request};
 use crate::state::Member;
 
-/// The gRPC message a replica answers to a peer it knows was removed; the peer then exits.
+/// How a replica words its answer to a peer it knows was removed (the peer reads the
+/// typed detail, [`Outcome::MemberRemoved`], and exits).
 const REMOVED: &str = "was removed from the cluster";
+
+/// The answer to raft traffic from a removed member `from`.
+fn removed_status(from: u64) -> tonic::Status {
+    StatusDetail::status(
+        tonic::Code::PermissionDenied,
+        format!("replica {from} {REMOVED}"),
+        Outcome::MemberRemoved,
+        "",
+    )
+}
 
 /// What happens to traffic on the link with one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +260,47 @@ impl Transport {
             .insert(peer, Instant::now());
     }
 
+    /// Send one batch to peer `to`: snapshots too large for one message in chunks, the rest
+    /// as one `RaftBatch`.
+    async fn deliver(
+        &self,
+        c: &mut RaftTransportClient<Channel>,
+        to: u64,
+        batch: Vec<Message>,
+    ) -> Result<(), tonic::Status> {
+        let (big, batch): (Vec<Message>, Vec<Message>) = batch.into_iter().partition(|m| {
+            m.get_msg_type() == MessageType::MsgSnapshot
+                && m.get_snapshot().get_data().len() > SNAPSHOT_CHUNK
+        });
+        let mut result: Result<(), tonic::Status> = Ok(());
+        for m in &big {
+            let chunks = snapshot_chunks(self.id, to, &self.self_peer_addr, m, SNAPSHOT_CHUNK);
+            tracing::info!(
+                to,
+                bytes = m.get_snapshot().get_data().len(),
+                chunks = chunks.len(),
+                "sending a snapshot in chunks"
+            );
+            if let Err(e) = c.send_snapshot(tokio_stream::iter(chunks)).await {
+                result = Err(e);
+                break;
+            }
+        }
+        if result.is_ok() && !batch.is_empty() {
+            let req = RaftBatch {
+                from: self.id,
+                messages: batch
+                    .iter()
+                    .map(|m| m.write_to_bytes().expect("encode raft message"))
+                    .collect(),
+                from_peer_addr: self.self_peer_addr.clone(),
+                to,
+            };
+            result = c.send(req).await.map(|_| ());
+        }
+        result
+    }
+
     async fn peer_task(self: Arc<Self>, to: u64, addr: String, mut rx: mpsc::Receiver<Message>) {
         let mut client: Option<RaftTransportClient<Channel>> = None;
         let mut backoff = Duration::from_millis(50);
@@ -320,37 +372,8 @@ impl Transport {
                     }
                 }
             }
-            let (big, batch): (Vec<Message>, Vec<Message>) = batch.into_iter().partition(|m| {
-                m.get_msg_type() == MessageType::MsgSnapshot
-                    && m.get_snapshot().get_data().len() > SNAPSHOT_CHUNK
-            });
             let c = client.as_mut().expect("connected");
-            let mut result = Ok(());
-            for m in &big {
-                let chunks = snapshot_chunks(self.id, to, &self.self_peer_addr, m, SNAPSHOT_CHUNK);
-                tracing::info!(
-                    to,
-                    bytes = m.get_snapshot().get_data().len(),
-                    chunks = chunks.len(),
-                    "sending a snapshot in chunks"
-                );
-                if let Err(e) = c.send_snapshot(tokio_stream::iter(chunks)).await {
-                    result = Err(e);
-                    break;
-                }
-            }
-            if result.is_ok() && !batch.is_empty() {
-                let req = RaftBatch {
-                    from: self.id,
-                    messages: batch
-                        .iter()
-                        .map(|m| m.write_to_bytes().expect("encode raft message"))
-                        .collect(),
-                    from_peer_addr: self.self_peer_addr.clone(),
-                    to,
-                };
-                result = c.send(req).await.map(|_| ());
-            }
+            let result = self.deliver(c, to, batch).await;
             match result {
                 Ok(_) => {
                     self.mark_ok(to);
@@ -358,10 +381,7 @@ impl Transport {
                         let _ = self.raft_tx.send(Request::SnapshotDone { to, ok: true });
                     }
                 }
-                Err(e)
-                    if e.code() == tonic::Code::PermissionDenied
-                        && e.message().contains(REMOVED) =>
-                {
+                Err(e) if StatusDetail::of(&e).outcome() == Outcome::MemberRemoved => {
                     tracing::warn!(to, reason = %e.message(), "peer refused our messages");
                     let _ = self.raft_tx.send(Request::RemovedByPeer(to));
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -423,10 +443,7 @@ impl RaftTransport for TransportService {
             .expect("removed lock")
             .contains(&b.from)
         {
-            return Err(tonic::Status::permission_denied(format!(
-                "replica {} {REMOVED}",
-                b.from
-            )));
+            return Err(removed_status(b.from));
         }
         if b.to != 0 && b.to != self.transport.id {
             return Err(tonic::Status::failed_precondition(format!(
@@ -508,9 +525,7 @@ impl RaftTransport for TransportService {
             .expect("removed lock")
             .contains(&from)
         {
-            return Err(tonic::Status::permission_denied(format!(
-                "replica {from} {REMOVED}"
-            )));
+            return Err(removed_status(from));
         }
         if to != 0 && to != self.transport.id {
             return Err(tonic::Status::failed_precondition(format!(

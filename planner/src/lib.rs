@@ -23,6 +23,7 @@
 //!    move traffic, stop the old ones.
 
 pub mod rate;
+pub mod reconcile;
 pub mod sim_policy;
 
 use edgeplane_gpu::capacity::{self, Tenant as CapTenant};

@@ -4,6 +4,34 @@
 /// Coordinator peer transport (raft messages carried as bytes).
 pub mod raft {
     tonic::include_proto!("edgeplane.raft.v1");
+
+    impl StatusDetail {
+        /// A status of `code` and `message` whose details say `outcome` (and `field`).
+        pub fn status(
+            code: tonic::Code,
+            message: impl Into<String>,
+            outcome: Outcome,
+            field: &str,
+        ) -> tonic::Status {
+            use prost::Message as _;
+            let d = StatusDetail {
+                outcome: outcome as i32,
+                field: field.to_string(),
+            };
+            tonic::Status::with_details(code, message, d.encode_to_vec().into())
+        }
+
+        /// The detail `s` carries (the default, outcome unspecified, when it has none).
+        pub fn of(s: &tonic::Status) -> StatusDetail {
+            use prost::Message as _;
+            StatusDetail::decode(s.details()).unwrap_or_default()
+        }
+
+        /// `s` with another message, its code and details kept.
+        pub fn rewrap(s: &tonic::Status, message: impl Into<String>) -> tonic::Status {
+            tonic::Status::with_details(s.code(), message, s.details().to_vec().into())
+        }
+    }
 }
 
 /// Operator admin API.

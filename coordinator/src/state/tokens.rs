@@ -356,16 +356,23 @@ mod tests {
         c
     }
 
-    fn msg(st: &mut State, c: &pb::Command, index: u64) -> (u32, String) {
+    /// The result code and the refusal as a caller sees it.
+    fn msg(st: &mut State, c: &pb::Command, index: u64) -> (pb::ResultCode, String) {
         let r = st.apply(c, index).result;
-        (r.code, r.message)
+        let text = CommandError::from_result(&r)
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        (r.code(), text)
     }
 
     #[test]
     fn a_token_joins_once_and_only_its_hash_is_kept() {
         let mut st = State::default();
         let t = JoinToken::generate();
-        assert_eq!(msg(&mut st, &create(&t, 60_000, "", T0), 1).0, 0);
+        assert_eq!(
+            msg(&mut st, &create(&t, 60_000, "", T0), 1).0,
+            pb::ResultCode::Ok
+        );
         let rec = &st.tokens[&t.id];
         assert_eq!(
             rec.expires_unix_ms,
@@ -382,14 +389,17 @@ mod tests {
             !format!("{st:?}").contains(&rec.secret_sha256),
             "Debug shows the hash"
         );
-        assert_eq!(msg(&mut st, &join(&t, "edge-1", T0 + 10), 2).0, 0);
+        assert_eq!(
+            msg(&mut st, &join(&t, "edge-1", T0 + 10), 2).0,
+            pb::ResultCode::Ok
+        );
         assert_eq!(st.tokens[&t.id].used_by, "edge-1");
         assert!(
             st.nodes.contains_key("edge-1"),
             "the join registers the node"
         );
         let (code, m) = msg(&mut st, &join(&t, "edge-2", T0 + 20), 3);
-        assert_eq!(code, 7, "{m}");
+        assert_eq!(code, pb::ResultCode::PermissionDenied, "{m}");
         assert!(m.contains("already used") && m.contains("edge-1"), "{m}");
         assert!(!st.nodes.contains_key("edge-2"));
         // The state round-trips through a snapshot with its tokens.
@@ -407,7 +417,10 @@ mod tests {
         st.apply(&create(&for_a, 60_000, "node-a", T0), 2);
         st.apply(&create(&short, 1_000, "", T0), 3);
         st.apply(&create(&gone, 60_000, "", T0), 4);
-        assert_eq!(msg(&mut st, &revoke(&gone.id, T0 + 1), 5).0, 0);
+        assert_eq!(
+            msg(&mut st, &revoke(&gone.id, T0 + 1), 5).0,
+            pb::ResultCode::Ok
+        );
         let wrong = JoinToken::parse(&format!("{}.0000000000000000", any.id)).unwrap();
         let unknown = JoinToken::parse("zzzzzz.0000000000000000").unwrap();
         let before = st.clone();
@@ -424,19 +437,25 @@ mod tests {
             ),
         ] {
             let (code, m) = msg(&mut st, &join(token, name, now), 10);
-            assert_eq!(code, 7, "{want}: {m}");
+            assert_eq!(code, pb::ResultCode::PermissionDenied, "{want}: {m}");
             assert!(m.contains("join_token") && m.contains(want), "{want}: {m}");
             // Only the (empty) session cache may differ: no token, no node changed.
             assert_eq!(st.tokens, before.tokens);
             assert_eq!(st.nodes, before.nodes);
         }
         // One millisecond before its expiry the short token still joins.
-        assert_eq!(msg(&mut st, &join(&short, "x", T0 + 999), 11).0, 0);
+        assert_eq!(
+            msg(&mut st, &join(&short, "x", T0 + 999), 11).0,
+            pb::ResultCode::Ok
+        );
         assert_eq!(st.tokens[&short.id].status(T0 + 999), "used");
         // The restricted token joins its own node; a taken name cannot be joined again.
-        assert_eq!(msg(&mut st, &join(&for_a, "node-a", T0 + 5), 12).0, 0);
+        assert_eq!(
+            msg(&mut st, &join(&for_a, "node-a", T0 + 5), 12).0,
+            pb::ResultCode::Ok
+        );
         let (code, m) = msg(&mut st, &join(&any, "node-a", T0 + 5), 13);
-        assert_eq!(code, 9, "{m}");
+        assert_eq!(code, pb::ResultCode::FailedPrecondition, "{m}");
         assert!(m.contains("already registered"), "{m}");
         assert_eq!(
             st.tokens[&any.id].used_by, "",
@@ -469,10 +488,10 @@ mod tests {
         }
         let mut st = State::default();
         let (code, m) = msg(&mut st, &c, 1);
-        assert_eq!(code, 3);
+        assert_eq!(code, pb::ResultCode::InvalidArgument);
         assert!(m.contains("created_unix_ms"), "{m}");
         let (code, m) = msg(&mut st, &revoke("nosuch", T0), 2);
-        assert_eq!(code, 5, "{m}");
+        assert_eq!(code, pb::ResultCode::NotFound, "{m}");
     }
 
     #[test]
@@ -498,7 +517,7 @@ mod tests {
             &create(&JoinToken::generate(), 60_000, "", later),
             5000,
         );
-        assert_eq!(code, 9);
+        assert_eq!(code, pb::ResultCode::FailedPrecondition);
         assert!(m.contains("tokens revoke"), "{m}");
     }
 }
