@@ -5,11 +5,27 @@
 //! - [`Gpulet`]: gpulet's elastic partitioning (Choi et al., "Serving Heterogeneous Machine Learning
 //!   Models on Multi-GPU Servers with Spatio-Temporal Sharing", USENIX ATC'22).
 //!
-//! Static modes place model i on GPU i mod #GPUs and re-plan only when the deployed set changes.
+//! Every static mode gets the same load-aware placement before its sharing rule applies
+//! ([`place_by_load`]: longest-processing-time bin packing of each model's deployed demand,
+//! rate x L(batch 1, whole GPU), onto the GPU it leaves least utilised, memory permitting;
+//! a model keeps its GPU while it stays deployed), and re-plans only when the deployed set
+//! changes. How each follows its source:
+//! - default MPS (NVIDIA MPS documentation, "Multi-Process Service", and the seed experiment's
+//!   baseline): one client process per model, no `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`, so every
+//!   busy client may use all SMs; the simulator shares the SMs among the running batches;
+//! - time slicing (CUDA's default compute mode without MPS): one context runs at a time, the
+//!   simulator runs one batch per GPU at a time at the measured context-switch cost;
+//! - equal split (MPS with `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE = 100 / k` for the k clients of a
+//!   GPU, the seed's static-partition baseline).
+//!
+//! Placement is not part of any of these rules (they share one GPU); a fleet running them would
+//! place by load, so they get the same bin packing the planner's comparison deserves instead of
+//! model i on GPU i mod #GPUs (which put three models on the Nano in the dynamic variant).
 
 use crate::capacity::{self, Tenant as CapTenant};
 use crate::sim::{Layout, PartitionSpec, PlanPolicy, PlanView, Tenant};
 use crate::{GpuError, Load};
+use std::collections::BTreeMap;
 
 fn deployed_models(v: &PlanView<'_>) -> Vec<usize> {
     (0..v.scenario.models.len())
@@ -32,6 +48,88 @@ fn plain_batch(v: &PlanView<'_>, gpu: usize, m: usize, share: f64) -> Result<u32
     .map_or(1, |c| c.batch))
 }
 
+/// A model's demand on a GPU: the fraction of the whole GPU its deployed rate keeps busy at
+/// batch 1 (None when the GPU kind has no curve for it).
+fn demand_on(v: &PlanView<'_>, gpu: usize, m: usize) -> Result<Option<f64>, GpuError> {
+    let kind = &v.scenario.gpus[gpu].kind;
+    let model = &v.scenario.models[m];
+    if !v.data.profiles.has_curve(kind, &model.profile) {
+        return Ok(None);
+    }
+    let l = v.data.profiles.latency_ms(kind, &model.profile, 1.0, 1.0)?;
+    Ok(Some(model.requested_rps.max(0.0) * l / 1000.0))
+}
+
+/// Load-aware placement shared by the static modes: models already in `placed` stay; the others,
+/// largest demand first (demand on the GPU where it is smallest), go to the GPU whose
+/// utilisation after adding them is lowest among those with the memory (ties: lower index);
+/// when none has the memory, the least utilised GPU that has a curve for it; a model no GPU
+/// has a curve for goes to GPU `m mod #GPUs` (the simulator refuses what it cannot run).
+pub fn place_by_load(
+    v: &PlanView<'_>,
+    models: &[usize],
+    placed: &mut BTreeMap<usize, usize>,
+) -> Result<(), GpuError> {
+    let ng = v.scenario.gpus.len();
+    let mut util = vec![0.0f64; ng];
+    let mut mem_free = Vec::with_capacity(ng);
+    for g in &v.scenario.gpus {
+        mem_free.push(v.data.profiles.gpu(&g.kind)?.memory_mib as i64);
+    }
+    let mem_of = |m: usize| -> Result<i64, GpuError> {
+        Ok(v.data
+            .profiles
+            .model(&v.scenario.models[m].profile)?
+            .gpu_mem_mib as i64)
+    };
+    for (&m, &g) in placed.iter() {
+        util[g] += demand_on(v, g, m)?.unwrap_or(0.0);
+        mem_free[g] -= mem_of(m)?;
+    }
+    struct New {
+        model: usize,
+        demand: Vec<Option<f64>>,
+        smallest: f64,
+    }
+    let mut new = Vec::new();
+    for &m in models.iter().filter(|m| !placed.contains_key(m)) {
+        let demand = (0..ng)
+            .map(|g| demand_on(v, g, m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let smallest = demand
+            .iter()
+            .flatten()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        new.push(New {
+            model: m,
+            demand,
+            smallest,
+        });
+    }
+    new.sort_by(|a, b| {
+        b.smallest
+            .total_cmp(&a.smallest)
+            .then(a.model.cmp(&b.model))
+    });
+    for n in new {
+        let mem = mem_of(n.model)?;
+        let after = |g: usize| n.demand[g].map(|d| util[g] + d);
+        let best = |need_mem: bool| {
+            (0..ng)
+                .filter(|&g| !need_mem || mem_free[g] >= mem)
+                .filter_map(|g| after(g).map(|u| (u, g)))
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+                .map(|(_, g)| g)
+        };
+        let g = best(true).or_else(|| best(false)).unwrap_or(n.model % ng);
+        util[g] += n.demand[g].unwrap_or(0.0);
+        mem_free[g] -= mem;
+        placed.insert(n.model, g);
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StaticKind {
     DefaultMps,
@@ -44,6 +142,8 @@ enum StaticKind {
 pub struct Static {
     kind: StaticKind,
     last: Option<Vec<bool>>,
+    /// The GPU of each placed model (kept while it stays deployed).
+    placed: BTreeMap<usize, usize>,
 }
 
 /// Default MPS: no caps.
@@ -51,6 +151,7 @@ pub fn default_mps() -> Static {
     Static {
         kind: StaticKind::DefaultMps,
         last: None,
+        placed: BTreeMap::new(),
     }
 }
 /// Time slicing: one context at a time.
@@ -58,6 +159,7 @@ pub fn time_slicing() -> Static {
     Static {
         kind: StaticKind::TimeSlicing,
         last: None,
+        placed: BTreeMap::new(),
     }
 }
 /// Equal split: caps 1/k.
@@ -65,6 +167,7 @@ pub fn equal_split() -> Static {
     Static {
         kind: StaticKind::EqualSplit,
         last: None,
+        placed: BTreeMap::new(),
     }
 }
 
@@ -89,9 +192,15 @@ impl PlanPolicy for Static {
         self.last = Some(v.deployed.to_vec());
         let ng = v.scenario.gpus.len();
         let models = deployed_models(v);
+        self.placed.retain(|m, _| v.deployed[*m]);
+        place_by_load(v, &models, &mut self.placed)?;
         let mut parts = Vec::new();
         for g in 0..ng {
-            let here: Vec<usize> = models.iter().copied().filter(|m| m % ng == g).collect();
+            let here: Vec<usize> = models
+                .iter()
+                .copied()
+                .filter(|m| self.placed.get(m) == Some(&g))
+                .collect();
             let k = here.len().max(1) as f64;
             for &m in &here {
                 let (share, nominal) = match self.kind {
@@ -402,5 +511,76 @@ impl PlanPolicy for Gpulet {
             partitions: parts,
             shed,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{Scenario, SimGpu, SimModel};
+    use crate::GpuData;
+
+    fn m(name: &str, profile: &str, rps: f64) -> SimModel {
+        SimModel {
+            name: name.into(),
+            profile: profile.into(),
+            slo_ms: 100.0,
+            requested_rps: rps,
+            deploy_s: 0.0,
+            undeploy_s: None,
+            schedule: Vec::new(),
+            value: 1.0,
+        }
+    }
+
+    fn scenario(models: Vec<SimModel>) -> Scenario {
+        let xavier = |node: &str| SimGpu {
+            node: node.into(),
+            kind: "Jetson-AGX-Xavier".into(),
+        };
+        Scenario {
+            gpus: vec![xavier("a"), xavier("b")],
+            models,
+            duration_s: 1.0,
+            seed: 1,
+            worker_start_s: 3.0,
+        }
+    }
+
+    #[test]
+    fn static_modes_bin_pack_by_demand_not_by_index() {
+        // Xavier TensorRT FP16 rows at batch 1 (configs/gpu/profiles.toml): resnet18 1.64 ms,
+        // vgg16 7.46 ms, resnet50 3.48 ms. Busy fraction = rate x L / 1000:
+        //   r18-big 100 x 1.64 = 0.164, vgg 20 x 7.46 = 0.1492, r50 40 x 3.48 = 0.1392,
+        //   r18-small 10 x 1.64 = 0.0164.
+        // Largest first: r18-big -> gpu 0 (tie, lower index); vgg -> gpu 1 (0.149 < 0.313);
+        // r50 -> gpu 1 (0.149 + 0.139 = 0.288 < 0.164 + 0.139 = 0.303); r18-small -> gpu 0
+        // (0.180 < 0.305). Index mod 2 would have put r50 on 0 and r18-small on 1.
+        let data = GpuData::shipped().unwrap();
+        let sc = scenario(vec![
+            m("r18-big", "resnet18", 100.0),
+            m("vgg", "vgg16", 20.0),
+            m("r50", "resnet50", 40.0),
+            m("r18-small", "resnet18", 10.0),
+        ]);
+        let deployed = vec![true; 4];
+        let current = Layout::default();
+        let v = PlanView {
+            now_s: 0.0,
+            data: &data,
+            scenario: &sc,
+            deployed: &deployed,
+            observed_peak_rps: &[None; 4],
+            arrivals_per_s: &[],
+            current: &current,
+        };
+        let mut placed = BTreeMap::new();
+        place_by_load(&v, &[0, 1, 2, 3], &mut placed).unwrap();
+        let want: BTreeMap<usize, usize> = [(0, 0), (1, 1), (2, 1), (3, 0)].into();
+        assert_eq!(placed, want);
+        // a model that stays deployed keeps its GPU when another arrives
+        let mut again: BTreeMap<usize, usize> = [(0, 1)].into();
+        place_by_load(&v, &[0, 1], &mut again).unwrap();
+        assert_eq!(again, [(0, 1), (1, 0)].into());
     }
 }
