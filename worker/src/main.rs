@@ -2,7 +2,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::collections::HashMap;
 
-/// Built-in CPU inference worker: real ResNet18/ResNet50/VGG16 forward passes (candle) behind
+/// Built-in CPU inference worker: real ResNet18/ResNet50/VGG16 forward passes (own im2col + GEMM kernels) behind
 /// the Open Inference Protocol (KServe v2 gRPC). Without --weights the weights are initialised
 /// deterministically from --seed: real arithmetic, untrained values.
 #[derive(Parser, Debug)]
@@ -50,8 +50,6 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     if let Some(t) = a.threads {
         anyhow::ensure!(t > 0, "--threads: must be at least 1");
-        // Read by candle's thread pool (rayon) when it first starts, which is after this.
-        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
     }
     for m in &a.models {
         anyhow::ensure!(
@@ -83,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         max_batch: a.max_batch,
         seed: a.seed,
         weights,
+        threads: a.threads.unwrap_or(0),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -95,7 +94,8 @@ fn main() -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(listen = %addr, models = ?cfg.models, resolution = cfg.resolution, "edgeplane-worker listening");
         println!("edgeplane-worker listening on {addr}");
-        let worker = edgeplane_worker::server::Worker::new(cfg);
+        let worker = edgeplane_worker::server::Worker::new(cfg)?;
+        tracing::info!(threads = worker.threads(), "forward-pass thread pool");
         edgeplane_worker::server::serve(worker, listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })
