@@ -58,7 +58,12 @@ fn main() -> anyhow::Result<()> {
     let net = Net::load(&a.model, &WeightSource::file(&a.weights)?)?;
     let raw = std::fs::read(&a.input).with_context(|| format!("{}", a.input.display()))?;
     let n = a.batch * 3 * a.res * a.res;
-    anyhow::ensure!(raw.len() >= n * 4, "--input: {} bytes, need {}", raw.len(), n * 4);
+    anyhow::ensure!(
+        raw.len() >= n * 4,
+        "--input: {} bytes, need {}",
+        raw.len(),
+        n * 4
+    );
     let x: Vec<f32> = raw[..n * 4]
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))

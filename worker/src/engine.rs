@@ -154,6 +154,17 @@ impl Conv2d {
         }
     }
 
+    /// Fold a per-channel affine map `y -> s·y + t` (`f(channel) = (s, t)`, a batch norm)
+    /// into the weights and bias.
+    pub fn fold_affine(&mut self, f: impl Fn(usize) -> (f32, f32)) {
+        let per = self.cin * self.k * self.k;
+        for co in 0..self.cout {
+            let (s, t) = f(co);
+            self.w[co * per..][..per].iter_mut().for_each(|v| *v *= s);
+            self.bias[co] = self.bias[co] * s + t;
+        }
+    }
+
     pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
         let o = |i: usize| (i + 2 * self.pad - self.k) / self.stride + 1;
         (o(h), o(w))
@@ -165,7 +176,11 @@ impl Conv2d {
         let (ho, wo) = self.out_hw(x.h, x.w);
         let n = x.b * ho * wo;
         if let Some(r) = ep.residual {
-            assert_eq!((r.c, r.b, r.h, r.w), (self.cout, x.b, ho, wo), "residual shape");
+            assert_eq!(
+                (r.c, r.b, r.h, r.w),
+                (self.cout, x.b, ho, wo),
+                "residual shape"
+            );
         }
         let mut out = vec![0f32; self.cout * n];
         out.par_chunks_mut(n.max(1))
@@ -303,27 +318,29 @@ pub fn max_pool(x: &Act, k: usize, s: usize, p: usize) -> Act {
     let o = |i: usize| (i + 2 * p - k) / s + 1;
     let (ho, wo) = (o(x.h), o(x.w));
     let mut data = vec![0f32; x.c * x.b * ho * wo];
-    data.par_chunks_mut(ho * wo).enumerate().for_each(|(i, dst)| {
-        let src = &x.data[i * x.h * x.w..][..x.h * x.w];
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let mut m = f32::NEG_INFINITY;
-                for ky in 0..k {
-                    let iy = (oy * s + ky) as isize - p as isize;
-                    if iy < 0 || iy >= x.h as isize {
-                        continue;
-                    }
-                    for kx in 0..k {
-                        let ix = (ox * s + kx) as isize - p as isize;
-                        if ix >= 0 && (ix as usize) < x.w {
-                            m = m.max(src[iy as usize * x.w + ix as usize]);
+    data.par_chunks_mut(ho * wo)
+        .enumerate()
+        .for_each(|(i, dst)| {
+            let src = &x.data[i * x.h * x.w..][..x.h * x.w];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut m = f32::NEG_INFINITY;
+                    for ky in 0..k {
+                        let iy = (oy * s + ky) as isize - p as isize;
+                        if iy < 0 || iy >= x.h as isize {
+                            continue;
+                        }
+                        for kx in 0..k {
+                            let ix = (ox * s + kx) as isize - p as isize;
+                            if ix >= 0 && (ix as usize) < x.w {
+                                m = m.max(src[iy as usize * x.w + ix as usize]);
+                            }
                         }
                     }
+                    dst[oy * wo + ox] = m;
                 }
-                dst[oy * wo + ox] = m;
             }
-        }
-    });
+        });
     Act {
         c: x.c,
         b: x.b,
@@ -450,7 +467,9 @@ mod tests {
     }
 
     fn vals(n: usize, m: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i * 37 + 11) % m) as f32 / m as f32 - 0.5).collect()
+        (0..n)
+            .map(|i| ((i * 37 + 11) % m) as f32 / m as f32 - 0.5)
+            .collect()
     }
 
     #[test]
@@ -484,7 +503,10 @@ mod tests {
             let got = to_nchw(&y);
             assert_eq!(got.len(), want.len());
             for (g, e) in got.iter().zip(&want) {
-                assert!((g - e).abs() <= 1e-5 * (1.0 + e.abs()), "k{k} s{s}: {g} vs {e}");
+                assert!(
+                    (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                    "k{k} s{s}: {g} vs {e}"
+                );
             }
         }
     }

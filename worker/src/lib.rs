@@ -9,4 +9,6 @@
 
 pub mod engine;
 pub mod nets;
+pub mod onnx;
+pub mod repo;
 pub mod server;

@@ -35,6 +35,14 @@ struct Args {
     /// Largest batch one request may carry.
     #[arg(long, default_value_t = 8)]
     max_batch: usize,
+    /// A model repository in Triton's layout: <DIR>/<model>/config.pbtxt and
+    /// <DIR>/<model>/<version>/model.onnx; rescanned while running (new models load, removed
+    /// ones unload). Served beside the built-in --models (use --models "" for none).
+    #[arg(long, env = "EDGEPLANE_WORKER_REPOSITORY")]
+    model_repository: Option<std::path::PathBuf>,
+    /// Seconds between rescans of --model-repository.
+    #[arg(long, default_value_t = 5.0)]
+    repository_poll_s: f64,
     /// CPU threads for the forward pass (default: all cores).
     #[arg(long, env = "EDGEPLANE_WORKER_THREADS")]
     threads: Option<usize>,
@@ -51,7 +59,19 @@ fn main() -> anyhow::Result<()> {
     if let Some(t) = a.threads {
         anyhow::ensure!(t > 0, "--threads: must be at least 1");
     }
-    for m in &a.models {
+    anyhow::ensure!(
+        a.repository_poll_s > 0.0 && a.repository_poll_s.is_finite(),
+        "--repository-poll-s: must be a positive number of seconds"
+    );
+    if let Some(d) = &a.model_repository {
+        anyhow::ensure!(
+            d.is_dir(),
+            "--model-repository {}: not a directory",
+            d.display()
+        );
+    }
+    let models: Vec<String> = a.models.iter().filter(|m| !m.is_empty()).cloned().collect();
+    for m in &models {
         anyhow::ensure!(
             edgeplane_worker::nets::MODELS.contains(&m.as_str()),
             "--models: {m:?} is not a model of this worker; valid: {}",
@@ -70,18 +90,20 @@ fn main() -> anyhow::Result<()> {
             .split_once('=')
             .with_context(|| format!("--weights {w:?}: expected MODEL=PATH"))?;
         anyhow::ensure!(
-            a.models.iter().any(|x| x == m),
+            models.iter().any(|x| x == m),
             "--weights {w:?}: {m:?} is not in --models"
         );
         weights.insert(m.to_string(), std::path::PathBuf::from(p));
     }
     let cfg = edgeplane_worker::server::WorkerConfig {
-        models: a.models,
+        models,
         resolution: a.resolution,
         max_batch: a.max_batch,
         seed: a.seed,
         weights,
         threads: a.threads.unwrap_or(0),
+        repository: a.model_repository,
+        poll: std::time::Duration::from_secs_f64(a.repository_poll_s),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

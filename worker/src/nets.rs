@@ -38,6 +38,8 @@ pub enum NetError {
         batch: usize,
         res: usize,
     },
+    #[error("graph: {0}")]
+    Graph(String),
     #[error("cancelled after {done} of {total} layers (deadline passed or client gone)")]
     Cancelled { done: usize, total: usize },
 }
@@ -317,7 +319,14 @@ impl Net {
         bottleneck: bool,
     ) -> Result<Residual, NetError> {
         let c = |i: usize, shape: Shape, stride: usize, pad: usize| {
-            conv_bn(ws, &format!("{p}.conv{i}"), &format!("{p}.bn{i}"), shape, stride, pad)
+            conv_bn(
+                ws,
+                &format!("{p}.conv{i}"),
+                &format!("{p}.bn{i}"),
+                shape,
+                stride,
+                pad,
+            )
         };
         let (convs, out) = if bottleneck {
             (

@@ -20,6 +20,8 @@
 //! `queue_ms`, `exec_ms` (the forward pass alone) and `weights` (where the weights came from).
 
 use crate::nets::{Net, NetError, Stop, WeightSource, CLASSES};
+use crate::onnx::OnnxNet;
+use crate::repo::{self, ModelConfig, TensorSpec};
 use edgeplane_proto::oip::grpc_inference_service_server::GrpcInferenceService;
 use edgeplane_proto::oip::infer_parameter::ParameterChoice;
 use edgeplane_proto::oip::model_infer_response::InferOutputTensor;
@@ -48,14 +50,34 @@ pub struct WorkerConfig {
     pub weights: HashMap<String, std::path::PathBuf>,
     /// Threads of the forward pass; 0 = one per core.
     pub threads: usize,
+    /// A model repository in Triton's layout ([`crate::repo`]), rescanned every `poll`.
+    pub repository: Option<std::path::PathBuf>,
+    pub poll: Duration,
+}
+
+/// A network the worker can run.
+pub enum Model {
+    Builtin(Net),
+    Onnx(OnnxNet),
+}
+
+/// A loaded model with the metadata requests are checked against.
+pub struct Served {
+    model: Model,
+    version: String,
+    config: ModelConfig,
+    platform: String,
+    weights: String,
+    /// The repository file it came from (`None`: a built-in network).
+    source: Option<std::path::PathBuf>,
 }
 
 pub struct Worker {
     cfg: WorkerConfig,
-    nets: RwLock<HashMap<String, Arc<Net>>>,
-    weights: RwLock<HashMap<String, String>>,
+    nets: RwLock<HashMap<String, Arc<Served>>>,
     ready: AtomicBool,
-    failed: RwLock<Option<String>>,
+    /// model -> why it failed to load.
+    failed: RwLock<HashMap<String, String>>,
     exec: Mutex<()>,
     pool: rayon::ThreadPool,
 }
@@ -130,9 +152,8 @@ impl Worker {
         Ok(Arc::new(Worker {
             cfg,
             nets: RwLock::new(HashMap::new()),
-            weights: RwLock::new(HashMap::new()),
             ready: AtomicBool::new(false),
-            failed: RwLock::new(None),
+            failed: RwLock::new(HashMap::new()),
             exec: Mutex::new(()),
             pool,
         }))
@@ -143,13 +164,18 @@ impl Worker {
         self.pool.current_num_threads()
     }
 
-    /// Load every model (blocking; seconds for VGG16's 138 M parameters). Ready afterwards.
+    /// Load every built-in model and the repository's (blocking; seconds for VGG16's 138 M
+    /// parameters). Ready afterwards unless one failed.
     pub fn load_all(&self) -> Result<(), NetError> {
         let res = self.cfg.models.iter().try_for_each(|m| self.load(m));
-        match &res {
-            Ok(()) => self.ready.store(true, Ordering::SeqCst),
-            Err(e) => *self.failed.write().expect("lock") = Some(e.to_string()),
+        if let Err(e) = &res {
+            self.failed
+                .write()
+                .expect("lock")
+                .insert("(built-in)".into(), e.to_string());
         }
+        self.sync_repository();
+        self.ready.store(res.is_ok(), Ordering::SeqCst);
         res
     }
 
@@ -161,66 +187,182 @@ impl Worker {
         };
         let net = Net::load(m, &ws)?;
         tracing::info!(model = %m, weights = %ws.describe(), load_ms = t0.elapsed().as_millis() as u64, "model loaded");
-        self.weights
-            .write()
-            .expect("lock")
-            .insert(m.to_string(), ws.describe());
+        let r = self.cfg.resolution as i64;
+        let served = Served {
+            model: Model::Builtin(net),
+            version: VERSION.into(),
+            config: ModelConfig {
+                max_batch: self.cfg.max_batch,
+                input: TensorSpec {
+                    name: INPUT.into(),
+                    datatype: "FP32".into(),
+                    dims: vec![3, r, r],
+                },
+                output: TensorSpec {
+                    name: OUTPUT.into(),
+                    datatype: "FP32".into(),
+                    dims: vec![CLASSES as i64],
+                },
+            },
+            platform: match ws {
+                WeightSource::Seeded(_) => {
+                    "edgeplane-cpu (seeded weights: real arithmetic, untrained values)".into()
+                }
+                WeightSource::File { .. } => "edgeplane-cpu (safetensors weights)".into(),
+            },
+            weights: ws.describe(),
+            source: None,
+        };
         self.nets
             .write()
             .expect("lock")
-            .insert(m.to_string(), Arc::new(net));
+            .insert(m.to_string(), Arc::new(served));
+        Ok(())
+    }
+
+    /// Bring the loaded repository models in line with the directory: load new models and
+    /// versions, unload removed ones, record the failures (ServerReady is false while any).
+    pub fn sync_repository(&self) {
+        let Some(dir) = &self.cfg.repository else {
+            return;
+        };
+        let entries = match repo::scan(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "model repository unreadable");
+                self.failed
+                    .write()
+                    .expect("lock")
+                    .insert("(repository)".into(), e.to_string());
+                return;
+            }
+        };
+        let mut failed = HashMap::new();
+        let mut seen = Vec::new();
+        for e in entries {
+            match e {
+                Ok(en) => {
+                    seen.push(en.name.clone());
+                    if let Err(why) = self.load_entry(&en) {
+                        tracing::error!(model = %en.name, error = %why, "repository model failed to load");
+                        self.nets.write().expect("lock").remove(&en.name);
+                        failed.insert(en.name.clone(), why);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "repository entry unusable");
+                    failed.insert(e.to_string(), e.to_string());
+                }
+            }
+        }
+        self.nets.write().expect("lock").retain(|name, s| {
+            let keep = s.source.is_none() || seen.contains(name);
+            if !keep {
+                tracing::info!(model = %name, "model unloaded (removed from the repository)");
+            }
+            keep
+        });
+        let mut f = self.failed.write().expect("lock");
+        f.retain(|k, _| k == "(built-in)");
+        f.extend(failed);
+    }
+
+    fn load_entry(&self, en: &repo::Entry) -> Result<(), String> {
+        if let Some(s) = self.nets.read().expect("lock").get(&en.name) {
+            if s.source.as_ref() == Some(&en.path) && s.config == en.config {
+                return Ok(());
+            }
+            if s.source.is_none() {
+                return Err(format!(
+                    "{:?} is a built-in model name; rename the directory",
+                    en.name
+                ));
+            }
+        }
+        let t0 = Instant::now();
+        let net = OnnxNet::load(&en.path).map_err(|e| e.to_string())?;
+        if net.input_name != en.config.input.name || net.output_name != en.config.output.name {
+            return Err(format!(
+                "config.pbtxt input/output {:?}/{:?} differ from the graph's {:?}/{:?}",
+                en.config.input.name, en.config.output.name, net.input_name, net.output_name
+            ));
+        }
+        if en.config.input.dims[0] as usize != net.channels {
+            return Err(format!(
+                "config.pbtxt input.dims[0] = {} but the first Conv takes {} channels",
+                en.config.input.dims[0], net.channels
+            ));
+        }
+        tracing::info!(model = %en.name, version = %en.version, path = %en.path.display(), load_ms = t0.elapsed().as_millis() as u64, "repository model loaded");
+        let served = Served {
+            model: Model::Onnx(net),
+            version: en.version.clone(),
+            config: en.config.clone(),
+            platform: "edgeplane-cpu (onnx)".into(),
+            weights: format!("onnx file {}", en.path.display()),
+            source: Some(en.path.clone()),
+        };
+        self.nets
+            .write()
+            .expect("lock")
+            .insert(en.name.clone(), Arc::new(served));
         Ok(())
     }
 
     /// The model `name` at `version` (empty = the served one), or the error naming the field.
-    fn net(&self, name: &str, version: &str) -> Result<Arc<Net>, Status> {
-        if !self.cfg.models.iter().any(|m| m == name) {
-            return Err(Status::not_found(format!(
-                "model_name: {name:?} is not served here; served: {}",
-                self.cfg.models.join(", ")
+    fn net(&self, name: &str, version: &str) -> Result<Arc<Served>, Status> {
+        if let Some(n) = self.nets.read().expect("lock").get(name) {
+            if !version.is_empty() && version != n.version {
+                return Err(Status::not_found(format!(
+                    "model_version: {version:?} of {name:?} is not served; versions: {} (or empty for it)",
+                    n.version
+                )));
+            }
+            return Ok(n.clone());
+        }
+        if let Some(why) = self.failed.read().expect("lock").get(name) {
+            return Err(Status::unavailable(format!(
+                "model {name:?} failed to load: {why}"
             )));
         }
-        if !version.is_empty() && version != VERSION {
-            return Err(Status::not_found(format!(
-                "model_version: {version:?} of {name:?} is not served; versions: {VERSION} (or empty for it)"
-            )));
-        }
-        match self.nets.read().expect("lock").get(name) {
-            Some(n) => Ok(n.clone()),
-            None => Err(Status::unavailable(format!(
+        if self.cfg.models.iter().any(|m| m == name) {
+            return Err(Status::unavailable(format!(
                 "model {name:?} is not loaded (still loading, or its load failed)"
-            ))),
+            )));
         }
-    }
-
-    fn input_shape(&self) -> Vec<i64> {
-        let r = self.cfg.resolution as i64;
-        vec![-1, 3, r, r]
+        let mut served: Vec<String> = self.nets.read().expect("lock").keys().cloned().collect();
+        served.sort();
+        Err(Status::not_found(format!(
+            "model_name: {name:?} is not served here; served: {}",
+            served.join(", ")
+        )))
     }
 
     /// Validate one request against the model's metadata; returns the batch.
-    fn input(&self, req: &ModelInferRequest) -> Result<Batch, Status> {
+    fn input(&self, m: &Served, req: &ModelInferRequest) -> Result<Batch, Status> {
+        let (ins, outs) = (&m.config.input, &m.config.output);
         let bad = |m: String| Err(Status::invalid_argument(m));
         for (i, o) in req.outputs.iter().enumerate() {
-            if o.name != OUTPUT {
+            if o.name != outs.name {
                 return bad(format!(
-                    "outputs[{i}].name: {:?} is not an output of {:?}; outputs: {OUTPUT:?}",
-                    o.name, req.model_name
+                    "outputs[{i}].name: {:?} is not an output of {:?}; outputs: {:?}",
+                    o.name, req.model_name, outs.name
                 ));
             }
         }
         if req.inputs.len() != 1 {
             return bad(format!(
-                "inputs: expected exactly 1 input tensor ({INPUT:?}, FP32 {:?}), got {}",
-                self.input_shape(),
+                "inputs: expected exactly 1 input tensor ({:?}, FP32 [-1, {:?}]), got {}",
+                ins.name,
+                ins.dims,
                 req.inputs.len()
             ));
         }
         let inp = &req.inputs[0];
-        if inp.name != INPUT {
+        if inp.name != ins.name {
             return bad(format!(
-                "inputs[0].name: {:?} is not an input of {:?}; inputs: {INPUT:?}",
-                inp.name, req.model_name
+                "inputs[0].name: {:?} is not an input of {:?}; inputs: {:?}",
+                inp.name, req.model_name, ins.name
             ));
         }
         if inp.datatype != "FP32" {
@@ -229,14 +371,16 @@ impl Worker {
                 inp.datatype
             ));
         }
-        let r = self.cfg.resolution as i64;
-        let ok = inp.shape.len() == 4
-            && inp.shape[1..] == [3, r, r]
-            && (1..=self.cfg.max_batch as i64).contains(&inp.shape[0]);
+        let ok = inp.shape.len() == ins.dims.len() + 1
+            && inp.shape[1..] == ins.dims[..]
+            && (1..=m.config.max_batch as i64).contains(&inp.shape[0]);
         if !ok {
+            let d: Vec<String> = ins.dims.iter().map(i64::to_string).collect();
             return bad(format!(
-                "inputs[0].shape: expected [N, 3, {r}, {r}] with 1 <= N <= {}, got {:?}",
-                self.cfg.max_batch, inp.shape
+                "inputs[0].shape: expected [N, {}] with 1 <= N <= {}, got {:?}",
+                d.join(", "),
+                m.config.max_batch,
+                inp.shape
             ));
         }
         let n = inp.shape.iter().product::<i64>() as usize;
@@ -248,13 +392,15 @@ impl Worker {
     }
 
     /// Run `b` under the execution lock unless `t` says stop; (logits, queue_ms, exec_ms).
-    fn run(&self, net: &Net, b: &Batch, t: &Ticket, t_recv: Instant) -> Ran {
+    fn run(&self, m: &Served, b: &Batch, t: &Ticket, t_recv: Instant) -> Ran {
         let _g = self.exec.lock().unwrap_or_else(|p| p.into_inner());
         let t0 = Instant::now();
         let queue_ms = t0.duration_since(t_recv).as_secs_f64() * 1e3;
-        let y = self
-            .pool
-            .install(|| net.forward(&b.data, b.n, self.cfg.resolution, t));
+        let d = &m.config.input.dims;
+        let y = self.pool.install(|| match &m.model {
+            Model::Builtin(net) => net.forward(&b.data, b.n, self.cfg.resolution, t),
+            Model::Onnx(net) => net.forward(&b.data, b.n, (d[1] as usize, d[2] as usize), t),
+        });
         Ran {
             y,
             queue_ms,
@@ -308,21 +454,28 @@ fn param(p: ParameterChoice) -> InferParameter {
 pub struct Service(pub Arc<Worker>);
 
 impl Service {
-    fn response(&self, req: ModelInferRequest, ran: Ran, received: u64) -> ModelInferResponse {
+    fn response(
+        &self,
+        m: &Served,
+        req: ModelInferRequest,
+        ran: Ran,
+        received: u64,
+    ) -> Result<ModelInferResponse, Status> {
         let y = ran.y.unwrap_or_default();
-        let n = (y.len() / CLASSES) as i64;
+        let per: i64 = m.config.output.dims.iter().product();
+        let n = req.inputs[0].shape[0];
+        if y.len() as i64 != n * per {
+            return Err(Status::internal(format!(
+                "the model produced {} values, its config says {n} x {:?}",
+                y.len(),
+                m.config.output.dims
+            )));
+        }
         let mut raw = Vec::with_capacity(y.len() * 4);
         for v in &y {
             raw.extend_from_slice(&v.to_le_bytes());
         }
-        let weights = self
-            .0
-            .weights
-            .read()
-            .expect("lock")
-            .get(&req.model_name)
-            .cloned()
-            .unwrap_or_default();
+        let weights = m.weights.clone();
         let parameters = HashMap::from([
             (
                 "received_unix_ns".to_string(),
@@ -341,20 +494,22 @@ impl Service {
                 param(ParameterChoice::StringParam(weights)),
             ),
         ]);
-        ModelInferResponse {
+        let mut shape = vec![n];
+        shape.extend(&m.config.output.dims);
+        Ok(ModelInferResponse {
             model_name: req.model_name,
-            model_version: VERSION.into(),
+            model_version: m.version.clone(),
             id: req.id,
             parameters,
             outputs: vec![InferOutputTensor {
-                name: OUTPUT.into(),
+                name: m.config.output.name.clone(),
                 datatype: "FP32".into(),
-                shape: vec![n, CLASSES as i64],
+                shape,
                 parameters: HashMap::new(),
                 contents: None,
             }],
             raw_output_contents: vec![raw],
-        }
+        })
     }
 }
 
@@ -371,7 +526,7 @@ impl GrpcInferenceService for Service {
         &self,
         _: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
-        let failed = self.0.failed.read().expect("lock").is_some();
+        let failed = !self.0.failed.read().expect("lock").is_empty();
         Ok(Response::new(ServerReadyResponse {
             ready: !failed && self.0.ready.load(Ordering::SeqCst),
         }))
@@ -402,30 +557,22 @@ impl GrpcInferenceService for Service {
         r: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = r.into_inner();
-        if let Err(e) = self.0.net(&r.name, &r.version) {
-            if e.code() != tonic::Code::Unavailable {
-                return Err(e);
+        let m = self.0.net(&r.name, &r.version)?;
+        let spec = |t: &TensorSpec| {
+            let mut shape = vec![-1];
+            shape.extend(&t.dims);
+            TensorMetadata {
+                name: t.name.clone(),
+                datatype: t.datatype.clone(),
+                shape,
             }
-        }
-        let seeded = !self.0.cfg.weights.contains_key(&r.name);
+        };
         Ok(Response::new(ModelMetadataResponse {
             name: r.name,
-            versions: vec![VERSION.into()],
-            platform: if seeded {
-                "edgeplane-cpu (seeded weights: real arithmetic, untrained values)".into()
-            } else {
-                "edgeplane-cpu (safetensors weights)".into()
-            },
-            inputs: vec![TensorMetadata {
-                name: INPUT.into(),
-                datatype: "FP32".into(),
-                shape: self.0.input_shape(),
-            }],
-            outputs: vec![TensorMetadata {
-                name: OUTPUT.into(),
-                datatype: "FP32".into(),
-                shape: vec![-1, CLASSES as i64],
-            }],
+            versions: vec![m.version.clone()],
+            platform: m.platform.clone(),
+            inputs: vec![spec(&m.config.input)],
+            outputs: vec![spec(&m.config.output)],
         }))
     }
 
@@ -442,9 +589,9 @@ impl GrpcInferenceService for Service {
         let _guard = OnDrop(ticket.clone());
         let req = r.into_inner();
         let net = self.0.net(&req.model_name, &req.model_version)?;
-        let batch = self.0.input(&req)?;
-        let w = self.0.clone();
-        let ran = tokio::task::spawn_blocking(move || w.run(&net, &batch, &ticket, t_recv))
+        let batch = self.0.input(&net, &req)?;
+        let (w, m) = (self.0.clone(), net.clone());
+        let ran = tokio::task::spawn_blocking(move || w.run(&m, &batch, &ticket, t_recv))
             .await
             .map_err(|e| Status::internal(format!("forward pass panicked: {e}")))?;
         match &ran.y {
@@ -455,7 +602,7 @@ impl GrpcInferenceService for Service {
             }
             Err(e) => return Err(Status::internal(e.to_string())),
         }
-        Ok(Response::new(self.response(req, ran, received)))
+        Ok(Response::new(self.response(&net, req, ran, received)?))
     }
 }
 
@@ -475,15 +622,30 @@ pub async fn serve(
         .await;
     let w = worker.clone();
     let rt = tokio::runtime::Handle::current();
-    std::thread::spawn(move || match w.load_all() {
-        Ok(()) => rt.block_on(async {
+    let poll = worker.cfg.poll;
+    let weak = Arc::downgrade(&worker);
+    std::thread::spawn(move || {
+        let loaded = w.load_all();
+        drop(w);
+        if let Ok(()) = &loaded {
+            rt.block_on(async {
             reporter
                 .set_serving::<edgeplane_proto::oip::grpc_inference_service_server::GrpcInferenceServiceServer<Service>>()
                 .await;
-            reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-        }),
-        Err(e) => {
+                reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            })
+        }
+        if let Err(e) = loaded {
             tracing::error!(error = %e, "model loading failed; the worker will never be ready")
+        }
+        // Rescan the repository until the worker is gone.
+        loop {
+            std::thread::sleep(poll);
+            let Some(w) = weak.upgrade() else { return };
+            if w.cfg.repository.is_none() {
+                return;
+            }
+            w.sync_repository();
         }
     });
     let svc = edgeplane_proto::oip::grpc_inference_service_server::GrpcInferenceServiceServer::new(

@@ -38,4 +38,5 @@ fn an_out_of_range_resolution_is_refused_with_the_range() {
     );
 }
 
+mod repository;
 mod serve;

@@ -26,6 +26,8 @@ async fn start(models: &[&str], weights: HashMap<String, std::path::PathBuf>) ->
         seed: 3,
         weights,
         threads: 1,
+        repository: None,
+        poll: Duration::from_secs(1),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -103,7 +105,11 @@ async fn requests_are_checked_against_the_metadata() {
     let mut s = start(&["resnet18"], HashMap::new()).await;
     let c = &mut s.client;
     wait_ready(c, &["resnet18"]).await;
-    let ok = c.model_infer(infer("resnet18", 1)).await.unwrap().into_inner();
+    let ok = c
+        .model_infer(infer("resnet18", 1))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(ok.model_version, "1");
     assert_eq!(ok.outputs[0].shape, vec![1, 1000]);
 
@@ -111,12 +117,18 @@ async fn requests_are_checked_against_the_metadata() {
     r.model_version = "2".into();
     let e = c.model_infer(r).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
-    assert!(e.message().contains("model_version") && e.message().contains("\"2\""), "{e:?}");
+    assert!(
+        e.message().contains("model_version") && e.message().contains("\"2\""),
+        "{e:?}"
+    );
     let mut r = infer("resnet18", 1);
     r.inputs[0].name = "images".into();
     let e = c.model_infer(r).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert!(e.message().contains("inputs[0].name") && e.message().contains("images"), "{e:?}");
+    assert!(
+        e.message().contains("inputs[0].name") && e.message().contains("images"),
+        "{e:?}"
+    );
     let mut r = infer("resnet18", 1);
     r.outputs = vec![oip::model_infer_request::InferRequestedOutputTensor {
         name: "probs".into(),
@@ -124,11 +136,17 @@ async fn requests_are_checked_against_the_metadata() {
     }];
     let e = c.model_infer(r).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert!(e.message().contains("outputs[0].name") && e.message().contains("probs"), "{e:?}");
+    assert!(
+        e.message().contains("outputs[0].name") && e.message().contains("probs"),
+        "{e:?}"
+    );
     let mut r = infer("resnet18", 9);
     r.raw_input_contents.clear();
     let e = c.model_infer(r).await.unwrap_err();
-    assert!(e.message().contains("inputs[0].shape") && e.message().contains("<= 8"), "{e:?}");
+    assert!(
+        e.message().contains("inputs[0].shape") && e.message().contains("<= 8"),
+        "{e:?}"
+    );
 
     let ready = |v: &str| oip::ModelReadyRequest {
         name: "resnet18".into(),
@@ -154,7 +172,10 @@ async fn requests_are_checked_against_the_metadata() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
@@ -172,7 +193,10 @@ async fn requests_are_checked_against_the_metadata() {
         panic!("{msg:?}")
     };
     let names: Vec<_> = l.service.iter().map(|s| s.name.as_str()).collect();
-    assert!(names.contains(&"inference.GRPCInferenceService"), "{names:?}");
+    assert!(
+        names.contains(&"inference.GRPCInferenceService"),
+        "{names:?}"
+    );
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 }
 
@@ -196,7 +220,13 @@ async fn a_failed_load_makes_server_ready_false_not_an_error() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(c.server_live(oip::ServerLiveRequest {}).await.unwrap().into_inner().live);
+    assert!(
+        c.server_live(oip::ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
 }
 
 /// A ResNet50 batch-8 request whose deadline passes mid-pass is cut at the next layer
@@ -211,7 +241,12 @@ async fn a_timed_out_batch_is_cut_at_a_layer_boundary() {
     let mut t8 = Vec::new();
     let mut alone = Vec::new();
     for _ in 0..3 {
-        t8.push(exec_ms(&c.model_infer(infer("resnet50", 8)).await.unwrap().into_inner()));
+        t8.push(exec_ms(
+            &c.model_infer(infer("resnet50", 8))
+                .await
+                .unwrap()
+                .into_inner(),
+        ));
         let t0 = Instant::now();
         c.model_infer(infer("resnet18", 1)).await.unwrap();
         alone.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -237,7 +272,10 @@ async fn a_timed_out_batch_is_cut_at_a_layer_boundary() {
     let waited = t0.elapsed().as_secs_f64() * 1e3;
     let e = big.await.unwrap().unwrap_err();
     assert!(
-        matches!(e.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+        matches!(
+            e.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
         "{e:?}"
     );
     let delay = waited - alone - timeout.as_secs_f64() * 1e3;
