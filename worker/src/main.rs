@@ -2,7 +2,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::collections::HashMap;
 
-/// Built-in CPU inference worker: real ResNet18/ResNet50/VGG16 forward passes (candle) behind
+/// Built-in CPU inference worker: real ResNet18/ResNet50/VGG16 forward passes (own im2col + GEMM kernels) behind
 /// the Open Inference Protocol (KServe v2 gRPC). Without --weights the weights are initialised
 /// deterministically from --seed: real arithmetic, untrained values.
 #[derive(Parser, Debug)]
@@ -35,6 +35,14 @@ struct Args {
     /// Largest batch one request may carry.
     #[arg(long, default_value_t = 8)]
     max_batch: usize,
+    /// A model repository in Triton's layout: <DIR>/<model>/config.pbtxt and
+    /// <DIR>/<model>/<version>/model.onnx; rescanned while running (new models load, removed
+    /// ones unload). Served beside the built-in --models (use --models "" for none).
+    #[arg(long, env = "EDGEPLANE_WORKER_REPOSITORY")]
+    model_repository: Option<std::path::PathBuf>,
+    /// Seconds between rescans of --model-repository.
+    #[arg(long, default_value_t = 5.0)]
+    repository_poll_s: f64,
     /// CPU threads for the forward pass (default: all cores).
     #[arg(long, env = "EDGEPLANE_WORKER_THREADS")]
     threads: Option<usize>,
@@ -50,10 +58,20 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     if let Some(t) = a.threads {
         anyhow::ensure!(t > 0, "--threads: must be at least 1");
-        // Read by candle's thread pool (rayon) when it first starts, which is after this.
-        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
     }
-    for m in &a.models {
+    anyhow::ensure!(
+        a.repository_poll_s > 0.0 && a.repository_poll_s.is_finite(),
+        "--repository-poll-s: must be a positive number of seconds"
+    );
+    if let Some(d) = &a.model_repository {
+        anyhow::ensure!(
+            d.is_dir(),
+            "--model-repository {}: not a directory",
+            d.display()
+        );
+    }
+    let models: Vec<String> = a.models.iter().filter(|m| !m.is_empty()).cloned().collect();
+    for m in &models {
         anyhow::ensure!(
             edgeplane_worker::nets::MODELS.contains(&m.as_str()),
             "--models: {m:?} is not a model of this worker; valid: {}",
@@ -72,17 +90,20 @@ fn main() -> anyhow::Result<()> {
             .split_once('=')
             .with_context(|| format!("--weights {w:?}: expected MODEL=PATH"))?;
         anyhow::ensure!(
-            a.models.iter().any(|x| x == m),
+            models.iter().any(|x| x == m),
             "--weights {w:?}: {m:?} is not in --models"
         );
         weights.insert(m.to_string(), std::path::PathBuf::from(p));
     }
     let cfg = edgeplane_worker::server::WorkerConfig {
-        models: a.models,
+        models,
         resolution: a.resolution,
         max_batch: a.max_batch,
         seed: a.seed,
         weights,
+        threads: a.threads.unwrap_or(0),
+        repository: a.model_repository,
+        poll: std::time::Duration::from_secs_f64(a.repository_poll_s),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -95,7 +116,8 @@ fn main() -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(listen = %addr, models = ?cfg.models, resolution = cfg.resolution, "edgeplane-worker listening");
         println!("edgeplane-worker listening on {addr}");
-        let worker = edgeplane_worker::server::Worker::new(cfg);
+        let worker = edgeplane_worker::server::Worker::new(cfg)?;
+        tracing::info!(threads = worker.threads(), "forward-pass thread pool");
         edgeplane_worker::server::serve(worker, listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })

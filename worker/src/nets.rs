@@ -1,4 +1,5 @@
-//! ResNet18, ResNet50 and VGG16 as torchvision defines them, run with candle on the CPU.
+//! ResNet18, ResNet50 and VGG16 as torchvision defines them, run on the CPU with the worker's
+//! own kernels ([`crate::engine`]: im2col + GEMM with fused bias, residual and ReLU).
 //!
 //! The arithmetic is the real network's: every convolution, pooling, residual addition and
 //! fully-connected layer of the architecture is computed in FP32. Batch-norm layers are folded
@@ -10,8 +11,13 @@
 //! initialised deterministically from a seed (SplitMix64 per tensor name; He-uniform convolutions, identity batch-norm,
 //! uniform fully-connected layers). Seeded weights give meaningless class scores but the same
 //! compute, memory traffic and latency as trained ones, which is what scheduling needs.
+//!
+//! A forward pass checks its [`Stop`] before every layer (each convolution, pooling stage and
+//! fully-connected layer): a request whose client went away or whose deadline passed is cut at
+//! the next layer boundary instead of running to the end.
 
-use candle_core::{DType, Device, Tensor};
+use crate::engine::{self, Act, Conv2d, Epilogue};
+use candle_core::{DType, Device};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -25,19 +31,44 @@ pub enum NetError {
     Tensor { name: String, why: String },
     #[error("compute: {0}")]
     Compute(#[from] candle_core::Error),
+    #[error("input: {got} values, expected {want} for a batch of {batch} of 3x{res}x{res}")]
+    Input {
+        got: usize,
+        want: usize,
+        batch: usize,
+        res: usize,
+    },
+    #[error("graph: {0}")]
+    Graph(String),
+    #[error("cancelled after {done} of {total} layers (deadline passed or client gone)")]
+    Cancelled { done: usize, total: usize },
 }
 
 /// The models this worker can run.
 pub const MODELS: [&str; 3] = ["resnet18", "resnet50", "vgg16"];
+
+/// Asked before every layer of a forward pass: `true` stops the pass there.
+pub trait Stop: Sync {
+    fn stop(&self) -> bool;
+}
+
+/// Never stops (benchmarks, tests).
+pub struct Never;
+
+impl Stop for Never {
+    fn stop(&self) -> bool {
+        false
+    }
+}
 
 /// Where the weights come from.
 pub enum WeightSource {
     /// torchvision `state_dict` tensors read from a safetensors file.
     File {
         path: String,
-        tensors: HashMap<String, Tensor>,
+        tensors: HashMap<String, candle_core::Tensor>,
     },
-    /// Deterministic initialisation: tensor `name` is drawn from ChaCha8 seeded by
+    /// Deterministic initialisation: tensor `name` is drawn from SplitMix64 seeded by
     /// `seed` and the name, so a tensor never depends on load order.
     Seeded(u64),
 }
@@ -62,8 +93,8 @@ impl WeightSource {
         }
     }
 
-    /// One tensor of `shape`; `init` says how a seeded source fills it.
-    fn get(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor, NetError> {
+    /// One tensor of `shape`, flattened; `init` says how a seeded source fills it.
+    fn get(&self, name: &str, shape: &[usize], init: Init) -> Result<Vec<f32>, NetError> {
         match self {
             WeightSource::File { tensors, .. } => {
                 let t = tensors.get(name).ok_or_else(|| NetError::Tensor {
@@ -77,11 +108,11 @@ impl WeightSource {
                         why: format!("shape {:?}, expected {shape:?}", t.dims()),
                     });
                 }
-                Ok(t.to_dtype(DType::F32)?)
+                Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
             }
             WeightSource::Seeded(seed) => {
                 let n: usize = shape.iter().product();
-                let data: Vec<f32> = match init {
+                Ok(match init {
                     Init::Const(c) => vec![c; n],
                     Init::Uniform(bound) => {
                         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -96,15 +127,14 @@ impl WeightSource {
                             })
                             .collect()
                     }
-                };
-                Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
+                })
             }
         }
     }
 }
 
 /// SplitMix64: a tiny, fast, well-mixed generator (the seeded initialisation of 138 M VGG16
-/// parameters takes well under a second even in a debug build of dependencies).
+/// parameters takes well under a second).
 fn splitmix64(s: &mut u64) -> u64 {
     *s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *s;
@@ -119,163 +149,145 @@ enum Init {
     Uniform(f32),
 }
 
-/// A convolution with its batch-norm folded in (or its own bias).
-struct Conv {
-    w: Tensor,
-    b: Tensor,
+/// Kernel shape of a convolution: (in channels, out channels, kernel size).
+type Shape = (usize, usize, usize);
+
+/// `conv` (no bias) followed by BatchNorm2d `bn` (torchvision names `{conv}.weight`,
+/// `{bn}.{weight,bias,running_mean,running_var}`), the BN folded into the weights and a bias.
+fn conv_bn(
+    ws: &WeightSource,
+    conv: &str,
+    bn: &str,
+    (cin, cout, k): Shape,
     stride: usize,
     pad: usize,
+) -> Result<Conv2d, NetError> {
+    let bound = (2.0f32 / (cout * k * k) as f32).sqrt() * 3f32.sqrt();
+    let mut w = ws.get(
+        &format!("{conv}.weight"),
+        &[cout, cin, k, k],
+        Init::Uniform(bound),
+    )?;
+    let g = ws.get(&format!("{bn}.weight"), &[cout], Init::Const(1.0))?;
+    let beta = ws.get(&format!("{bn}.bias"), &[cout], Init::Const(0.0))?;
+    let mean = ws.get(&format!("{bn}.running_mean"), &[cout], Init::Const(0.0))?;
+    let var = ws.get(&format!("{bn}.running_var"), &[cout], Init::Const(1.0))?;
+    let per = cin * k * k;
+    let mut bias = Vec::with_capacity(cout);
+    for co in 0..cout {
+        let scale = g[co] / (var[co] + 1e-5).sqrt();
+        w[co * per..][..per].iter_mut().for_each(|v| *v *= scale);
+        bias.push(beta[co] - mean[co] * scale);
+    }
+    Ok(Conv2d::new((cin, cout, k), stride, pad, w, bias))
 }
 
-impl Conv {
-    /// `conv` (no bias) followed by BatchNorm2d `bn`, torchvision names `{conv}.weight` and
-    /// `{bn}.{weight,bias,running_mean,running_var}`.
-    fn with_bn(
-        ws: &WeightSource,
-        conv: &str,
-        bn: &str,
-        (cin, cout, k): (usize, usize, usize),
-        stride: usize,
-        pad: usize,
-    ) -> Result<Conv, NetError> {
-        let bound = (2.0f32 / (cout * k * k) as f32).sqrt() * 3f32.sqrt();
-        let w = ws.get(
-            &format!("{conv}.weight"),
-            &[cout, cin, k, k],
-            Init::Uniform(bound),
-        )?;
-        let g = ws.get(&format!("{bn}.weight"), &[cout], Init::Const(1.0))?;
-        let beta = ws.get(&format!("{bn}.bias"), &[cout], Init::Const(0.0))?;
-        let mean = ws.get(&format!("{bn}.running_mean"), &[cout], Init::Const(0.0))?;
-        let var = ws.get(&format!("{bn}.running_var"), &[cout], Init::Const(1.0))?;
-        let scale = g.div(&(var + 1e-5)?.sqrt()?)?;
-        let w = w.broadcast_mul(&scale.reshape((cout, 1, 1, 1))?)?;
-        let b = (beta - mean.mul(&scale)?)?;
-        Ok(Conv {
-            w,
-            b: b.reshape((1, cout, 1, 1))?,
-            stride,
-            pad,
-        })
-    }
-
-    /// A convolution with a bias (VGG).
-    fn with_bias(
-        ws: &WeightSource,
-        name: &str,
-        (cin, cout, k): (usize, usize, usize),
-        pad: usize,
-    ) -> Result<Conv, NetError> {
-        let bound = (2.0f32 / (cout * k * k) as f32).sqrt() * 3f32.sqrt();
-        let w = ws.get(
-            &format!("{name}.weight"),
-            &[cout, cin, k, k],
-            Init::Uniform(bound),
-        )?;
-        let b = ws.get(&format!("{name}.bias"), &[cout], Init::Const(0.0))?;
-        Ok(Conv {
-            w,
-            b: b.reshape((1, cout, 1, 1))?,
-            stride: 1,
-            pad,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor, NetError> {
-        Ok(x.conv2d(&self.w, self.pad, self.stride, 1, 1)?
-            .broadcast_add(&self.b)?)
-    }
+/// A convolution with its own bias (VGG), 3x3 stride 1.
+fn conv_bias(
+    ws: &WeightSource,
+    name: &str,
+    (cin, cout, k): Shape,
+    pad: usize,
+) -> Result<Conv2d, NetError> {
+    let bound = (2.0f32 / (cout * k * k) as f32).sqrt() * 3f32.sqrt();
+    let w = ws.get(
+        &format!("{name}.weight"),
+        &[cout, cin, k, k],
+        Init::Uniform(bound),
+    )?;
+    let b = ws.get(&format!("{name}.bias"), &[cout], Init::Const(0.0))?;
+    Ok(Conv2d::new((cin, cout, k), 1, pad, w, b))
 }
 
-struct Linear {
-    /// (out, in) as torch stores it; the matmul takes its transpose as a strided view.
-    w: Tensor,
-    b: Tensor,
+fn linear(
+    ws: &WeightSource,
+    name: &str,
+    inp: usize,
+    out: usize,
+) -> Result<engine::Linear, NetError> {
+    let bound = 1.0 / (inp as f32).sqrt();
+    let w = ws.get(&format!("{name}.weight"), &[out, inp], Init::Uniform(bound))?;
+    let b = ws.get(&format!("{name}.bias"), &[out], Init::Uniform(bound))?;
+    Ok(engine::Linear::new(inp, out, w, b))
 }
 
-impl Linear {
-    fn new(ws: &WeightSource, name: &str, inp: usize, out: usize) -> Result<Linear, NetError> {
-        let bound = 1.0 / (inp as f32).sqrt();
-        let w = ws.get(&format!("{name}.weight"), &[out, inp], Init::Uniform(bound))?;
-        let b = ws.get(&format!("{name}.bias"), &[out], Init::Uniform(bound))?;
-        Ok(Linear {
-            w,
-            b: b.reshape((1, out))?,
-        })
-    }
+/// ResNet BasicBlock (conv3x3, conv3x3) or Bottleneck (1x1, 3x3, 1x1), plus shortcut.
+struct Residual {
+    convs: Vec<Conv2d>,
+    down: Option<Conv2d>,
+}
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor, NetError> {
-        Ok(x.matmul(&self.w.t()?)?.broadcast_add(&self.b)?)
+/// Counts layers as a pass goes and asks the [`Stop`] before each one.
+struct Progress<'a> {
+    stop: &'a dyn Stop,
+    done: usize,
+    total: usize,
+}
+
+impl Progress<'_> {
+    fn layer(&mut self) -> Result<(), NetError> {
+        if self.stop.stop() {
+            return Err(NetError::Cancelled {
+                done: self.done,
+                total: self.total,
+            });
+        }
+        self.done += 1;
+        Ok(())
     }
 }
 
-enum Block {
-    /// ResNet BasicBlock (conv3x3, conv3x3) or Bottleneck (1x1, 3x3, 1x1), plus shortcut.
-    Residual {
-        convs: Vec<Conv>,
-        down: Option<Conv>,
-    },
-}
+const RELU: Epilogue<'static> = Epilogue {
+    residual: None,
+    relu: true,
+};
+const LINEAR: Epilogue<'static> = Epilogue {
+    residual: None,
+    relu: false,
+};
 
-impl Block {
-    fn forward(&self, x: &Tensor) -> Result<Tensor, NetError> {
-        let Block::Residual { convs, down } = self;
-        let mut y = x.clone();
-        for (i, c) in convs.iter().enumerate() {
-            y = c.forward(&y)?;
-            if i + 1 < convs.len() {
-                y = y.relu()?;
+impl Residual {
+    fn layers(&self) -> usize {
+        self.convs.len() + usize::from(self.down.is_some())
+    }
+
+    fn forward(&self, x: &Act, p: &mut Progress<'_>) -> Result<Act, NetError> {
+        let short_owned;
+        let short = match &self.down {
+            Some(d) => {
+                p.layer()?;
+                short_owned = d.forward(x, LINEAR);
+                &short_owned
             }
-        }
-        let short = match down {
-            Some(d) => d.forward(x)?,
-            None => x.clone(),
+            None => x,
         };
-        Ok((y + short)?.relu()?)
-    }
-}
-
-/// Max pooling 3x3 stride 2 padding 1 (ResNet stem). Inputs are post-ReLU (>= 0), so zero
-/// padding gives the same maximum as torch's -inf padding.
-fn maxpool_stem(x: &Tensor) -> Result<Tensor, NetError> {
-    let p = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-    Ok(p.max_pool2d_with_stride(3, 2)?)
-}
-
-/// torch's AdaptiveAvgPool2d((o, o)).
-fn adaptive_avg(x: &Tensor, o: usize) -> Result<Tensor, NetError> {
-    let (_, _, h, w) = x.dims4()?;
-    if h == o && w == o {
-        return Ok(x.clone());
-    }
-    let mut rows = Vec::with_capacity(o);
-    for i in 0..o {
-        let (h0, h1) = ((i * h) / o, ((i + 1) * h).div_ceil(o));
-        let mut cols = Vec::with_capacity(o);
-        for j in 0..o {
-            let (w0, w1) = ((j * w) / o, ((j + 1) * w).div_ceil(o));
-            let cell = x
-                .narrow(2, h0, h1 - h0)?
-                .narrow(3, w0, w1 - w0)?
-                .mean_keepdim(3)?
-                .mean_keepdim(2)?;
-            cols.push(cell);
+        let (last, first) = self.convs.split_last().expect("a block has convolutions");
+        let mut y: Option<Act> = None;
+        for c in first {
+            p.layer()?;
+            y = Some(c.forward(y.as_ref().unwrap_or(x), RELU));
         }
-        rows.push(Tensor::cat(&cols, 3)?);
+        p.layer()?;
+        Ok(last.forward(
+            y.as_ref().unwrap_or(x),
+            Epilogue {
+                residual: Some(short),
+                relu: true,
+            },
+        ))
     }
-    Ok(Tensor::cat(&rows, 2)?)
 }
 
 enum Arch {
     ResNet {
-        stem: Conv,
-        blocks: Vec<Block>,
-        fc: Linear,
+        stem: Conv2d,
+        blocks: Vec<Residual>,
+        fc: engine::Linear,
     },
     Vgg {
         /// `None` = 2x2 max pool.
-        features: Vec<Option<Conv>>,
-        fc: [Linear; 3],
+        features: Vec<Option<Conv2d>>,
+        fc: [engine::Linear; 3],
     },
 }
 
@@ -299,6 +311,56 @@ impl Net {
         }
     }
 
+    fn block(
+        ws: &WeightSource,
+        p: &str,
+        (inp, planes): (usize, usize),
+        stride: usize,
+        bottleneck: bool,
+    ) -> Result<Residual, NetError> {
+        let c = |i: usize, shape: Shape, stride: usize, pad: usize| {
+            conv_bn(
+                ws,
+                &format!("{p}.conv{i}"),
+                &format!("{p}.bn{i}"),
+                shape,
+                stride,
+                pad,
+            )
+        };
+        let (convs, out) = if bottleneck {
+            (
+                vec![
+                    c(1, (inp, planes, 1), 1, 0)?,
+                    c(2, (planes, planes, 3), stride, 1)?,
+                    c(3, (planes, planes * 4, 1), 1, 0)?,
+                ],
+                planes * 4,
+            )
+        } else {
+            (
+                vec![
+                    c(1, (inp, planes, 3), stride, 1)?,
+                    c(2, (planes, planes, 3), 1, 1)?,
+                ],
+                planes,
+            )
+        };
+        let down = if stride != 1 || inp != out {
+            Some(conv_bn(
+                ws,
+                &format!("{p}.downsample.0"),
+                &format!("{p}.downsample.1"),
+                (inp, out, 1),
+                stride,
+                0,
+            )?)
+        } else {
+            None
+        };
+        Ok(Residual { convs, down })
+    }
+
     fn resnet(
         name: &str,
         ws: &WeightSource,
@@ -306,7 +368,7 @@ impl Net {
         bottleneck: bool,
         gmacs: f64,
     ) -> Result<Net, NetError> {
-        let stem = Conv::with_bn(ws, "conv1", "bn1", (3, 64, 7), 2, 3)?;
+        let stem = conv_bn(ws, "conv1", "bn1", (3, 64, 7), 2, 3)?;
         let exp = if bottleneck { 4 } else { 1 };
         let mut inp = 64;
         let mut blocks = Vec::new();
@@ -315,70 +377,11 @@ impl Net {
             for bi in 0..n {
                 let stride = if bi == 0 && li > 0 { 2 } else { 1 };
                 let p = format!("layer{}.{bi}", li + 1);
-                let convs = if bottleneck {
-                    vec![
-                        Conv::with_bn(
-                            ws,
-                            &format!("{p}.conv1"),
-                            &format!("{p}.bn1"),
-                            (inp, planes, 1),
-                            1,
-                            0,
-                        )?,
-                        Conv::with_bn(
-                            ws,
-                            &format!("{p}.conv2"),
-                            &format!("{p}.bn2"),
-                            (planes, planes, 3),
-                            stride,
-                            1,
-                        )?,
-                        Conv::with_bn(
-                            ws,
-                            &format!("{p}.conv3"),
-                            &format!("{p}.bn3"),
-                            (planes, planes * 4, 1),
-                            1,
-                            0,
-                        )?,
-                    ]
-                } else {
-                    vec![
-                        Conv::with_bn(
-                            ws,
-                            &format!("{p}.conv1"),
-                            &format!("{p}.bn1"),
-                            (inp, planes, 3),
-                            stride,
-                            1,
-                        )?,
-                        Conv::with_bn(
-                            ws,
-                            &format!("{p}.conv2"),
-                            &format!("{p}.bn2"),
-                            (planes, planes, 3),
-                            1,
-                            1,
-                        )?,
-                    ]
-                };
-                let down = if stride != 1 || inp != planes * exp {
-                    Some(Conv::with_bn(
-                        ws,
-                        &format!("{p}.downsample.0"),
-                        &format!("{p}.downsample.1"),
-                        (inp, planes * exp, 1),
-                        stride,
-                        0,
-                    )?)
-                } else {
-                    None
-                };
-                blocks.push(Block::Residual { convs, down });
+                blocks.push(Self::block(ws, &p, (inp, planes), stride, bottleneck)?);
                 inp = planes * exp;
             }
         }
-        let fc = Linear::new(ws, "fc", 512 * exp, CLASSES)?;
+        let fc = linear(ws, "fc", 512 * exp, CLASSES)?;
         Ok(Net {
             name: name.into(),
             arch: Arch::ResNet { stem, blocks, fc },
@@ -397,20 +400,16 @@ impl Net {
                 features.push(None);
                 idx += 1;
             } else {
-                features.push(Some(Conv::with_bias(
-                    ws,
-                    &format!("features.{idx}"),
-                    (inp, c, 3),
-                    1,
-                )?));
+                let name = format!("features.{idx}");
+                features.push(Some(conv_bias(ws, &name, (inp, c, 3), 1)?));
                 idx += 2;
                 inp = c;
             }
         }
         let fc = [
-            Linear::new(ws, "classifier.0", 512 * 7 * 7, 4096)?,
-            Linear::new(ws, "classifier.3", 4096, 4096)?,
-            Linear::new(ws, "classifier.6", 4096, CLASSES)?,
+            linear(ws, "classifier.0", 512 * 7 * 7, 4096)?,
+            linear(ws, "classifier.3", 4096, 4096)?,
+            linear(ws, "classifier.6", 4096, CLASSES)?,
         ];
         Ok(Net {
             name: "vgg16".into(),
@@ -419,29 +418,64 @@ impl Net {
         })
     }
 
-    /// Forward pass of a batch `x` of shape (N, 3, H, W); returns logits (N, 1000).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor, NetError> {
+    /// Layer boundaries of one pass (where a [`Stop`] is asked): ResNet18 21, ResNet50 54,
+    /// VGG16 21.
+    pub fn layers(&self) -> usize {
+        match &self.arch {
+            Arch::ResNet { blocks, .. } => 2 + blocks.iter().map(Residual::layers).sum::<usize>(),
+            Arch::Vgg { features, fc } => features.len() + fc.len(),
+        }
+    }
+
+    /// Forward pass of a batch `x` (NCHW, `batch` images of 3 x `res` x `res`); returns the
+    /// logits, `batch` rows of 1000.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        batch: usize,
+        res: usize,
+        stop: &dyn Stop,
+    ) -> Result<Vec<f32>, NetError> {
+        let want = batch * 3 * res * res;
+        if x.len() != want || batch == 0 {
+            return Err(NetError::Input {
+                got: x.len(),
+                want,
+                batch,
+                res,
+            });
+        }
+        let mut p = Progress {
+            stop,
+            done: 0,
+            total: self.layers(),
+        };
+        let x = Act::from_nchw(batch, 3, res, res, x);
         match &self.arch {
             Arch::ResNet { stem, blocks, fc } => {
-                let mut y = maxpool_stem(&stem.forward(x)?.relu()?)?;
+                p.layer()?;
+                let mut y = engine::max_pool(&stem.forward(&x, RELU), 3, 2, 1);
                 for b in blocks {
-                    y = b.forward(&y)?;
+                    y = b.forward(&y, &mut p)?;
                 }
-                let y = y.mean_keepdim(3)?.mean_keepdim(2)?.flatten_from(1)?;
-                fc.forward(&y)
+                p.layer()?;
+                Ok(fc.forward(&engine::adaptive_avg_flat(&y, 1), false))
             }
             Arch::Vgg { features, fc } => {
-                let mut y = x.clone();
+                let mut y = x;
                 for f in features {
+                    p.layer()?;
                     y = match f {
-                        Some(c) => c.forward(&y)?.relu()?,
-                        None => y.max_pool2d_with_stride(2, 2)?,
+                        Some(c) => c.forward(&y, RELU),
+                        None => engine::max_pool(&y, 2, 2, 0),
                     };
                 }
-                let y = adaptive_avg(&y, 7)?.flatten_from(1)?;
-                let y = fc[0].forward(&y)?.relu()?;
-                let y = fc[1].forward(&y)?.relu()?;
-                fc[2].forward(&y)
+                let mut v = engine::adaptive_avg_flat(&y, 7);
+                for (i, l) in fc.iter().enumerate() {
+                    p.layer()?;
+                    v = l.forward(&v, i + 1 < fc.len());
+                }
+                Ok(v)
             }
         }
     }
@@ -455,47 +489,52 @@ mod tests {
     fn resnet18_is_deterministic_and_batches() {
         let ws = WeightSource::Seeded(7);
         let net = Net::load("resnet18", &ws).unwrap();
-        let x = Tensor::from_vec(
-            (0..2 * 3 * 64 * 64)
-                .map(|i| ((i % 97) as f32) / 97.0)
-                .collect::<Vec<_>>(),
-            (2, 3, 64, 64),
-            &Device::Cpu,
-        )
-        .unwrap();
-        let y = net.forward(&x).unwrap();
-        assert_eq!(y.dims(), &[2, CLASSES]);
-        let a: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+        let x: Vec<f32> = (0..2 * 3 * 64 * 64)
+            .map(|i| ((i % 97) as f32) / 97.0)
+            .collect();
+        let a = net.forward(&x, 2, 64, &Never).unwrap();
+        assert_eq!(a.len(), 2 * CLASSES);
         assert!(a.iter().all(|v| v.is_finite()));
         // Same seed, same weights: same output; and it is not all zeros.
         let net2 = Net::load("resnet18", &WeightSource::Seeded(7)).unwrap();
-        let b: Vec<f32> = net2
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert_eq!(a, b);
+        assert_eq!(a, net2.forward(&x, 2, 64, &Never).unwrap());
         assert!(a.iter().any(|v| v.abs() > 1e-6));
         // One image of the batch alone gives that image's row.
-        let one = net.forward(&x.narrow(0, 1, 1).unwrap()).unwrap();
-        let r: Vec<f32> = one.flatten_all().unwrap().to_vec1().unwrap();
+        let r = net.forward(&x[3 * 64 * 64..], 1, 64, &Never).unwrap();
         for (u, v) in r.iter().zip(&a[CLASSES..]) {
             assert!((u - v).abs() <= 1e-3 * (1.0 + v.abs()), "{u} vs {v}");
         }
     }
 
     #[test]
-    fn adaptive_pool_matches_torch_on_small_maps() {
-        let x = Tensor::arange(0f32, 4.0, &Device::Cpu)
-            .unwrap()
-            .reshape((1, 1, 2, 2))
-            .unwrap();
-        let y = adaptive_avg(&x, 3).unwrap();
-        // torch: AdaptiveAvgPool2d(3) of [[0,1],[2,3]] = [[0,.5,1],[1,1.5,2],[2,2.5,3]]
-        let v: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
-        assert_eq!(v, vec![0.0, 0.5, 1.0, 1.0, 1.5, 2.0, 2.0, 2.5, 3.0]);
+    fn a_stop_cuts_the_pass_at_a_layer_boundary() {
+        struct After(std::sync::atomic::AtomicUsize);
+        impl Stop for After {
+            fn stop(&self) -> bool {
+                // Stop when asked the 5th time: 4 layers run.
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 4
+            }
+        }
+        let net = Net::load("resnet18", &WeightSource::Seeded(1)).unwrap();
+        assert_eq!(net.layers(), 21);
+        let x = vec![0.5f32; 3 * 32 * 32];
+        let e = net
+            .forward(&x, 1, 32, &After(Default::default()))
+            .unwrap_err();
+        assert!(
+            matches!(e, NetError::Cancelled { done: 4, total: 21 }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn layer_counts_follow_the_architectures() {
+        // ResNet50: stem + 16 blocks x 3 convs + 4 downsamples + fc = 1 + 48 + 4 + 1.
+        let r50 = Net::load("resnet50", &WeightSource::Seeded(1)).unwrap();
+        assert_eq!(r50.layers(), 54);
+        // VGG16: 13 convs + 5 pools + 3 fully-connected.
+        let vgg = Net::load("vgg16", &WeightSource::Seeded(1)).unwrap();
+        assert_eq!(vgg.layers(), 21);
     }
 
     #[test]
@@ -503,7 +542,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ep-w-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("bad.safetensors");
-        let t = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+        let t = candle_core::Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
         candle_core::safetensors::save(&HashMap::from([("conv1.weight".to_string(), t)]), &p)
             .unwrap();
         let ws = WeightSource::file(&p).unwrap();

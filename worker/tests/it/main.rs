@@ -37,3 +37,6 @@ fn an_out_of_range_resolution_is_refused_with_the_range() {
         "{err}"
     );
 }
+
+mod repository;
+mod serve;
