@@ -115,6 +115,11 @@ pub struct Flags {
     /// wall clock), print its summary and exit: the reference a real-time run is held to.
     #[arg(long)]
     pub virtual_time: bool,
+    /// Run the scenario twice through the same core, seed and weights: in virtual time, then
+    /// live (wall clock, the real runtime and simulated executors; no server, no coordinator);
+    /// print both summaries and the deadline-met gap as JSON and exit.
+    #[arg(long, conflicts_with = "virtual_time")]
+    pub compare_virtual: bool,
     /// Scheduling policy.
     #[arg(long, env = "EDGEPLANE_AGENT_POLICY")]
     pub policy: Option<String>,
@@ -296,6 +301,8 @@ pub struct AgentConfig {
     pub exit_after_scenario: bool,
     #[serde(skip)]
     pub virtual_time: bool,
+    #[serde(skip)]
+    pub compare_virtual: bool,
     pub tune: bool,
     pub supernet: bool,
     pub policy: String,
@@ -451,6 +458,9 @@ impl AgentConfig {
         if flags.virtual_time && scenario.is_none() {
             return Err(invalid("scenario", "required with --virtual-time"));
         }
+        if flags.compare_virtual && scenario.is_none() {
+            return Err(invalid("scenario", "required with --compare-virtual"));
+        }
         let policy = flags
             .policy
             .or(file.policy)
@@ -506,7 +516,7 @@ impl AgentConfig {
                 .map_err(|e| invalid("tls", e.to_string()))?
         };
         match (&tls, insecure) {
-            (None, false) if !flags.virtual_time && join_ca.is_none() => {
+            (None, false) if !flags.virtual_time && !flags.compare_virtual && join_ca.is_none() => {
                 return Err(invalid("tls", edgeplane_tls::NO_TLS_MATERIAL))
             }
             (Some(_), true) => {
@@ -587,6 +597,7 @@ impl AgentConfig {
             scenario_duration_ms,
             exit_after_scenario: flags.exit_after_scenario,
             virtual_time: flags.virtual_time,
+            compare_virtual: flags.compare_virtual,
             tune: flags.tune || (!flags.no_tune && file.tune.unwrap_or(true)),
             supernet: flags.supernet || file.supernet.unwrap_or(false),
             policy,

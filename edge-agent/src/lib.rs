@@ -136,6 +136,127 @@ pub fn run_virtual(cfg: &AgentConfig) -> Result<serde_json::Value, AgentError> {
     Ok(s)
 }
 
+/// One clock's run of a scenario, for [`compare_virtual`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClockRun {
+    pub frames: u64,
+    pub deadlines_met: u64,
+    /// Deadlines met per frame released, in percent.
+    pub deadline_met_pct: f64,
+    pub models: Vec<ModelRun>,
+}
+
+/// One model of a [`ClockRun`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelRun {
+    pub model: String,
+    pub arrivals: u64,
+    pub met: u64,
+    pub missed: u64,
+    pub drops: u64,
+    pub p99_ms: f64,
+}
+
+impl ClockRun {
+    fn of(st: &stats::Stats) -> ClockRun {
+        let models: Vec<ModelRun> = st
+            .models
+            .iter()
+            .map(|(name, m)| ModelRun {
+                model: name.clone(),
+                arrivals: m.arrivals,
+                met: m.met,
+                missed: m.missed,
+                drops: m.drops,
+                p99_ms: m.all.quantile_ms(0.99),
+            })
+            .collect();
+        let frames: u64 = models.iter().map(|m| m.arrivals).sum();
+        let met: u64 = models.iter().map(|m| m.met).sum();
+        ClockRun {
+            frames,
+            deadlines_met: met,
+            deadline_met_pct: if frames == 0 {
+                0.0
+            } else {
+                100.0 * met as f64 / frames as f64
+            },
+            models,
+        }
+    }
+}
+
+/// What `--compare-virtual` prints: the same scenario, seed, policy and weights in virtual
+/// time and live, and the live run's deficit in points.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Comparison {
+    pub scenario: String,
+    pub policy: String,
+    pub seed: u64,
+    pub duration_ms: u64,
+    #[serde(rename = "virtual")]
+    pub virtual_time: ClockRun,
+    pub live: ClockRun,
+    /// virtual − live deadline-met percentage.
+    pub gap_points: f64,
+}
+
+/// Run the configured scenario in virtual time, then live through the real runtime with
+/// simulated executors (standalone: no server, no coordinator), same core, seed and weights.
+pub async fn compare_virtual(cfg: &AgentConfig) -> Result<Comparison, AgentError> {
+    let accelerators = discovery::discover(&cfg.accelerators)?;
+    let ids: Vec<String> = accelerators.iter().map(|a| a.id.clone()).collect();
+    let name = cfg.scenario.clone().unwrap_or_default();
+    let build = || -> Result<Box<dyn core::SchedulingCore>, AgentError> {
+        let mut core = core::build_with(
+            &cfg.policy,
+            &accelerators,
+            cfg.scenario.as_deref(),
+            cfg.tune,
+            cfg.supernet,
+        )
+        .map_err(AgentError::Policy)?;
+        core.set_min_block_ms(cfg.min_block_us as f64 / 1000.0);
+        Ok(core)
+    };
+    let virt = scenario::simulate(build()?, &ids, &name, cfg.scenario_duration_ms, cfg.seed)?;
+    let shared = Arc::new(runtime::Shared {
+        name: cfg.name.clone(),
+        accelerators: accelerators.clone(),
+        stats: Mutex::new(stats::Stats::new(&ids)),
+        start: Instant::now(),
+        assignment: RwLock::new(None),
+        connected: RwLock::new(None),
+    });
+    let executors = accelerators
+        .iter()
+        .map(|_| Arc::new(runtime::SimExecutor::default()) as Arc<dyn runtime::Executor>)
+        .collect();
+    let (stop, _) = broadcast::channel(1);
+    let (rt, task) = runtime::start(shared.clone(), build()?, executors, stop.subscribe());
+    scenario::run(
+        rt,
+        &name,
+        Duration::from_millis(cfg.scenario_duration_ms),
+        cfg.seed,
+        stop.subscribe(),
+    )
+    .await?;
+    let _ = stop.send(());
+    let _ = task.await;
+    let live = ClockRun::of(&shared.stats.lock().expect("stats"));
+    let virtual_time = ClockRun::of(&virt);
+    Ok(Comparison {
+        scenario: name,
+        policy: cfg.policy.clone(),
+        seed: cfg.seed,
+        duration_ms: cfg.scenario_duration_ms,
+        gap_points: virtual_time.deadline_met_pct - live.deadline_met_pct,
+        virtual_time,
+        live,
+    })
+}
+
 /// How long shutdown waits for open Inference connections to finish.
 const SERVER_DRAIN: Duration = Duration::from_secs(5);
 
