@@ -8,6 +8,14 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+/// The shipped GPU profiles, parsed once per process.
+pub fn gpu_data() -> Result<&'static edgeplane_gpu::GpuData, String> {
+    static CELL: OnceLock<Result<edgeplane_gpu::GpuData, String>> = OnceLock::new();
+    CELL.get_or_init(|| edgeplane_gpu::GpuData::shipped().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 /// Errors reading the embedded data or looking names up in it.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
