@@ -291,6 +291,188 @@ async fn node_parts(
     Ok((core, executors, factory))
 }
 
+/// The node's TLS material: joined with the per-node token (only the CA given), from an
+/// earlier join, or as configured; checked to be this node's certificate.
+async fn node_tls(
+    cfg: &AgentConfig,
+    advertise: &str,
+    shared: &runtime::Shared,
+    join_shutdown: broadcast::Receiver<()>,
+) -> Result<Option<Arc<edgeplane_tls::TlsMaterial>>, AgentError> {
+    let tls = match &cfg.join_ca {
+        // Only the CA: join with the per-node token first (unless an earlier join left its
+        // certificate in the data dir), then authenticate by the certificate received.
+        Some(ca) => {
+            let paths = if join::has_joined(&cfg.data_dir) {
+                tracing::info!("using the node certificate of an earlier join");
+                join::joined_paths(&cfg.data_dir, ca)
+            } else {
+                let req = join::JoinRequest {
+                    name: &cfg.name,
+                    token: &cfg.join_token,
+                    ca,
+                    data_dir: &cfg.data_dir,
+                    coordinators: &cfg.coordinators,
+                    agent_addr: advertise,
+                    accelerators: shared.accelerators.iter().map(|a| a.to_proto()).collect(),
+                    max_backoff: Duration::from_millis(cfg.max_backoff_ms),
+                };
+                join::join(req, join_shutdown).await?
+            };
+            Some(edgeplane_tls::TlsMaterial::load(paths)?)
+        }
+        None => edgeplane_tls::load_or_insecure(cfg.tls.clone(), cfg.insecure)?,
+    };
+    if let Some(m) = &tls {
+        let want = edgeplane_tls::Principal::Node(cfg.name.clone());
+        let id = m.identity();
+        if id.principal != want {
+            return Err(edgeplane_tls::Error::Config(format!(
+                "--tls-cert: the certificate is for {id}, but this agent is node/{} (--name)",
+                cfg.name
+            ))
+            .into());
+        }
+        m.spawn_reloader(Duration::from_secs(2));
+    }
+    Ok(tls)
+}
+
+/// Serve the Inference API (with health and reflection) on `listener` until shutdown.
+async fn serve_inference(
+    rt: runtime::RuntimeHandle,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<edgeplane_tls::TlsMaterial>>,
+    mut srv_shutdown: broadcast::Receiver<()>,
+) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, AgentError> {
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<edgeplane_proto::agent::inference_server::InferenceServer<api::InferenceService>>()
+        .await;
+    // systemd (Type=notify): the Inference API is served.
+    edgeplane_telemetry::service::ready();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(edgeplane_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| AgentError::Policy(format!("gRPC reflection: {e}")))?;
+    let svc =
+        edgeplane_proto::agent::inference_server::InferenceServer::new(api::InferenceService {
+            runtime: rt,
+        })
+        .max_decoding_message_size(8 << 20);
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(svc);
+    routes.add_service(health_svc);
+    routes.add_service(reflection);
+    // Infer runs models: inference clients and admins. Status, Health and reflection are
+    // reads for any certificate of the cluster CA.
+    let layer =
+        edgeplane_tls::AuthLayer::new("inference", tls.is_some(), std::sync::Arc::new(infer_need));
+    let server = tokio::spawn(edgeplane_tls::serve_routes(
+        "inference",
+        routes.routes(),
+        listener,
+        tls,
+        layer,
+        async move {
+            let _ = srv_shutdown.recv().await;
+        },
+    ));
+    Ok(server)
+}
+
+/// The coordinator link's task (None when standalone).
+fn spawn_link(
+    cfg: &AgentConfig,
+    shared: &Arc<runtime::Shared>,
+    store: &Arc<store::DataDir>,
+    tls: Option<Arc<edgeplane_tls::TlsMaterial>>,
+    advertise: &str,
+    link_shutdown: broadcast::Receiver<()>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if cfg.coordinators.is_empty() {
+        tracing::info!("no coordinators configured: running standalone");
+        None
+    } else {
+        let link = link::Link {
+            shared: shared.clone(),
+            store: store.clone(),
+            coordinators: cfg.coordinators.clone(),
+            // A joined agent authenticates by its certificate: its per-node token is used up
+            // and is never sent again.
+            join_token: if cfg.join_ca.is_some() {
+                edgeplane_tls::Secret::default()
+            } else {
+                cfg.join_token.clone()
+            },
+            tls: edgeplane_tls::ClientTls(tls),
+            agent_addr: advertise.to_string(),
+            report_interval: Duration::from_millis(cfg.report_interval_ms),
+            max_backoff: Duration::from_millis(cfg.max_backoff_ms),
+            seed: cfg.seed,
+            session_timeout: Duration::from_millis(cfg.session_timeout_ms),
+        };
+        Some(tokio::spawn(link.run(link_shutdown)))
+    }
+}
+
+/// The Prometheus endpoint's task (None without `--metrics-addr`).
+async fn spawn_metrics(
+    cfg: &AgentConfig,
+    shared: &Arc<runtime::Shared>,
+    metrics_shutdown: broadcast::Receiver<()>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, AgentError> {
+    Ok(match cfg.metrics_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Listen { addr, source })?;
+            tracing::info!(metrics = %addr, "Prometheus metrics on /metrics");
+            Some(tokio::spawn(metrics::serve(
+                l,
+                shared.clone(),
+                metrics_shutdown,
+            )))
+        }
+        None => {
+            drop(metrics_shutdown);
+            None
+        }
+    })
+}
+
+/// Counters reach the data dir every report interval (the link also saves them before each
+/// report) and once more at shutdown: work done while cut off survives a restart.
+fn spawn_persister(
+    cfg: &AgentConfig,
+    shared: &Arc<runtime::Shared>,
+    store: &Arc<store::DataDir>,
+    mut persist_shutdown: broadcast::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    // Counters reach the data dir every report interval (the link also saves them before
+    // each report) and once more at shutdown: work done while cut off survives a restart.
+    {
+        let (shared, store) = (shared.clone(), store.clone());
+        let every = Duration::from_millis(cfg.report_interval_ms);
+        tokio::spawn(async move {
+            let save = || {
+                let c = shared.ledger.counters(shared.start.elapsed().as_secs_f64());
+                if let Err(e) = store.save_counters(&c) {
+                    tracing::warn!(error = %e, "cannot persist the counters");
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = persist_shutdown.recv() => break,
+                    _ = tokio::time::sleep(every) => save(),
+                }
+            }
+            save();
+        })
+    }
+}
+
 /// Run the agent until `shutdown` fires (or the scenario ends with `exit_after_scenario`).
 /// Returns the scenario summary when a scenario ran.
 pub async fn run(
@@ -301,11 +483,11 @@ pub async fn run(
     // receiver made after a send never sees it (Ctrl-C during a scenario hung here).
     let mut done = shutdown.subscribe();
     let rt_shutdown = shutdown.subscribe();
-    let mut srv_shutdown = shutdown.subscribe();
+    let srv_shutdown = shutdown.subscribe();
     let link_shutdown = shutdown.subscribe();
     let scenario_shutdown = shutdown.subscribe();
     let metrics_shutdown = shutdown.subscribe();
-    let mut persist_shutdown = shutdown.subscribe();
+    let persist_shutdown = shutdown.subscribe();
     let join_shutdown = shutdown.subscribe();
     let mut accelerators = discovery::discover(&cfg.accelerators)?;
     tracing::info!(
@@ -351,140 +533,13 @@ pub async fn run(
         source,
     })?;
     let advertise = advertise_addr(&cfg, local).await;
-    let tls = match &cfg.join_ca {
-        // Only the CA: join with the per-node token first (unless an earlier join left its
-        // certificate in the data dir), then authenticate by the certificate received.
-        Some(ca) => {
-            let paths = if join::has_joined(&cfg.data_dir) {
-                tracing::info!("using the node certificate of an earlier join");
-                join::joined_paths(&cfg.data_dir, ca)
-            } else {
-                let req = join::JoinRequest {
-                    name: &cfg.name,
-                    token: &cfg.join_token,
-                    ca,
-                    data_dir: &cfg.data_dir,
-                    coordinators: &cfg.coordinators,
-                    agent_addr: &advertise,
-                    accelerators: shared.accelerators.iter().map(|a| a.to_proto()).collect(),
-                    max_backoff: Duration::from_millis(cfg.max_backoff_ms),
-                };
-                join::join(req, join_shutdown).await?
-            };
-            Some(edgeplane_tls::TlsMaterial::load(paths)?)
-        }
-        None => edgeplane_tls::load_or_insecure(cfg.tls.clone(), cfg.insecure)?,
-    };
-    if let Some(m) = &tls {
-        let want = edgeplane_tls::Principal::Node(cfg.name.clone());
-        let id = m.identity();
-        if id.principal != want {
-            return Err(edgeplane_tls::Error::Config(format!(
-                "--tls-cert: the certificate is for {id}, but this agent is node/{} (--name)",
-                cfg.name
-            ))
-            .into());
-        }
-        m.spawn_reloader(Duration::from_secs(2));
-    }
+    let tls = node_tls(&cfg, &advertise, &shared, join_shutdown).await?;
     tracing::info!(listen = %local, advertise = %advertise, "inference API listening");
-    let (health, health_svc) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<edgeplane_proto::agent::inference_server::InferenceServer<api::InferenceService>>()
-        .await;
-    // systemd (Type=notify): the Inference API is served.
-    edgeplane_telemetry::service::ready();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(edgeplane_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| AgentError::Policy(format!("gRPC reflection: {e}")))?;
-    let svc =
-        edgeplane_proto::agent::inference_server::InferenceServer::new(api::InferenceService {
-            runtime: rt.clone(),
-        })
-        .max_decoding_message_size(8 << 20);
-    let mut routes = tonic::service::RoutesBuilder::default();
-    routes.add_service(svc);
-    routes.add_service(health_svc);
-    routes.add_service(reflection);
-    // Infer runs models: inference clients and admins. Status, Health and reflection are
-    // reads for any certificate of the cluster CA.
-    let layer =
-        edgeplane_tls::AuthLayer::new("inference", tls.is_some(), std::sync::Arc::new(infer_need));
-    let server = tokio::spawn(edgeplane_tls::serve_routes(
-        "inference",
-        routes.routes(),
-        listener,
-        tls.clone(),
-        layer,
-        async move {
-            let _ = srv_shutdown.recv().await;
-        },
-    ));
+    let server = serve_inference(rt.clone(), listener, tls.clone(), srv_shutdown).await?;
 
-    let link_task = if cfg.coordinators.is_empty() {
-        tracing::info!("no coordinators configured: running standalone");
-        None
-    } else {
-        let link = link::Link {
-            shared: shared.clone(),
-            store: store.clone(),
-            coordinators: cfg.coordinators.clone(),
-            // A joined agent authenticates by its certificate: its per-node token is used up
-            // and is never sent again.
-            join_token: if cfg.join_ca.is_some() {
-                edgeplane_tls::Secret::default()
-            } else {
-                cfg.join_token.clone()
-            },
-            tls: edgeplane_tls::ClientTls(tls.clone()),
-            agent_addr: advertise.clone(),
-            report_interval: Duration::from_millis(cfg.report_interval_ms),
-            max_backoff: Duration::from_millis(cfg.max_backoff_ms),
-            seed: cfg.seed,
-            session_timeout: Duration::from_millis(cfg.session_timeout_ms),
-        };
-        Some(tokio::spawn(link.run(link_shutdown)))
-    };
-    let metrics_task = match cfg.metrics_addr {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| AgentError::Listen { addr, source })?;
-            tracing::info!(metrics = %addr, "Prometheus metrics on /metrics");
-            Some(tokio::spawn(metrics::serve(
-                l,
-                shared.clone(),
-                metrics_shutdown,
-            )))
-        }
-        None => {
-            drop(metrics_shutdown);
-            None
-        }
-    };
-    // Counters reach the data dir every report interval (the link also saves them before
-    // each report) and once more at shutdown: work done while cut off survives a restart.
-    let persister = {
-        let (shared, store) = (shared.clone(), store.clone());
-        let every = Duration::from_millis(cfg.report_interval_ms);
-        tokio::spawn(async move {
-            let save = || {
-                let c = shared.ledger.counters(shared.start.elapsed().as_secs_f64());
-                if let Err(e) = store.save_counters(&c) {
-                    tracing::warn!(error = %e, "cannot persist the counters");
-                }
-            };
-            loop {
-                tokio::select! {
-                    _ = persist_shutdown.recv() => break,
-                    _ = tokio::time::sleep(every) => save(),
-                }
-            }
-            save();
-        })
-    };
+    let link_task = spawn_link(&cfg, &shared, &store, tls, &advertise, link_shutdown);
+    let metrics_task = spawn_metrics(&cfg, &shared, metrics_shutdown).await?;
+    let persister = spawn_persister(&cfg, &shared, &store, persist_shutdown);
 
     let mut summary = None;
     if let Some(name) = &cfg.scenario {
