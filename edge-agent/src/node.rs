@@ -598,7 +598,8 @@ pub fn infer_need(path: &str) -> edgeplane_tls::Need {
     }
 }
 
-/// The scheduling core for worker-backed accelerators: the scheduler engine (`policy`) over a
+/// The scheduling core for worker-backed accelerators (a catalogue built from the profile
+/// through the scheduler's [`edgeplane_scheduler::catalog_builder::CatalogBuilder`]): the scheduler engine (`policy`) over a
 /// cost table with one whole-model "layer" per model: latency = measured L(model, 1), energy =
 /// that latency at [`worker::CPU_MODEL_W`]; `n_acc` identical accelerators (one per partition).
 pub fn build_core(
@@ -607,19 +608,33 @@ pub fn build_core(
     models: &[String],
     n_acc: usize,
 ) -> Result<Box<dyn SchedulingCore>, WorkerNodeError> {
+    use edgeplane_scheduler::catalog::AccSpec;
+    use edgeplane_scheduler::catalog_builder::{CatalogBuilder, LayerCost};
     use edgeplane_scheduler::engine::{Engine, EngineModel};
-    use std::fmt::Write as _;
-    let mut csv =
-        String::from("model,layer_index,dataflow,hw_tag,latency_cycles,energy_nj,N,K,C,Y,X,R,S\n");
+    let accs: Vec<AccSpec> = (0..n_acc)
+        .map(|i| AccSpec {
+            id: i,
+            name: format!("worker{i}"),
+            dataflow: "CPU".into(),
+            pes: 1,
+            offchip_bw: 1,
+            cost_tag: "worker".into(),
+        })
+        .collect();
+    let mut builder = CatalogBuilder::new().hardware("worker", accs.clone());
     let mut ems = Vec::new();
     for m in models {
         let l = profile.b1(m).ok_or_else(|| {
             WorkerNodeError::Core(format!("no measured L({m}, 1) in the profile"))
         })?;
-        // The engine's cost unit: cycles at 1 GHz (latency_ms = cycles / 1e6).
-        let cycles = (l * 1e6).round().max(1.0) as u64;
-        let energy_nj = l * worker::CPU_MODEL_W * 1e6; // mJ = W x ms; nJ = mJ x 1e6
-        let _ = writeln!(csv, "{m},0,CPU,worker,{cycles},{energy_nj},1,1,1,1,1,1,1");
+        // One whole-model layer. The engine's cost unit: cycles at 1 GHz (latency_ms =
+        // cycles / 1e6); energy: mJ = W x ms, nJ = mJ x 1e6.
+        let layer = LayerCost {
+            cycles: (l * 1e6).round().max(1.0) as u64,
+            energy_nj: l * worker::CPU_MODEL_W * 1e6,
+            out_bytes: 1.0,
+        };
+        builder = builder.model(m, "CPU", "worker", &[layer]);
         ems.push(EngineModel {
             name: m.clone(),
             cost_model: m.clone(),
@@ -627,18 +642,9 @@ pub fn build_core(
             upstream: None,
         });
     }
-    let mut hw = String::from("[systems.worker]\naccelerators = [\n");
-    for i in 0..n_acc {
-        let _ = writeln!(hw, "  {{ id = {i}, name = \"worker{i}\", dataflow = \"CPU\", pes = 1, offchip_bw = 1, cost_tag = \"worker\" }},");
-    }
-    hw.push_str("]\n");
-    let cat = edgeplane_scheduler::Catalog::parse("[scenarios]\n", &hw, &csv)
+    let cat = builder
+        .build()
         .map_err(|e| WorkerNodeError::Core(e.to_string()))?;
-    let accs = cat
-        .hardware("worker")
-        .map_err(|e| WorkerNodeError::Core(e.to_string()))?
-        .accelerators
-        .clone();
     let pol = edgeplane_scheduler::policy::by_name(policy)
         .map_err(|e| WorkerNodeError::Core(e.to_string()))?;
     let engine =
