@@ -55,7 +55,7 @@ impl Collector for StatsCollector {
 fn encode_stats(
     sh: &Shared,
     st: &crate::stats::Stats,
-    mut enc: &mut DescriptorEncoder,
+    enc: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
     use prometheus_client::metrics::MetricType::{Counter, Gauge};
     {
@@ -96,7 +96,7 @@ fn encode_stats(
                 .iter()
                 .map(|(n, m)| ([("model", n.clone())], ConstCounter::new(get(m))))
                 .collect();
-            family(&mut enc, name, help, rows, Counter)?;
+            family(enc, name, help, rows, Counter)?;
         }
         let rows = st
             .models
@@ -109,7 +109,7 @@ fn encode_stats(
             })
             .collect();
         family(
-            &mut enc,
+            enc,
             "edgeplane_agent_latency_p99_seconds",
             "99th percentile latency of completed jobs since start",
             rows,
@@ -126,7 +126,7 @@ fn encode_stats(
             })
             .collect();
         family(
-            &mut enc,
+            enc,
             "edgeplane_agent_accelerator_busy_seconds",
             "Time the accelerator spent executing",
             busy,
@@ -143,7 +143,7 @@ fn encode_stats(
             })
             .collect();
         family(
-            &mut enc,
+            enc,
             "edgeplane_agent_accelerator_energy_joules",
             "Modelled energy the accelerator spent",
             energy,
@@ -151,7 +151,7 @@ fn encode_stats(
         )?;
         let controllers = st.controllers.clone();
         if let Some(c) = controllers {
-            encode_controllers(&mut enc, &c)?;
+            encode_controllers(enc, &c)?;
         }
         let epoch = ConstGauge::new(sh.epoch() as i64);
         epoch.encode(enc.encode_descriptor(

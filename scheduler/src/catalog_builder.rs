@@ -125,8 +125,16 @@ mod tests {
         assert_eq!(b.lat_ms(0, 1), 2.0);
         assert_eq!(b.energy_mj(0, 1), 130.0);
         assert_eq!(
-            (p.layer_cycles.clone(), p.layer_energy_mj.clone(), p.layer_out_bytes.clone()),
-            (b.layer_cycles.clone(), b.layer_energy_mj.clone(), b.layer_out_bytes.clone())
+            (
+                p.layer_cycles.clone(),
+                p.layer_energy_mj.clone(),
+                p.layer_out_bytes.clone()
+            ),
+            (
+                b.layer_cycles.clone(),
+                b.layer_energy_mj.clone(),
+                b.layer_out_bytes.clone()
+            )
         );
         assert_eq!(built.hardware("worker").unwrap().accelerators.len(), 1);
     }
