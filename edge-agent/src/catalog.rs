@@ -3,10 +3,17 @@
 //! [`edgeplane_scheduler::Catalog`] (compiled in from `configs/xrbench/`), so the data is
 //! parsed once per process and a deployed agent needs no data directory for it.
 
-use edgeplane_scheduler::{AccSpec, Catalog as CoreCatalog};
-use serde::Deserialize;
+use edgeplane_scheduler::Catalog as CoreCatalog;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
+
+/// The shipped GPU profiles, parsed once per process.
+pub fn gpu_data() -> Result<&'static edgeplane_gpu::GpuData, String> {
+    static CELL: OnceLock<Result<edgeplane_gpu::GpuData, String>> = OnceLock::new();
+    CELL.get_or_init(|| edgeplane_gpu::GpuData::shipped().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(Clone::clone)
+}
 
 /// Errors reading the embedded data or looking names up in it.
 #[derive(Debug, thiserror::Error)]
@@ -19,31 +26,8 @@ pub enum CatalogError {
     UnknownScenario { name: String, valid: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct HwAccelerator {
-    pub id: u32,
-    pub name: String,
-    pub dataflow: String,
-    pub pes: u32,
-    pub offchip_bw: u32,
-    pub cost_tag: String,
-}
-
-/// One model of a scenario.
-#[derive(Debug, Clone)]
-pub struct ScenarioModel {
-    pub name: String,
-    pub cost_model: String,
-    pub fps: u32,
-    pub period_ms: u64,
-    pub depends_on: Vec<String>,
-    pub probability: f64,
-}
-
-#[derive(Debug, Clone)]
-pub struct Scenario {
-    pub models: Vec<ScenarioModel>,
-}
+/// The scheduler's types, not copies: a simulated sub-accelerator, a scenario and its models.
+pub use edgeplane_scheduler::catalog::{AccSpec as HwAccelerator, Scenario, ScenarioModel};
 
 /// Whole-model cost of one model on one (cost tag, dataflow) accelerator type.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,18 +68,7 @@ impl Catalog {
                 file: "hardware.toml",
                 reason: e.to_string(),
             })?;
-            let accs = hw
-                .accelerators
-                .iter()
-                .map(|a| HwAccelerator {
-                    id: a.id as u32,
-                    name: a.name.clone(),
-                    dataflow: a.dataflow.clone(),
-                    pes: a.pes,
-                    offchip_bw: a.offchip_bw,
-                    cost_tag: a.cost_tag.clone(),
-                })
-                .collect();
+            let accs = hw.accelerators.clone();
             systems.insert(name, accs);
         }
         let mut scenarios = BTreeMap::new();
@@ -105,24 +78,12 @@ impl Catalog {
                 file: "scenarios.toml",
                 reason: e.to_string(),
             })?;
-            let ms: Vec<ScenarioModel> = sc
-                .models
-                .iter()
-                .map(|m| ScenarioModel {
-                    name: m.name.clone(),
-                    cost_model: m.cost_model.clone(),
-                    fps: m.fps,
-                    period_ms: u64::from(m.period_ms),
-                    depends_on: m.depends_on.clone(),
-                    probability: m.probability,
-                })
-                .collect();
-            for m in &ms {
+            for m in &sc.models {
                 models
                     .entry(m.name.clone())
-                    .or_insert((m.cost_model.clone(), m.period_ms.max(1)));
+                    .or_insert((m.cost_model.clone(), u64::from(m.period_ms.max(1))));
             }
-            scenarios.insert(name, Scenario { models: ms });
+            scenarios.insert(name, sc.clone());
         }
         Ok(Catalog {
             core,
@@ -176,15 +137,7 @@ impl Catalog {
     /// (latency = float32(Σ cycles) / 1e6).
     pub fn cost(&self, model: &str, acc: &HwAccelerator) -> Option<Cost> {
         let (cost_model, _) = self.models.get(model)?;
-        let spec = AccSpec {
-            id: acc.id as usize,
-            name: acc.name.clone(),
-            dataflow: acc.dataflow.clone(),
-            pes: acc.pes,
-            offchip_bw: acc.offchip_bw,
-            cost_tag: acc.cost_tag.clone(),
-        };
-        let c = self.core.cost(cost_model, &spec).ok()?;
+        let c = self.core.cost(cost_model, acc).ok()?;
         Some(Cost {
             latency_ms: f64::from(c.xrbench_latency_ms()),
             energy_mj: c.energy_mj(0, c.layers()),

@@ -115,6 +115,11 @@ pub struct Flags {
     /// wall clock), print its summary and exit: the reference a real-time run is held to.
     #[arg(long)]
     pub virtual_time: bool,
+    /// Run the scenario twice through the same core, seed and weights: in virtual time, then
+    /// live (wall clock, the real runtime and simulated executors; no server, no coordinator);
+    /// print both summaries and the deadline-met gap as JSON and exit.
+    #[arg(long, conflicts_with = "virtual_time")]
+    pub compare_virtual: bool,
     /// Scheduling policy.
     #[arg(long, env = "EDGEPLANE_AGENT_POLICY")]
     pub policy: Option<String>,
@@ -167,7 +172,7 @@ pub struct Flags {
     pub log_format: edgeplane_telemetry::logs::LogFormat,
     /// Inference workers (`--accelerators cpu`, real execution).
     #[command(flatten)]
-    pub worker: crate::worker_node::WorkerFlags,
+    pub worker: WorkerFlags,
 }
 
 /// The config file: every field optional, same names as the flags (snake_case).
@@ -189,7 +194,7 @@ struct FileConfig {
     supernet: Option<bool>,
     policy: Option<String>,
     /// `[worker]`: inference worker settings.
-    worker: Option<crate::worker_node::WorkerFile>,
+    worker: Option<WorkerFile>,
     seed: Option<u64>,
     report_interval_ms: Option<u64>,
     max_backoff_ms: Option<u64>,
@@ -247,7 +252,7 @@ impl std::str::FromStr for AcceleratorSpec {
                     format!("{s:?}: expected `sim-gpu:<GPU profile>[,<GPU profile>...]`"),
                 ));
             }
-            let known = crate::gpu_core::gpu_data()
+            let known = crate::catalog::gpu_data()
                 .map(|d| d.profiles.gpu_names())
                 .unwrap_or_default();
             if let Some(bad) = names.iter().find(|n| !known.contains(n)) {
@@ -274,6 +279,9 @@ impl std::str::FromStr for AcceleratorSpec {
     }
 }
 
+/// The policy when none is configured.
+pub const DEFAULT_POLICY: &str = "sdrm3";
+
 /// The effective, validated agent configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentConfig {
@@ -296,6 +304,8 @@ pub struct AgentConfig {
     pub exit_after_scenario: bool,
     #[serde(skip)]
     pub virtual_time: bool,
+    #[serde(skip)]
+    pub compare_virtual: bool,
     pub tune: bool,
     pub supernet: bool,
     pub policy: String,
@@ -313,7 +323,7 @@ pub struct AgentConfig {
     #[serde(skip)]
     pub join_ca: Option<PathBuf>,
     pub insecure: bool,
-    pub worker: crate::worker_node::WorkerConfig,
+    pub worker: WorkerConfig,
 }
 
 fn masked<S: serde::Serializer>(v: &edgeplane_tls::Secret, s: S) -> Result<S::Ok, S::Error> {
@@ -451,11 +461,22 @@ impl AgentConfig {
         if flags.virtual_time && scenario.is_none() {
             return Err(invalid("scenario", "required with --virtual-time"));
         }
+        if flags.compare_virtual && scenario.is_none() {
+            return Err(invalid("scenario", "required with --compare-virtual"));
+        }
         let policy = flags
             .policy
             .or(file.policy)
-            .unwrap_or_else(|| crate::core::DEFAULT_POLICY.into());
-        crate::core::check_policy(&policy).map_err(|e| invalid("policy", e))?;
+            .unwrap_or_else(|| DEFAULT_POLICY.into());
+        if !edgeplane_scheduler::policy::POLICIES.contains(&policy.as_str()) {
+            return Err(invalid(
+                "policy",
+                format!(
+                    "{policy:?} is not a policy; valid: {}",
+                    edgeplane_scheduler::policy::POLICIES.join(", ")
+                ),
+            ));
+        }
         let report_interval_ms = flags
             .report_interval_ms
             .or(file.report_interval_ms)
@@ -506,7 +527,7 @@ impl AgentConfig {
                 .map_err(|e| invalid("tls", e.to_string()))?
         };
         match (&tls, insecure) {
-            (None, false) if !flags.virtual_time && join_ca.is_none() => {
+            (None, false) if !flags.virtual_time && !flags.compare_virtual && join_ca.is_none() => {
                 return Err(invalid("tls", edgeplane_tls::NO_TLS_MATERIAL))
             }
             (Some(_), true) => {
@@ -587,6 +608,7 @@ impl AgentConfig {
             scenario_duration_ms,
             exit_after_scenario: flags.exit_after_scenario,
             virtual_time: flags.virtual_time,
+            compare_virtual: flags.compare_virtual,
             tune: flags.tune || (!flags.no_tune && file.tune.unwrap_or(true)),
             supernet: flags.supernet || file.supernet.unwrap_or(false),
             policy,
@@ -598,13 +620,140 @@ impl AgentConfig {
             tls,
             join_ca,
             insecure,
-            worker: crate::worker_node::WorkerConfig::resolve(flags.worker, file.worker)?,
+            worker: WorkerConfig::resolve(flags.worker, file.worker)?,
         })
     }
 
     /// The effective configuration as TOML (for `--print-config`); the join token is masked.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Worker settings: flags (also from the environment)...
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct WorkerFlags {
+    /// Command template that starts one worker per partition, run by `sh -c`: `{port}`,
+    /// `{partition}`, `{share}` and `{models}` are substituted; CUDA_MPS_ACTIVE_THREAD_PERCENTAGE
+    /// and CUDA_VISIBLE_DEVICES are set. Default with `--accelerators cpu`: the built-in
+    /// `edgeplane-worker` next to this binary.
+    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_COMMAND")]
+    pub worker_command: Option<String>,
+    /// Connect to a worker already running at host:port instead of starting one.
+    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_ADDR")]
+    pub worker_addr: Option<String>,
+    /// Models the worker serves (comma-separated).
+    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_MODELS", value_delimiter = ',')]
+    pub worker_models: Option<Vec<String>>,
+    /// Input resolution (height = width) the built-in worker is started with.
+    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_RESOLUTION")]
+    pub worker_resolution: Option<u32>,
+    /// How long a worker may take to become ready, in ms.
+    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_READY_TIMEOUT_MS")]
+    pub worker_ready_timeout_ms: Option<u64>,
+    /// Longest single worker request, in ms (then it fails with UNAVAILABLE).
+    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_REQUEST_TIMEOUT_MS")]
+    pub worker_request_timeout_ms: Option<u64>,
+}
+
+/// ...and the config file's `[worker]` table (same names without the `worker_` prefix).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFile {
+    pub command: Option<String>,
+    pub addr: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub resolution: Option<u32>,
+    pub ready_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+}
+
+/// Effective worker settings.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WorkerConfig {
+    pub command: Option<String>,
+    pub addr: Option<String>,
+    pub models: Vec<String>,
+    pub resolution: u32,
+    pub ready_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl WorkerConfig {
+    pub fn resolve(f: WorkerFlags, file: Option<WorkerFile>) -> Result<WorkerConfig, ConfigError> {
+        let file = file.unwrap_or_default();
+        let bad = |field: &'static str, reason: String| ConfigError::Invalid { field, reason };
+        let command = f
+            .worker_command
+            .or(file.command)
+            .filter(|c| !c.trim().is_empty());
+        let addr = f.worker_addr.or(file.addr).filter(|c| !c.trim().is_empty());
+        if command.is_some() && addr.is_some() {
+            return Err(bad(
+                "worker_addr",
+                "give either worker_command (start workers) or worker_addr (connect), not both"
+                    .into(),
+            ));
+        }
+        if let Some(a) = &addr {
+            match a.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
+                _ => return Err(bad("worker_addr", format!("{a:?} is not host:port"))),
+            }
+        }
+        if let Some(c) = &command {
+            if !c.contains("{port}") {
+                return Err(bad(
+                    "worker_command",
+                    format!("{c:?} has no {{port}}: the agent picks each worker's gRPC port"),
+                ));
+            }
+        }
+        let models = f
+            .worker_models
+            .or(file.models)
+            .unwrap_or_else(|| vec!["resnet18".into(), "resnet50".into(), "vgg16".into()]);
+        if models.is_empty() || models.iter().any(|m| m.trim().is_empty()) {
+            return Err(bad(
+                "worker_models",
+                "must list at least one model name".into(),
+            ));
+        }
+        let resolution = f.worker_resolution.or(file.resolution).unwrap_or(224);
+        if !(32..=1024).contains(&resolution) {
+            return Err(bad(
+                "worker_resolution",
+                format!("{resolution}: must be in 32..=1024"),
+            ));
+        }
+        let ready_timeout_ms = f
+            .worker_ready_timeout_ms
+            .or(file.ready_timeout_ms)
+            .unwrap_or(120_000);
+        if !(100..=3_600_000).contains(&ready_timeout_ms) {
+            return Err(bad(
+                "worker_ready_timeout_ms",
+                "must be in 100..=3600000".into(),
+            ));
+        }
+        let request_timeout_ms = f
+            .worker_request_timeout_ms
+            .or(file.request_timeout_ms)
+            .unwrap_or(60_000);
+        if !(10..=3_600_000).contains(&request_timeout_ms) {
+            return Err(bad(
+                "worker_request_timeout_ms",
+                "must be in 10..=3600000".into(),
+            ));
+        }
+        Ok(WorkerConfig {
+            command,
+            addr,
+            models,
+            resolution,
+            ready_timeout_ms,
+            request_timeout_ms,
+        })
     }
 }
 

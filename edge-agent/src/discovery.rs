@@ -164,7 +164,7 @@ pub fn map_nvml(devices: &[NvmlDevice]) -> Vec<Accelerator> {
 /// (`NVIDIA A100-SXM4-80GB` -> `A100-80GB`, `Orin`/`Xavier` boards by name). None otherwise.
 pub fn nvml_profile(product: &str) -> Option<String> {
     let p = product.to_ascii_uppercase().replace(' ', "-");
-    let known = crate::gpu_core::gpu_data().ok()?.profiles.gpu_names();
+    let known = crate::catalog::gpu_data().ok()?.profiles.gpu_names();
     let pick = |name: &str| known.iter().find(|k| k.as_str() == name).cloned();
     if p.contains("A100") && p.contains("80") {
         return pick("A100-80GB");
@@ -193,7 +193,7 @@ pub struct SimGpuDiscovery {
 
 impl Discover for SimGpuDiscovery {
     fn discover(&self) -> Result<Vec<Accelerator>, DiscoveryError> {
-        let data = crate::gpu_core::gpu_data().map_err(DiscoveryError::Gpu)?;
+        let data = crate::catalog::gpu_data().map_err(DiscoveryError::Gpu)?;
         self.profiles
             .iter()
             .enumerate()

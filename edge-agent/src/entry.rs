@@ -56,6 +56,21 @@ where
             return ExitCode::FAILURE;
         }
     };
+    if cfg.compare_virtual {
+        return match rt.block_on(crate::compare_virtual(&cfg)) {
+            Ok(c) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&c).unwrap_or_else(|e| e.to_string())
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let res = rt.block_on(async move {
         edgeplane_telemetry::service::spawn_sighup_handler("agent");
         let (tx, _) = tokio::sync::broadcast::channel::<()>(4);

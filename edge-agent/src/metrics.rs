@@ -48,9 +48,17 @@ fn family<M: EncodeMetric>(
 
 impl Collector for StatsCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use prometheus_client::metrics::MetricType::{Counter, Gauge};
-        let sh = &self.0;
-        let st = sh.stats.lock().expect("stats");
+        self.0.ledger.read(|st| encode_stats(&self.0, st, &mut enc))
+    }
+}
+
+fn encode_stats(
+    sh: &Shared,
+    st: &crate::stats::Stats,
+    enc: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::metrics::MetricType::{Counter, Gauge};
+    {
         type Get = fn(&crate::stats::ModelStats) -> f64;
         let per_model: [(&str, &str, Get); 6] = [
             (
@@ -88,7 +96,7 @@ impl Collector for StatsCollector {
                 .iter()
                 .map(|(n, m)| ([("model", n.clone())], ConstCounter::new(get(m))))
                 .collect();
-            family(&mut enc, name, help, rows, Counter)?;
+            family(enc, name, help, rows, Counter)?;
         }
         let rows = st
             .models
@@ -101,7 +109,7 @@ impl Collector for StatsCollector {
             })
             .collect();
         family(
-            &mut enc,
+            enc,
             "edgeplane_agent_latency_p99_seconds",
             "99th percentile latency of completed jobs since start",
             rows,
@@ -118,7 +126,7 @@ impl Collector for StatsCollector {
             })
             .collect();
         family(
-            &mut enc,
+            enc,
             "edgeplane_agent_accelerator_busy_seconds",
             "Time the accelerator spent executing",
             busy,
@@ -135,16 +143,15 @@ impl Collector for StatsCollector {
             })
             .collect();
         family(
-            &mut enc,
+            enc,
             "edgeplane_agent_accelerator_energy_joules",
             "Modelled energy the accelerator spent",
             energy,
             Counter,
         )?;
         let controllers = st.controllers.clone();
-        drop(st);
         if let Some(c) = controllers {
-            encode_controllers(&mut enc, &c)?;
+            encode_controllers(enc, &c)?;
         }
         let epoch = ConstGauge::new(sh.epoch() as i64);
         epoch.encode(enc.encode_descriptor(
@@ -168,7 +175,7 @@ impl Collector for StatsCollector {
 /// the profile in use) and the mean Supernet accuracy of completed jobs.
 fn encode_controllers(
     enc: &mut DescriptorEncoder,
-    c: &crate::core::ControllerStatus,
+    c: &crate::sched::ControllerStatus,
 ) -> Result<(), std::fmt::Error> {
     use prometheus_client::metrics::MetricType::{Counter, Gauge};
     ConstCounter::new(c.tuner_steps).encode(enc.encode_descriptor(
@@ -214,8 +221,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Mutex, RwLock};
-    use std::time::Instant;
 
     #[test]
     fn exposition_carries_model_and_accelerator_figures() {
@@ -223,14 +228,13 @@ mod tests {
         stats.model("ES_RITNet").arrivals += 3;
         stats.complete("ES_RITNet", 4.0, true, 2000.0);
         stats.accelerators[0].1.busy_ms = 1500.0;
-        let sh = Arc::new(Shared {
-            name: "t".into(),
-            accelerators: vec![],
-            stats: Mutex::new(stats),
-            start: Instant::now(),
-            assignment: RwLock::new(None),
-            connected: RwLock::new(Some("c".into())),
-        });
+        let sh = Arc::new(Shared::new(
+            "t",
+            vec![],
+            crate::runtime::Ledger::new(stats),
+            None,
+        ));
+        *sh.connected.write().unwrap() = Some("c".into());
         let t = render(&sh);
         for line in [
             "# TYPE edgeplane_agent_arrivals counter",

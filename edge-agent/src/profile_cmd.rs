@@ -3,9 +3,10 @@
 
 use anyhow::Context;
 use clap::Parser;
-use edgeplane_agent::worker_node::{self, WorkerConfig, WorkerFlags};
-use edgeplane_agent::{core, discovery, oip, runtime, stats};
-use std::sync::{Arc, Mutex, RwLock};
+use edgeplane_agent::config::{WorkerConfig, WorkerFlags};
+use edgeplane_agent::exec::{oip, worker as worker_node, Executor};
+use edgeplane_agent::{discovery, node, runtime, sched as core, stats};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Measure L(model, batch) on this box's inference worker (warm-up, then the median of the
@@ -55,7 +56,7 @@ pub fn main(args: Vec<String>) -> anyhow::Result<()> {
                 x.id, x.kind, x.name, x.memory_mb, x.mig_capable, x.utilization_pct, x.power_w, x.total_energy_j
             );
         }
-        let energy = match edgeplane_agent::energy::Rapl::system() {
+        let energy = match edgeplane_agent::exec::energy::Rapl::system() {
             Some(_) => "rapl (measured)",
             None => "modelled (RAPL not readable)",
         };
@@ -86,19 +87,17 @@ async fn overhead(
     models: &[String],
     n: u32,
 ) -> anyhow::Result<()> {
-    let core = worker_node::build_core(core::DEFAULT_POLICY, p, models, 1)?;
+    let core = node::build_core(core::DEFAULT_POLICY, p, models, 1)?;
     let acc = discovery::cpu_node();
     let ids = vec![acc.id.clone()];
-    let shared = Arc::new(runtime::Shared {
-        name: "profile".into(),
-        accelerators: vec![acc],
-        stats: Mutex::new(stats::Stats::new(&ids)),
-        start: Instant::now(),
-        assignment: RwLock::new(None),
-        connected: RwLock::new(None),
-    });
+    let shared = Arc::new(runtime::Shared::new(
+        "profile",
+        vec![acc],
+        runtime::Ledger::new(stats::Stats::new(&ids)),
+        None,
+    ));
     let (tx, _) = tokio::sync::broadcast::channel(1);
-    let ex = Arc::new(oip::OipExecutor::new(w.clone())) as Arc<dyn runtime::Executor>;
+    let ex = Arc::new(oip::OipExecutor::new(w.clone())) as Arc<dyn Executor>;
     let (h, task) = runtime::start(shared, core, vec![ex], tx.subscribe());
     w.clear_overhead();
     println!("\n# dispatch overhead (dispatch decision -> worker has the job), {n} sequential jobs per model via SDRM3 + OIP");
@@ -107,11 +106,7 @@ async fn overhead(
         let (mut ok, mut met) = (0, 0);
         for _ in 0..n {
             let o = h
-                .infer_with(
-                    m,
-                    Duration::from_secs_f64(l * 4.0 / 1000.0 + 0.05),
-                    Some(Arc::new(oip::JobIo::default())),
-                )
+                .infer_with(m, Duration::from_secs_f64(l * 4.0 / 1000.0 + 0.05), None)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             ok += u32::from(o.completed);

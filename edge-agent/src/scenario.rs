@@ -68,7 +68,7 @@ pub async fn run(
                 ) {
                     return (released, true);
                 }
-                crate::runtime::sleep_until_precise(
+                crate::exec::sim::sleep_until_precise(
                     due.min(Instant::now() + Duration::from_millis(50)),
                 );
             }
@@ -91,13 +91,8 @@ pub async fn run(
     // Drain: every released frame ends completed or dropped; poll with a deadline.
     let drain_until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < drain_until {
-        let pending = {
-            let st = rt.shared.stats.lock().expect("stats");
-            // Every frame this source released must have arrived, and every arrival ended.
-            let ended: u64 = st.models.values().map(|m| m.completions + m.drops).sum();
-            let arrived: u64 = st.models.values().map(|m| m.arrivals).sum();
-            arrived.saturating_sub(ended) + released.saturating_sub(arrived)
-        };
+        // Every frame this source released must have arrived, and every arrival ended.
+        let pending = rt.shared.ledger.pending(released);
         if pending == 0 {
             break;
         }
@@ -111,22 +106,23 @@ pub async fn run(
 /// with a real-time run of the agent measures what real time costs: timer slack, scheduling
 /// overhead, contention for the CPU.
 pub fn simulate(
-    mut core: Box<dyn crate::core::SchedulingCore>,
+    mut core: Box<dyn crate::sched::SchedulingCore>,
     acc_ids: &[String],
     scenario: &str,
     duration_ms: u64,
     seed: u64,
 ) -> Result<crate::stats::Stats, CatalogError> {
-    use crate::core::Action;
+    use crate::exec::ExecOutput;
+    use crate::sched::{Action, Input};
     use std::collections::HashMap;
     let sc = Catalog::get()?.scenario(scenario)?.clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut stats = crate::stats::Stats::new(acc_ids);
     let mut next: Vec<u64> = vec![0; sc.models.len()];
     // job → (model, release, deadline, energy so far)
-    let mut jobs: HashMap<crate::core::JobId, (String, f64, f64, f64)> = HashMap::new();
+    let mut jobs: HashMap<crate::sched::JobId, (String, f64, f64, f64)> = HashMap::new();
     // running: (finish time, acc, job, last, energy)
-    let mut running: Vec<(f64, usize, crate::core::JobId, bool, f64, f64)> = Vec::new();
+    let mut running: Vec<(f64, usize, crate::sched::JobId, bool, f64, f64)> = Vec::new();
     loop {
         let next_release = sc
             .models
@@ -140,7 +136,7 @@ pub fn simulate(
             (None, None) if jobs.is_empty() => break,
             (None, None) => {
                 // Only queued jobs left and nothing runs: let the core drop them.
-                let acts = core.step(f64::MAX / 4.0);
+                let acts = core.tick(f64::MAX / 4.0);
                 if acts.is_empty() {
                     break;
                 }
@@ -162,7 +158,11 @@ pub fn simulate(
         while k < running.len() {
             if running[k].0 <= now {
                 let (t, acc, job, last, energy, started) = running.swap_remove(k);
-                core.block_done(t, acc);
+                let done = Ok(ExecOutput {
+                    energy_mj: energy,
+                    worker: None,
+                });
+                core.step(t, Input::BlockDone { acc, result: &done });
                 if let Some((_, a)) = stats.accelerators.get_mut(acc) {
                     a.busy_ms += t - started;
                     a.energy_mj += energy;
@@ -189,7 +189,7 @@ pub fn simulate(
                     continue;
                 }
                 stats.model(&m.name).arrivals += 1;
-                match core.release_frame(now, &m.name, frame, deadline) {
+                match core.release_frame(now, &m.name, Some(frame), deadline) {
                     Ok(id) => {
                         jobs.insert(id, (m.name.clone(), due, deadline, 0.0));
                     }
@@ -198,7 +198,7 @@ pub fn simulate(
             }
         }
         let t0 = std::time::Instant::now();
-        let acts = core.step(now);
+        let acts = core.tick(now);
         let spent = t0.elapsed().as_nanos();
         stats.steps += 1;
         if !acts.is_empty() {
@@ -238,7 +238,7 @@ mod tests {
     use super::*;
 
     fn run(duration_ms: u64) -> crate::stats::Stats {
-        run_with(crate::core::DEFAULT_POLICY, duration_ms)
+        run_with(crate::sched::DEFAULT_POLICY, duration_ms)
     }
 
     fn run_with(policy: &str, duration_ms: u64) -> crate::stats::Stats {
@@ -247,7 +247,7 @@ mod tests {
         ))
         .unwrap();
         let ids: Vec<String> = accs.iter().map(|a| a.id.clone()).collect();
-        let core = crate::core::build(policy, &accs, Some("VR_gaming")).unwrap();
+        let core = crate::node::build(policy, &accs, Some("VR_gaming")).unwrap();
         simulate(core, &ids, "VR_gaming", duration_ms, 1).unwrap()
     }
 
@@ -284,7 +284,7 @@ mod tests {
         .unwrap();
         let ids: Vec<String> = accs.iter().map(|a| a.id.clone()).collect();
         let tuned = |tune| {
-            crate::core::build_with("sdrm3", &accs, Some("social_interactionB"), tune, false)
+            crate::node::build_with("sdrm3", &accs, Some("social_interactionB"), tune, false)
                 .unwrap()
         };
         let plain = simulate(tuned(false), &ids, "social_interactionB", 2000, 1).unwrap();
@@ -335,7 +335,7 @@ mod tests {
         .unwrap();
         let ids: Vec<String> = accs.iter().map(|a| a.id.clone()).collect();
         let met = |supernet: bool| {
-            let core = crate::core::build_with(
+            let core = crate::node::build_with(
                 "sdrm3",
                 &accs,
                 Some("social_interactionA"),
@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn every_scheduler_policy_runs_through_the_agent_core() {
-        for p in crate::core::policies() {
+        for p in crate::sched::policies() {
             let s = run_with(p, 500);
             let total: u64 = s.models.values().map(|m| m.arrivals).sum();
             assert!(total > 0, "{p}");

@@ -5,7 +5,7 @@
 //! Memory is bounded however long the agent runs cut off or standalone: latencies go into
 //! fixed-size HDR histograms (µs, 3 significant digits, 1 µs ..= 1 h), never into vectors.
 
-use crate::persist::{AccCounters, Counters, ModelCounters};
+use crate::store::{AccCounters, Counters, ModelCounters};
 use std::collections::BTreeMap;
 
 /// The workspace's one latency histogram (µs, fixed size).
@@ -78,7 +78,7 @@ pub struct Stats {
     /// reached at it); reports carry `uptime_base_s + this process's uptime`.
     pub uptime_base_s: f64,
     /// SDRM3's tuner and Supernet controller (None for other cores).
-    pub controllers: Option<crate::core::ControllerStatus>,
+    pub controllers: Option<crate::sched::ControllerStatus>,
 }
 
 impl Stats {

@@ -45,7 +45,7 @@ pub struct Scenario {
 }
 
 /// One sub-accelerator of a hardware set-up.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AccSpec {
     pub id: usize,
     pub name: String,
@@ -81,7 +81,7 @@ pub struct ModelCost {
 }
 
 impl ModelCost {
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         let n = self.layer_cycles.len();
         self.suffix_lat_ms = vec![0.0; n + 1];
         self.suffix_energy_mj = vec![0.0; n + 1];
@@ -114,10 +114,10 @@ impl ModelCost {
 /// Everything the scheduler knows about workloads and hardware.
 #[derive(Debug)]
 pub struct Catalog {
-    scenarios: BTreeMap<String, Scenario>,
-    hardware: BTreeMap<String, Hardware>,
+    pub(crate) scenarios: BTreeMap<String, Scenario>,
+    pub(crate) hardware: BTreeMap<String, Hardware>,
     /// (cost_model, dataflow, cost_tag) -> costs
-    costs: HashMap<(String, String, String), ModelCost>,
+    pub(crate) costs: HashMap<(String, String, String), ModelCost>,
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@
 
 pub mod accel;
 pub mod catalog;
+pub mod catalog_builder;
 pub mod engine;
 pub mod error;
 pub mod glibc_rand;

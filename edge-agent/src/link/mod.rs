@@ -13,8 +13,8 @@
 //! The report interval is the configured one, or the lease renewal interval the coordinator
 //! answered at registration when that is shorter (the lease is obeyed).
 
-use crate::persist::AssignmentStore;
 use crate::runtime::Shared;
+use crate::store::AssignmentStore;
 use edgeplane_proto::agent::agent_client::AgentClient;
 use edgeplane_proto::agent::{
     agent_message, coordinator_message, AgentMessage, Assignment, Hello, RegisterRequest,
@@ -80,7 +80,7 @@ pub fn effective_interval(configured: Duration, lease_renew_s: f64) -> Duration 
 /// roll the node back.
 pub fn apply_assignment(shared: &Shared, store: &AssignmentStore, a: Assignment) -> bool {
     let held = shared.epoch();
-    let fresh = shared.assignment.read().expect("assignment lock").is_none();
+    let fresh = shared.assignment().is_none();
     if a.epoch < held || (a.epoch == held && !fresh) {
         if a.epoch < held {
             tracing::warn!(
@@ -100,7 +100,7 @@ pub fn apply_assignment(shared: &Shared, store: &AssignmentStore, a: Assignment)
         partitions = a.partitions.len(),
         "assignment applied"
     );
-    *shared.assignment.write().expect("assignment lock") = Some(a);
+    shared.set_assignment(Some(a));
     true
 }
 
@@ -110,7 +110,10 @@ pub fn apply_assignment(shared: &Shared, store: &AssignmentStore, a: Assignment)
 /// the session pushes the new one. (A running agent that only reconnects keeps serving: the
 /// push follows at once.)
 pub fn drop_stale_plan(shared: &Shared, epoch: u64) {
-    let mut g = shared.assignment.write().expect("assignment lock");
+    shared.modify_assignment(|g| drop_stale(g, epoch));
+}
+
+fn drop_stale(g: &mut Option<Assignment>, epoch: u64) {
     if let Some(a) = g.as_mut() {
         if a.epoch < epoch && !a.partitions.is_empty() {
             tracing::warn!(
@@ -129,8 +132,8 @@ pub fn drop_stale_plan(shared: &Shared, epoch: u64) {
 /// ignored as "older than the one held". The plan served stays until the coordinator
 /// pushes one; only its epoch label changes.
 pub fn adopt_epoch(shared: &Shared, store: &AssignmentStore, epoch: u64) {
-    let mut g = shared.assignment.write().expect("assignment lock");
-    if let Some(a) = g.as_mut() {
+    shared.modify_assignment(|g| {
+        let Some(a) = g.as_mut() else { return };
         if a.epoch > epoch {
             tracing::warn!(
                 held = a.epoch,
@@ -142,7 +145,7 @@ pub fn adopt_epoch(shared: &Shared, store: &AssignmentStore, epoch: u64) {
                 tracing::error!(error = %e, "cannot persist the adopted epoch");
             }
         }
-    }
+    });
 }
 
 impl Link {
@@ -299,12 +302,12 @@ impl Link {
                     }
                     *seq += 1;
                     let report = {
-                        let mut st = self.shared.stats.lock().expect("stats");
-                        let uptime = st.uptime_base_s + self.shared.start.elapsed().as_secs_f64();
                         let epoch = self.shared.epoch();
-                        let counters = st.counters(self.shared.start.elapsed().as_secs_f64());
-                        let r = st.report(*seq, epoch, uptime);
-                        drop(st);
+                        let (r, counters) = self.shared.ledger.report(
+                            *seq,
+                            epoch,
+                            self.shared.start.elapsed().as_secs_f64(),
+                        );
                         // Persist before sending: the coordinator never sees totals (or an
                         // uptime) above what a restarted agent would continue from.
                         if let Err(e) = self.store.save_counters(&counters) {
@@ -361,17 +364,9 @@ mod tests {
     use super::*;
     use crate::runtime::Shared;
     use edgeplane_proto::agent::Partition;
-    use std::sync::{Mutex, RwLock};
 
     fn shared() -> Shared {
-        Shared {
-            name: "t".into(),
-            accelerators: vec![],
-            stats: Mutex::new(crate::stats::Stats::default()),
-            start: Instant::now(),
-            assignment: RwLock::new(None),
-            connected: RwLock::new(None),
-        }
+        Shared::new("t", vec![], Default::default(), None)
     }
 
     fn assignment(epoch: u64, model: &str) -> Assignment {

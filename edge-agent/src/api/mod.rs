@@ -2,8 +2,9 @@
 //! runtime, so a malformed one changes nothing (no arrival counted, no job queued).
 
 use crate::catalog::Catalog;
-use crate::core::CoreError;
+use crate::exec::{ExecError, InputTensor};
 use crate::runtime::RuntimeHandle;
+use crate::sched::CoreError;
 use edgeplane_proto::agent::inference_server::Inference;
 use edgeplane_proto::agent::{InferRequest, InferResponse, Outcome, StatusRequest, StatusResponse};
 use std::time::Duration;
@@ -32,8 +33,8 @@ fn check_ms(field: &str, v: f64) -> Result<(), Status> {
 pub fn validate_tensor(
     t: &edgeplane_proto::agent::Tensor,
     model: &str,
-    meta: &crate::oip::ModelMeta,
-) -> Result<crate::oip::InputTensor, Status> {
+    meta: &crate::exec::oip::ModelMeta,
+) -> Result<InputTensor, Status> {
     let bad = |m: String| Err(Status::invalid_argument(m));
     if !t.name.is_empty() && t.name != meta.input_name {
         return bad(format!(
@@ -76,7 +77,7 @@ pub fn validate_tensor(
             t.datatype
         ));
     }
-    Ok(crate::oip::InputTensor {
+    Ok(InputTensor {
         shape: t.shape.clone(),
         data: t.data.clone(),
     })
@@ -95,7 +96,7 @@ pub fn validate(req: &InferRequest, rt: &RuntimeHandle) -> Result<Duration, Stat
             req.payload.len()
         )));
     }
-    let worker_model = crate::oip::worker_model(&req.model);
+    let worker_model = crate::exec::oip::worker_model(&req.model);
     if let Some(t) = &req.input {
         if !req.payload.is_empty() {
             return Err(Status::invalid_argument(
@@ -123,7 +124,7 @@ pub fn validate(req: &InferRequest, rt: &RuntimeHandle) -> Result<Duration, Stat
             .map(|d| d as f64)
             .or_else(|| {
                 gpu_node
-                    .then(|| crate::gpu_core::default_deadline_ms(&req.model))
+                    .then(|| crate::sched::gpu::default_deadline_ms(&req.model))
                     .flatten()
             })
             .ok_or_else(|| Status::not_found(format!("model {:?} is not known", req.model)))?,
@@ -132,12 +133,7 @@ pub fn validate(req: &InferRequest, rt: &RuntimeHandle) -> Result<Duration, Stat
         // Demand all the same: reported, so the coordinator's observed rate includes it (a
         // model served nowhere would otherwise look idle and never be placed again). The
         // name is a known model (checked above), so this map stays bounded.
-        rt.shared
-            .stats
-            .lock()
-            .expect("stats")
-            .model(&req.model)
-            .refused += 1;
+        rt.shared.ledger.refused(&req.model);
         tracing::debug!(model = %req.model, node = %rt.shared.name, "request refused: model not assigned here");
         return Err(Status::failed_precondition(format!(
             "model {:?} is not assigned to node {} (assignment epoch {})",
@@ -156,6 +152,18 @@ pub fn validate(req: &InferRequest, rt: &RuntimeHandle) -> Result<Duration, Stat
     Ok(Duration::from_secs_f64(ms / 1000.0))
 }
 
+/// A worker's error as the client sees it: the code it stands for, the worker's text.
+fn exec_status(e: ExecError) -> Status {
+    let m = e.to_string();
+    match e {
+        ExecError::InvalidInput(_) => Status::invalid_argument(m),
+        ExecError::NotServed(_) => Status::not_found(m),
+        ExecError::TimedOut(_) => Status::deadline_exceeded(m),
+        ExecError::Internal(_) => Status::internal(m),
+        ExecError::Unavailable(_) | ExecError::StartFailed(_) => Status::unavailable(m),
+    }
+}
+
 #[tonic::async_trait]
 impl Inference for InferenceService {
     async fn infer(
@@ -165,51 +173,57 @@ impl Inference for InferenceService {
         let req = request.into_inner();
         let rel = validate(&req, &self.runtime)?;
         let epoch = self.runtime.shared.epoch();
-        let io = match (&req.input, crate::oip::worker_model(&req.model)) {
-            (Some(t), Some(wm)) => Some(std::sync::Arc::new(crate::oip::JobIo {
-                input: Some(validate_tensor(t, &req.model, &wm.meta)?),
-                result: Default::default(),
-            })),
+        let input = match (&req.input, crate::exec::oip::worker_model(&req.model)) {
+            (Some(t), Some(wm)) => Some(std::sync::Arc::new(validate_tensor(
+                t, &req.model, &wm.meta,
+            )?)),
             // Worker-backed model without a tensor: it still runs (on a zero input), and
             // its timing and energy come back.
-            (None, Some(_)) => Some(std::sync::Arc::new(crate::oip::JobIo::default())),
             _ => None,
         };
-        let outcome = self.runtime.infer_with(&req.model, rel, io.clone()).await;
-        let result = io.and_then(|io| io.result.lock().expect("io lock").take());
-        let (output, exec_ms, overhead_ms, source) = match result {
-            Some(Err(s)) => return Err(s),
-            Some(Ok(r)) => (
-                req.input.is_some().then(|| edgeplane_proto::agent::Tensor {
-                    name: "output".into(),
-                    datatype: r.datatype.clone(),
-                    shape: r.shape.clone(),
-                    data: r.data,
-                }),
-                r.exec_ms,
-                r.overhead_ms,
-                r.energy_source.as_str(),
-            ),
-            None => (None, 0.0, 0.0, crate::energy::Source::Modelled.as_str()),
-        };
+        let outcome = self.runtime.infer_with(&req.model, rel, input).await;
         match outcome {
-            Ok(o) => Ok(Response::new(InferResponse {
-                output,
-                exec_ms,
-                dispatch_overhead_ms: overhead_ms,
-                energy_source: source.into(),
-                outcome: if o.completed {
-                    Outcome::Completed as i32
-                } else {
-                    Outcome::Dropped as i32
-                },
-                deadline_met: o.deadline_met,
-                latency_ms: o.latency_ms,
-                accelerator_id: o.accelerator_id,
-                energy_mj: o.energy_mj,
-                reason: o.reason,
-                assignment_epoch: epoch,
-            })),
+            Ok(o) => {
+                if let Some(e) = o.error {
+                    return Err(exec_status(e));
+                }
+                let (output, exec_ms, overhead_ms, source) = match o.output {
+                    Some(r) => (
+                        req.input.is_some().then(|| edgeplane_proto::agent::Tensor {
+                            name: "output".into(),
+                            datatype: r.datatype.clone(),
+                            shape: r.shape.clone(),
+                            data: r.data,
+                        }),
+                        r.exec_ms,
+                        r.overhead_ms,
+                        r.energy_source.as_str(),
+                    ),
+                    None => (
+                        None,
+                        0.0,
+                        0.0,
+                        crate::exec::energy::Source::Modelled.as_str(),
+                    ),
+                };
+                Ok(Response::new(InferResponse {
+                    output,
+                    exec_ms,
+                    dispatch_overhead_ms: overhead_ms,
+                    energy_source: source.into(),
+                    outcome: if o.completed {
+                        Outcome::Completed as i32
+                    } else {
+                        Outcome::Dropped as i32
+                    },
+                    deadline_met: o.deadline_met,
+                    latency_ms: o.latency_ms,
+                    accelerator_id: o.accelerator_id,
+                    energy_mj: o.energy_mj,
+                    reason: o.reason,
+                    assignment_epoch: epoch,
+                }))
+            }
             Err(e @ CoreError::UnknownModel(_)) => Err(Status::not_found(e.to_string())),
             Err(e @ (CoreError::NoAccelerator { .. } | CoreError::NoPartition { .. })) => {
                 Err(Status::failed_precondition(e.to_string()))
@@ -221,8 +235,8 @@ impl Inference for InferenceService {
         let sh = &self.runtime.shared;
         let models = match sh.served_models() {
             Some(m) => m.into_iter().collect(),
-            None if !crate::oip::worker_model_names().is_empty() => {
-                crate::oip::worker_model_names()
+            None if !crate::exec::oip::worker_model_names().is_empty() => {
+                crate::exec::oip::worker_model_names()
             }
             None => Catalog::get()
                 .map_err(|e| Status::internal(e.to_string()))?
@@ -231,8 +245,7 @@ impl Inference for InferenceService {
                 .collect(),
         };
         let leader = sh.connected.read().expect("connected lock").clone();
-        let ready_models =
-            crate::stats::ready_models(&models, &sh.stats.lock().expect("stats").partitions);
+        let ready_models = sh.ledger.ready_models(&models);
         Ok(Response::new(StatusResponse {
             ready_models,
             name: sh.name.clone(),

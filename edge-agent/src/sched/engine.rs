@@ -10,7 +10,7 @@
 //! when enabled (`--supernet`), the Supernet width controller (O(models) at a window
 //! boundary, inline).
 
-use crate::core::{Action, CoreError, JobId, SchedulingCore};
+use super::{Action, ControllerStatus, CoreError, Decisions, Input, JobId, SchedulingCore};
 use crate::discovery::Accelerator;
 use edgeplane_scheduler::engine::{Action as EAction, DropReason, Engine, EngineModel};
 use edgeplane_scheduler::sim::{forecast, replay, Arrival, EngineSpec};
@@ -358,12 +358,13 @@ impl EngineCore {
     }
 }
 
-impl SchedulingCore for EngineCore {
+/// The inputs one by one (what [`SchedulingCore::step`] dispatches to).
+impl EngineCore {
     /// The assignment restricts each model it lists to the accelerators of its partitions
     /// (`Engine::set_allowed`, honoured by every policy from the next decision). A partition
     /// with an empty or unknown accelerator id means any accelerator; a model the assignment
     /// does not list keeps them all (the runtime refuses its requests before they get here).
-    fn assign(&mut self, now_ms: f64, a: &edgeplane_proto::agent::Assignment) {
+    pub fn assign(&mut self, now_ms: f64, a: &edgeplane_proto::agent::Assignment) {
         let n_acc = self.engine.accelerators().len();
         for m in 0..self.engine.models().len() {
             let name = self.engine.models()[m].name.clone();
@@ -398,10 +399,10 @@ impl SchedulingCore for EngineCore {
         self.forecast(now_ms);
     }
 
-    fn controllers(&self) -> Option<crate::core::ControllerStatus> {
+    pub fn controller_status(&self) -> Option<ControllerStatus> {
         let c = self.ctl.as_ref()?;
         let w = self.engine.policy_weights()?;
-        Some(crate::core::ControllerStatus {
+        Some(ControllerStatus {
             tuning: c.tuner.is_some() || c.inflight.is_some(),
             tuner_steps: c.steps,
             profile: w.profile_name().unwrap_or("tuned").to_string(),
@@ -416,7 +417,7 @@ impl SchedulingCore for EngineCore {
     }
 
     /// Also for the tuner's replays, which stand in for this engine.
-    fn set_min_block_ms(&mut self, ms: f64) {
+    pub fn set_min_block(&mut self, ms: f64) {
         self.engine.set_min_block_ms(ms);
         if let Some(c) = self.ctl.as_mut() {
             c.spec.min_block_ms = ms;
@@ -425,18 +426,23 @@ impl SchedulingCore for EngineCore {
 
     /// Idle (no job queued or running): wake on events only, no idle tick. With work pending,
     /// every millisecond: the policies decide drops and dispatches by the clock.
-    fn next_wakeup_ms(&self, now_ms: f64) -> Option<f64> {
+    pub fn next_wakeup(&self, now_ms: f64) -> Option<f64> {
         (self.engine.pending() > 0).then_some(now_ms + 1.0)
     }
 
-    fn release(&mut self, now_ms: f64, model: &str, deadline_ms: f64) -> Result<JobId, CoreError> {
+    pub fn release(
+        &mut self,
+        now_ms: f64,
+        model: &str,
+        deadline_ms: f64,
+    ) -> Result<JobId, CoreError> {
         let frame = edgeplane_scheduler::engine::REQUEST_FRAMES + self.requests;
         let id = self.release_frame(now_ms, model, frame, deadline_ms)?;
         self.requests += 1;
         Ok(id)
     }
 
-    fn release_frame(
+    pub fn release_frame(
         &mut self,
         now_ms: f64,
         model: &str,
@@ -472,7 +478,7 @@ impl SchedulingCore for EngineCore {
         Ok(id)
     }
 
-    fn step(&mut self, now_ms: f64) -> Vec<Action> {
+    pub fn decide(&mut self, now_ms: f64) -> Vec<Action> {
         self.control(now_ms);
         let mut out = std::mem::take(&mut self.pending);
         for a in self.engine.step(now_ms) {
@@ -485,7 +491,7 @@ impl SchedulingCore for EngineCore {
         out
     }
 
-    fn block_done(&mut self, now_ms: f64, acc: usize) {
+    pub fn block_done(&mut self, now_ms: f64, acc: usize) {
         let width = self.engine.accelerators()[acc]
             .busy
             .and_then(|id| self.engine.job(id))
@@ -501,6 +507,43 @@ impl SchedulingCore for EngineCore {
     }
 }
 
+impl SchedulingCore for EngineCore {
+    fn step(&mut self, now_ms: f64, input: Input<'_>) -> Decisions {
+        match input {
+            Input::Release {
+                model,
+                frame: Some(f),
+                deadline_ms,
+            } => Decisions::released(self.release_frame(now_ms, model, f, deadline_ms)),
+            Input::Release {
+                model,
+                frame: None,
+                deadline_ms,
+            } => Decisions::released(self.release(now_ms, model, deadline_ms)),
+            Input::BlockDone { acc, .. } => {
+                self.block_done(now_ms, acc);
+                Decisions::default()
+            }
+            // fixed accelerators: nothing to start
+            Input::SlotReady { .. } => Decisions::default(),
+            Input::Assignment(a) => {
+                self.assign(now_ms, a);
+                Decisions::default()
+            }
+            Input::Tick => Decisions::actions(self.decide(now_ms)),
+        }
+    }
+    fn set_min_block_ms(&mut self, ms: f64) {
+        self.set_min_block(ms);
+    }
+    fn controllers(&self) -> Option<ControllerStatus> {
+        self.controller_status()
+    }
+    fn next_wakeup_ms(&self, now_ms: f64) -> Option<f64> {
+        self.next_wakeup(now_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,7 +551,7 @@ mod tests {
 
     fn dispatched_on(core: &mut EngineCore, model: &str, now: f64) -> Vec<usize> {
         core.release(now, model, now + 1000.0).unwrap();
-        core.step(now)
+        core.decide(now)
             .iter()
             .filter_map(|a| match a {
                 Action::Dispatch { acc, .. } => Some(*acc),

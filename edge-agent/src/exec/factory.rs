@@ -11,11 +11,13 @@
 //! finished.
 //!
 //! [`SimWorkerFactory`] is the simulated GPU: a [`SimExecutor`] that waits each block's modelled
-//! latency, ready after the configured worker start time. A real worker (the Open Inference
-//! Protocol client of the worker crate) implements [`Executor`] and plugs in through its own
-//! factory.
+//! latency, ready after the configured worker start time. [`OipWorkerFactory`] serves a
+//! partition with a worker process over the Open Inference Protocol: the CPU worker node is one
+//! such partition at 100 % ([`full_device`]), started through this same seam.
 
-use crate::runtime::{Executor, SimExecutor};
+use super::oip::{OipExecutor, WorkerHandle};
+use super::sim::SimExecutor;
+use super::{ExecError, Executor};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +38,18 @@ pub struct PartitionSpec {
 
 /// Called once by a worker: `Ok(())` when it is ready to serve, `Err(why)` when it could not
 /// start (the partition is then never used and the scheduler keeps the old one).
-pub type ReadyFn = Box<dyn FnOnce(Result<(), String>) + Send>;
+pub type ReadyFn = Box<dyn FnOnce(Result<(), ExecError>) + Send>;
+
+/// The whole of one accelerator as a partition (a fixed accelerator: an NPU, the CPU).
+pub fn full_device(accelerator_id: &str, models: &[String]) -> PartitionSpec {
+    PartitionSpec {
+        id: accelerator_id.to_string(),
+        accelerator_id: accelerator_id.to_string(),
+        gpu_profile: None,
+        share_pct: 100,
+        models: models.to_vec(),
+    }
+}
 
 /// Starts and stops the worker of each partition.
 pub trait WorkerFactory: Send + Sync {
@@ -67,11 +80,29 @@ impl WorkerFactory for SimWorkerFactory {
     }
 }
 
+/// Partitions served by a worker that is already running (the CPU worker node: its worker
+/// is started, and its profile measured, before the scheduling core is built). Ready at once.
+#[derive(Debug)]
+pub struct OipWorkerFactory {
+    pub worker: Arc<WorkerHandle>,
+}
+
+impl WorkerFactory for OipWorkerFactory {
+    fn start(&self, _spec: &PartitionSpec, ready: ReadyFn) -> Arc<dyn Executor> {
+        let ex = Arc::new(OipExecutor::new(self.worker.clone()));
+        ready(Ok(()));
+        ex
+    }
+    fn stop(&self, _spec: &PartitionSpec) {
+        self.worker.stop();
+    }
+}
+
 /// A fake worker and factory for tests: the test decides when each worker is ready.
 #[cfg(test)]
 pub(crate) mod fake {
     use super::*;
-    use crate::runtime::{Block, Completion};
+    use crate::exec::{Block, Completion, ExecOutput};
     use std::sync::Mutex;
 
     /// A fake worker: records what it ran; the test decides when it is ready.
@@ -85,7 +116,10 @@ pub(crate) mod fake {
                 .lock()
                 .unwrap()
                 .push((block.model.clone(), block.batch));
-            done(block.energy_mj);
+            done(Ok(ExecOutput {
+                energy_mj: block.energy_mj,
+                worker: None,
+            }));
         }
     }
 
@@ -112,7 +146,7 @@ pub(crate) mod fake {
 mod tests {
     use super::fake::*;
     use super::*;
-    use crate::runtime::Block;
+    use crate::exec::Block;
 
     #[test]
     fn fake_worker_runs_blocks_and_reports_ready_when_told() {
@@ -147,11 +181,11 @@ mod tests {
                 latency_ms: 3.0,
                 energy_mj: 7.0,
                 batch: 4,
-                io: None,
+                input: None,
             },
             Box::new(move |e| etx.send(e).unwrap()),
         );
-        assert_eq!(erx.recv().unwrap(), 7.0);
+        assert_eq!(erx.recv().unwrap().unwrap().energy_mj, 7.0);
         assert_eq!(
             f.started.lock().unwrap()[0].1.ran.lock().unwrap()[0],
             ("resnet18".to_string(), 4)

@@ -13,19 +13,19 @@
 //! - [`OipExecutor`] implements [`Executor`]: a block becomes one `ModelInfer` carrying the job's
 //!   tensor (or a zero tensor of the model's input shape for jobs without one: scenario frames,
 //!   opaque payloads), and its completion carries the energy: RAPL-measured when readable,
-//!   otherwise the cost table's modelled figure (see [`crate::energy`]).
+//!   otherwise the cost table's modelled figure (see [`crate::exec::energy`]).
 //! - Dispatch overhead: the time from the dispatch decision (`Executor::run`) to the worker's
 //!   handler receiving the request (`received_unix_ns` in the response parameters, same host
 //!   clock), logged per model with the worker's own execution time ([`WorkerHandle::overhead`]).
 
-use crate::energy::{Rapl, Source};
-use crate::runtime::{Block, Completion, Executor};
+use super::energy::{Rapl, Source};
+use super::{Block, Completion, ExecError, ExecOutput, Executor, WorkerOutput};
 use edgeplane_proto::oip::grpc_inference_service_client::GrpcInferenceServiceClient;
 use edgeplane_proto::oip::infer_parameter::ParameterChoice;
 use edgeplane_proto::oip::model_infer_request::InferInputTensor;
 use edgeplane_proto::oip::{ModelInferRequest, ModelMetadataRequest, ServerReadyRequest};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tonic::transport::Channel;
@@ -69,12 +69,7 @@ pub struct ModelMeta {
     pub platform: String,
 }
 
-/// A validated input tensor: FP32 little-endian bytes, row-major.
-#[derive(Debug, Clone)]
-pub struct InputTensor {
-    pub shape: Vec<i64>,
-    pub data: Vec<u8>,
-}
+pub use super::InputTensor;
 
 /// What came back from the worker for one job.
 #[derive(Debug, Clone)]
@@ -88,14 +83,6 @@ pub struct JobResult {
     pub overhead_ms: f64,
     pub energy_mj: f64,
     pub energy_source: Source,
-}
-
-/// The tensor side of a job travelling with it through the runtime: the input, and the slot the
-/// executor fills before it completes the block.
-#[derive(Debug, Default)]
-pub struct JobIo {
-    pub input: Option<InputTensor>,
-    pub result: Mutex<Option<Result<JobResult, Status>>>,
 }
 
 /// How the agent reaches the worker of one partition.
@@ -194,7 +181,6 @@ pub struct WorkerHandle {
     meta: RwLock<HashMap<String, ModelMeta>>,
     stopping: AtomicBool,
     stop: tokio::sync::Notify,
-    pub restarts: AtomicU64,
     overhead: Mutex<BTreeMap<String, Vec<OverheadSample>>>,
 }
 
@@ -310,7 +296,6 @@ impl WorkerHandle {
             meta: RwLock::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
-            restarts: AtomicU64::new(0),
             overhead: Mutex::new(BTreeMap::new()),
         });
         h.read_metadata(client).await?;
@@ -390,7 +375,6 @@ impl WorkerHandle {
                         {
                             Ok(client) => {
                                 *self.client.write().expect("client lock") = Some((client, addr));
-                                self.restarts.fetch_add(1, Ordering::SeqCst);
                                 tracing::info!(partition = %self.spec.partition, "worker restarted and ready");
                                 child = c;
                                 backoff = Duration::from_millis(100);
@@ -623,14 +607,6 @@ impl OipExecutor {
             rapl,
         }
     }
-
-    pub fn energy_source(&self) -> Source {
-        if self.rapl.is_some() {
-            Source::Rapl
-        } else {
-            Source::Modelled
-        }
-    }
 }
 
 impl Executor for OipExecutor {
@@ -640,23 +616,29 @@ impl Executor for OipExecutor {
         let rapl = self.rapl.clone();
         self.rt.spawn(async move {
             let before = rapl.as_ref().map(Rapl::read);
-            let input = block.io.as_ref().and_then(|io| io.input.as_ref());
-            let mut r = w.infer(&block.model, input, dispatched_ns).await;
+            let input = block.input.as_deref();
+            let r = w.infer(&block.model, input, dispatched_ns).await;
             let (energy, source) = match (&rapl, before) {
                 (Some(rp), Some(b)) => (rp.delta_mj(&b, &rp.read()), Source::Rapl),
                 _ => (block.energy_mj, Source::Modelled),
             };
-            if let Ok(res) = r.as_mut() {
-                res.energy_mj = energy;
-                res.energy_source = source;
-            }
             if let Err(s) = &r {
                 tracing::warn!(model = %block.model, code = ?s.code(), error = %s.message(), "worker request failed");
             }
-            if let Some(io) = &block.io {
-                *io.result.lock().expect("io lock") = Some(r);
-            }
-            done(energy);
+            done(
+                r.map(|res| ExecOutput {
+                    energy_mj: energy,
+                    worker: Some(WorkerOutput {
+                        shape: res.shape,
+                        datatype: res.datatype,
+                        data: res.data,
+                        exec_ms: res.exec_ms,
+                        overhead_ms: res.overhead_ms,
+                        energy_source: source,
+                    }),
+                })
+                .map_err(|s| ExecError::from_status(&s)),
+            );
         });
     }
 }

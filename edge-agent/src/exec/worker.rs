@@ -7,8 +7,9 @@
 //! one "layer" (a worker runs a whole network per request) whose latency is the measured batch-1
 //! forward pass and whose energy is modelled at [`CPU_MODEL_W`] (reports say so).
 
-use crate::oip::{Launch, WorkerHandle, WorkerSpec};
-use serde::{Deserialize, Serialize};
+use super::oip::{Launch, WorkerHandle, WorkerSpec};
+use crate::config::WorkerConfig;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ pub const BATCHES: [u32; 6] = [1, 2, 4, 8, 16, 32];
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerNodeError {
     #[error(transparent)]
-    Oip(#[from] crate::oip::OipError),
+    Oip(#[from] super::oip::OipError),
     #[error("profile {path}: {why}")]
     Profile { path: String, why: String },
     #[error("scheduling core: {0}")]
@@ -34,138 +35,7 @@ pub enum WorkerNodeError {
     },
 }
 
-/// Worker settings: flags (also from the environment)...
-#[derive(Debug, Default, Clone, clap::Args)]
-pub struct WorkerFlags {
-    /// Command template that starts one worker per partition, run by `sh -c`: `{port}`,
-    /// `{partition}`, `{share}` and `{models}` are substituted; CUDA_MPS_ACTIVE_THREAD_PERCENTAGE
-    /// and CUDA_VISIBLE_DEVICES are set. Default with `--accelerators cpu`: the built-in
-    /// `edgeplane-worker` next to this binary.
-    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_COMMAND")]
-    pub worker_command: Option<String>,
-    /// Connect to a worker already running at host:port instead of starting one.
-    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_ADDR")]
-    pub worker_addr: Option<String>,
-    /// Models the worker serves (comma-separated).
-    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_MODELS", value_delimiter = ',')]
-    pub worker_models: Option<Vec<String>>,
-    /// Input resolution (height = width) the built-in worker is started with.
-    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_RESOLUTION")]
-    pub worker_resolution: Option<u32>,
-    /// How long a worker may take to become ready, in ms.
-    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_READY_TIMEOUT_MS")]
-    pub worker_ready_timeout_ms: Option<u64>,
-    /// Longest single worker request, in ms (then it fails with UNAVAILABLE).
-    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_REQUEST_TIMEOUT_MS")]
-    pub worker_request_timeout_ms: Option<u64>,
-}
-
-/// ...and the config file's `[worker]` table (same names without the `worker_` prefix).
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerFile {
-    pub command: Option<String>,
-    pub addr: Option<String>,
-    pub models: Option<Vec<String>>,
-    pub resolution: Option<u32>,
-    pub ready_timeout_ms: Option<u64>,
-    pub request_timeout_ms: Option<u64>,
-}
-
-/// Effective worker settings.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct WorkerConfig {
-    pub command: Option<String>,
-    pub addr: Option<String>,
-    pub models: Vec<String>,
-    pub resolution: u32,
-    pub ready_timeout_ms: u64,
-    pub request_timeout_ms: u64,
-}
-
 impl WorkerConfig {
-    pub fn resolve(
-        f: WorkerFlags,
-        file: Option<WorkerFile>,
-    ) -> Result<WorkerConfig, crate::config::ConfigError> {
-        let file = file.unwrap_or_default();
-        let bad = |field: &'static str, reason: String| crate::config::ConfigError::Invalid {
-            field,
-            reason,
-        };
-        let command = f
-            .worker_command
-            .or(file.command)
-            .filter(|c| !c.trim().is_empty());
-        let addr = f.worker_addr.or(file.addr).filter(|c| !c.trim().is_empty());
-        if command.is_some() && addr.is_some() {
-            return Err(bad(
-                "worker_addr",
-                "give either worker_command (start workers) or worker_addr (connect), not both"
-                    .into(),
-            ));
-        }
-        if let Some(a) = &addr {
-            match a.rsplit_once(':') {
-                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
-                _ => return Err(bad("worker_addr", format!("{a:?} is not host:port"))),
-            }
-        }
-        if let Some(c) = &command {
-            if !c.contains("{port}") {
-                return Err(bad(
-                    "worker_command",
-                    format!("{c:?} has no {{port}}: the agent picks each worker's gRPC port"),
-                ));
-            }
-        }
-        let models = f
-            .worker_models
-            .or(file.models)
-            .unwrap_or_else(|| vec!["resnet18".into(), "resnet50".into(), "vgg16".into()]);
-        if models.is_empty() || models.iter().any(|m| m.trim().is_empty()) {
-            return Err(bad(
-                "worker_models",
-                "must list at least one model name".into(),
-            ));
-        }
-        let resolution = f.worker_resolution.or(file.resolution).unwrap_or(224);
-        if !(32..=1024).contains(&resolution) {
-            return Err(bad(
-                "worker_resolution",
-                format!("{resolution}: must be in 32..=1024"),
-            ));
-        }
-        let ready_timeout_ms = f
-            .worker_ready_timeout_ms
-            .or(file.ready_timeout_ms)
-            .unwrap_or(120_000);
-        if !(100..=3_600_000).contains(&ready_timeout_ms) {
-            return Err(bad(
-                "worker_ready_timeout_ms",
-                "must be in 100..=3600000".into(),
-            ));
-        }
-        let request_timeout_ms = f
-            .worker_request_timeout_ms
-            .or(file.request_timeout_ms)
-            .unwrap_or(60_000);
-        if !(10..=3_600_000).contains(&request_timeout_ms) {
-            return Err(bad(
-                "worker_request_timeout_ms",
-                "must be in 10..=3600000".into(),
-            ));
-        }
-        Ok(WorkerConfig {
-            command,
-            addr,
-            models,
-            resolution,
-            ready_timeout_ms,
-            request_timeout_ms,
-        })
-    }
-
     /// The spec of the worker of `partition` with `share_pct` of its device.
     pub fn spec(
         &self,
@@ -183,7 +53,7 @@ impl WorkerConfig {
                 Launch::Spawn {
                     command: c
                         .clone()
-                        .unwrap_or_else(|| crate::oip::builtin_command(self.resolution)),
+                        .unwrap_or_else(|| super::oip::builtin_command(self.resolution)),
                     env,
                 }
             }
@@ -390,7 +260,7 @@ pub async fn measure(
                 *d = i64::from(b);
             }
             let n: i64 = shape.iter().map(|d| (*d).max(1)).product();
-            let input = crate::oip::InputTensor {
+            let input = super::oip::InputTensor {
                 shape,
                 data: (0..n as usize)
                     .flat_map(|i| (((i % 251) as f32) / 251.0).to_le_bytes())
@@ -442,57 +312,6 @@ pub fn host_description() -> String {
     format!("{cpu}, {n} hardware threads")
 }
 
-/// The scheduling core for worker-backed accelerators: the scheduler engine (`policy`) over a
-/// cost table with one whole-model "layer" per model: latency = measured L(model, 1), energy =
-/// that latency at [`CPU_MODEL_W`]; `n_acc` identical accelerators (one per partition).
-pub fn build_core(
-    policy: &str,
-    profile: &Profile,
-    models: &[String],
-    n_acc: usize,
-) -> Result<Box<dyn crate::core::SchedulingCore>, WorkerNodeError> {
-    use edgeplane_scheduler::engine::{Engine, EngineModel};
-    let mut csv =
-        String::from("model,layer_index,dataflow,hw_tag,latency_cycles,energy_nj,N,K,C,Y,X,R,S\n");
-    let mut ems = Vec::new();
-    for m in models {
-        let l = profile.b1(m).ok_or_else(|| {
-            WorkerNodeError::Core(format!("no measured L({m}, 1) in the profile"))
-        })?;
-        // The engine's cost unit: cycles at 1 GHz (latency_ms = cycles / 1e6).
-        let cycles = (l * 1e6).round().max(1.0) as u64;
-        let energy_nj = l * CPU_MODEL_W * 1e6; // mJ = W x ms; nJ = mJ x 1e6
-        let _ = writeln!(csv, "{m},0,CPU,worker,{cycles},{energy_nj},1,1,1,1,1,1,1");
-        ems.push(EngineModel {
-            name: m.clone(),
-            cost_model: m.clone(),
-            period_ms: default_deadline_ms(l),
-            upstream: None,
-        });
-    }
-    let mut hw = String::from("[systems.worker]\naccelerators = [\n");
-    for i in 0..n_acc {
-        let _ = writeln!(hw, "  {{ id = {i}, name = \"worker{i}\", dataflow = \"CPU\", pes = 1, offchip_bw = 1, cost_tag = \"worker\" }},");
-    }
-    hw.push_str("]\n");
-    let cat = edgeplane_scheduler::Catalog::parse("[scenarios]\n", &hw, &csv)
-        .map_err(|e| WorkerNodeError::Core(e.to_string()))?;
-    let accs = cat
-        .hardware("worker")
-        .map_err(|e| WorkerNodeError::Core(e.to_string()))?
-        .accelerators
-        .clone();
-    let pol = edgeplane_scheduler::policy::by_name(policy)
-        .map_err(|e| WorkerNodeError::Core(e.to_string()))?;
-    let engine =
-        Engine::new(&cat, &accs, ems, pol).map_err(|e| WorkerNodeError::Core(e.to_string()))?;
-    // the node's CPU accelerators are cpu0.. (discovery::cpu_node)
-    let ids = (0..n_acc).map(|i| format!("cpu{i}")).collect();
-    Ok(Box::new(crate::engine_core::EngineCore::from_engine(
-        engine, ids,
-    )))
-}
-
 /// Default relative deadline of a worker model: 4 x its measured batch-1 latency, at least
 /// 10 ms (requests normally give their own `deadline_ms`).
 pub fn default_deadline_ms(l_b1_ms: f64) -> f64 {
@@ -539,9 +358,9 @@ pub async fn start(
     };
     for m in &cfg.models {
         if let (Some(meta), Some(l)) = (handle.metadata(m), profile.b1(m)) {
-            crate::oip::register_model(
+            super::oip::register_model(
                 m,
-                crate::oip::WorkerModel {
+                super::oip::WorkerModel {
                     meta,
                     default_deadline_ms: default_deadline_ms(l),
                 },
@@ -554,6 +373,8 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::WorkerFlags;
+    use crate::node::build_core;
 
     fn prof() -> Profile {
         Profile {
@@ -597,9 +418,9 @@ mod tests {
     fn core_from_a_profile_dispatches_whole_models() {
         let mut core = build_core("sdrm3", &prof(), &["resnet18".to_string()], 1).unwrap();
         let id = core.release(0.0, "resnet18", 50.0).unwrap();
-        let acts = core.step(0.0);
+        let acts = core.tick(0.0);
         assert!(
-            acts.iter().any(|a| matches!(a, crate::core::Action::Dispatch { job, last: true, latency_ms, .. } if *job == id && (*latency_ms - 2.0).abs() < 1e-6)),
+            acts.iter().any(|a| matches!(a, crate::sched::Action::Dispatch { job, last: true, latency_ms, .. } if *job == id && (*latency_ms - 2.0).abs() < 1e-6)),
             "{acts:?}"
         );
         assert!(

@@ -1,7 +1,7 @@
 //! The scheduling core of a GPU node: the assignment's partitions are its accelerators.
 //!
 //! - Each partition (GPU, MPS share, models) is a slot served by one worker (see
-//!   [`crate::partition`]). A model runs only on the partitions that list it; a partition with
+//!   [`crate::exec::factory`]). A model runs only on the partitions that list it; a partition with
 //!   several models time-shares them (earliest head deadline first).
 //! - Costs come from the GPU share model (`edgeplane_gpu::cost::GpuShareCost`): the profile's
 //!   latency for (batch, share), slowed by gpulet's interference factor for the batches running
@@ -16,22 +16,16 @@
 //! - Drops: a queued request whose deadline passed, or that cannot finish before it even at
 //!   batch 1 on the fastest ready partition of its model, is dropped.
 
-use crate::core::{Action, CoreError, JobId, SchedulingCore, SlotInfo};
-use crate::partition::PartitionSpec;
+use super::{Action, CoreError, Decisions, Input, JobId, SchedulingCore};
+use crate::exec::factory::PartitionSpec;
+use crate::exec::ExecError;
 use edgeplane_gpu::cost::GpuShareCost;
 use edgeplane_gpu::GpuData;
 use edgeplane_proto::agent::Assignment;
 use edgeplane_scheduler::{CoRunner, CostModel};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::OnceLock;
 
-/// The shipped GPU profiles, parsed once per process.
-pub fn gpu_data() -> Result<&'static GpuData, String> {
-    static CELL: OnceLock<Result<GpuData, String>> = OnceLock::new();
-    CELL.get_or_init(|| GpuData::shipped().map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(Clone::clone)
-}
+pub use crate::catalog::gpu_data;
 
 /// The profile model a deployed model runs (`resnet50@cam1` -> `resnet50`).
 pub fn profile_of(data: &GpuData, name: &str) -> String {
@@ -212,8 +206,14 @@ fn key(a: &str, share: u32, models: &[String]) -> (String, u32, Vec<String>) {
     (a.to_string(), share, m)
 }
 
-impl SchedulingCore for GpuCore {
-    fn release(&mut self, _now_ms: f64, model: &str, deadline_ms: f64) -> Result<JobId, CoreError> {
+/// The inputs one by one (what [`SchedulingCore::step`] dispatches to).
+impl GpuCore {
+    pub fn release(
+        &mut self,
+        _now_ms: f64,
+        model: &str,
+        deadline_ms: f64,
+    ) -> Result<JobId, CoreError> {
         if self.serving(model).next().is_none() {
             return Err(CoreError::NoPartition {
                 model: model.to_string(),
@@ -231,7 +231,7 @@ impl SchedulingCore for GpuCore {
         Ok(id)
     }
 
-    fn step(&mut self, now_ms: f64) -> Vec<Action> {
+    pub fn decide(&mut self, now_ms: f64) -> Vec<Action> {
         self.retire_covered();
         let mut out = std::mem::take(&mut self.pending);
         // drops: expired, or infeasible at batch 1 on the fastest ready partition
@@ -313,13 +313,13 @@ impl SchedulingCore for GpuCore {
         out
     }
 
-    fn block_done(&mut self, _now_ms: f64, acc: usize) {
+    pub fn block_done(&mut self, _now_ms: f64, acc: usize) {
         if let Some(Some(s)) = self.slots.get_mut(acc) {
             s.busy = None;
         }
     }
 
-    fn assign(&mut self, _now_ms: f64, a: &Assignment) {
+    pub fn assign(&mut self, _now_ms: f64, a: &Assignment) {
         // wanted partitions, with multiplicity
         let mut wanted: Vec<(String, u32, Vec<String>)> = Vec::new();
         for p in &a.partitions {
@@ -406,7 +406,7 @@ impl SchedulingCore for GpuCore {
         }
     }
 
-    fn slot_ready(&mut self, _now_ms: f64, acc: usize, result: Result<(), String>) {
+    pub fn slot_ready(&mut self, _now_ms: f64, acc: usize, result: Result<(), ExecError>) {
         if let Some(Some(s)) = self.slots.get_mut(acc) {
             match result {
                 Ok(()) => s.ready = true,
@@ -419,7 +419,7 @@ impl SchedulingCore for GpuCore {
         }
     }
 
-    fn next_wakeup_ms(&self, _now_ms: f64) -> Option<f64> {
+    pub fn next_wakeup(&self, _now_ms: f64) -> Option<f64> {
         // the earliest moment a queued request must be dropped (infeasible at batch 1 on its
         // fastest ready partition, or expired); arrivals, completions and readiness are events
         self.queues
@@ -439,19 +439,31 @@ impl SchedulingCore for GpuCore {
             })
             .min_by(f64::total_cmp)
     }
+}
 
-    fn slots(&self) -> Vec<SlotInfo> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                s.as_ref().map(|s| SlotInfo {
-                    acc: i,
-                    spec: s.spec.clone(),
-                    ready: s.ready && !s.stopped,
-                })
-            })
-            .collect()
+impl SchedulingCore for GpuCore {
+    fn step(&mut self, now_ms: f64, input: Input<'_>) -> Decisions {
+        match input {
+            Input::Release {
+                model, deadline_ms, ..
+            } => Decisions::released(self.release(now_ms, model, deadline_ms)),
+            Input::BlockDone { acc, .. } => {
+                self.block_done(now_ms, acc);
+                Decisions::default()
+            }
+            Input::SlotReady { acc, result } => {
+                self.slot_ready(now_ms, acc, result);
+                Decisions::default()
+            }
+            Input::Assignment(a) => {
+                self.assign(now_ms, a);
+                Decisions::default()
+            }
+            Input::Tick => Decisions::actions(self.decide(now_ms)),
+        }
+    }
+    fn next_wakeup_ms(&self, now_ms: f64) -> Option<f64> {
+        self.next_wakeup(now_ms)
     }
 }
 
@@ -494,19 +506,19 @@ mod tests {
             0.0,
             &assignment(1, &[(40, &["resnet18"]), (60, &["vgg16"])]),
         );
-        let a = c.step(0.0);
+        let a = c.decide(0.0);
         assert_eq!(starts(&a), vec![0, 1]);
         // queued while the workers start; nothing dispatched before ready
         for _ in 0..4 {
             c.release(0.0, "resnet18", 45.0).unwrap();
         }
         assert!(c
-            .step(1.0)
+            .decide(1.0)
             .iter()
             .all(|x| !matches!(x, Action::DispatchBatch { .. })));
         c.slot_ready(1.0, 0, Ok(()));
         c.slot_ready(1.0, 1, Ok(()));
-        let a = c.step(2.0);
+        let a = c.decide(2.0);
         let d: Vec<_> = a
             .iter()
             .filter_map(|x| match x {
@@ -531,33 +543,33 @@ mod tests {
     fn resize_is_make_before_break() {
         let mut c = GpuCore::new(vec![("gpu0".into(), "Jetson-AGX-Xavier".into())]).unwrap();
         c.assign(0.0, &assignment(1, &[(40, &["resnet18"])]));
-        c.step(0.0);
+        c.decide(0.0);
         c.slot_ready(0.0, 0, Ok(()));
         // resize: 40 % -> 60 % is a new partition
         c.assign(1.0, &assignment(2, &[(60, &["resnet18"])]));
-        let a = c.step(1.0);
+        let a = c.decide(1.0);
         assert_eq!(starts(&a), vec![1]);
         assert!(!a.iter().any(|x| matches!(x, Action::StopPartition { .. })));
         // while the new worker starts, requests are still accepted and served by the old one
         c.release(1.0, "resnet18", 45.0).unwrap();
-        let a = c.step(1.5);
+        let a = c.decide(1.5);
         assert!(a
             .iter()
             .any(|x| matches!(x, Action::DispatchBatch { acc: 0, .. })));
         c.slot_ready(2.0, 1, Ok(()));
         // the old one is busy: it retires after its batch
         assert!(!c
-            .step(2.0)
+            .decide(2.0)
             .iter()
             .any(|x| matches!(x, Action::StopPartition { .. })));
         c.block_done(3.0, 0);
-        let a = c.step(3.0);
+        let a = c.decide(3.0);
         assert!(a
             .iter()
             .any(|x| matches!(x, Action::StopPartition { acc: 0, .. })));
-        let s = c.slots();
+        let s: Vec<&Slot> = c.slots.iter().flatten().collect();
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].spec.share_pct, 60);
-        assert!(s[0].ready);
+        assert!(s[0].ready && !s[0].stopped);
     }
 }
