@@ -4,21 +4,18 @@
 //! the host's threads and its description. A cached profile whose key differs is measured
 //! again (another worker, another model, another box must not reuse these numbers).
 
-use crate::exec::oip::ModelMeta;
-
 /// What the key is made of, as text (kept in the cached file's header, for people).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileKey(pub String);
 
 impl ProfileKey {
-    /// `worker`: the worker's identity; `models`: (name, metadata) in the order served.
-    pub fn new(worker: &str, models: &[(String, ModelMeta)], threads: usize, host: &str) -> Self {
+    /// `worker`: the worker's identity; `models`: each served model as the worker describes
+    /// it ([`describe_model`]), in the order served.
+    pub fn new(worker: &str, models: &[String], threads: usize, host: &str) -> Self {
         let mut s = format!("worker={worker};threads={threads};host={host}");
-        for (name, m) in models {
-            s.push_str(&format!(
-                ";model={name}[{}]:in {} {} {:?}:out {:?}",
-                m.platform, m.input_name, m.datatype, m.input_shape, m.output_shape
-            ));
+        for m in models {
+            s.push_str(";model=");
+            s.push_str(m);
         }
         ProfileKey(s)
     }
@@ -44,6 +41,20 @@ impl ProfileKey {
     }
 }
 
+/// One model's part of the key: its name and what `ModelMetadata` says (platform, input name,
+/// datatype and shape, output shape).
+pub fn describe_model(
+    name: &str,
+    platform: &str,
+    input: (&str, &str, &[i64]),
+    output_shape: &[i64],
+) -> String {
+    format!(
+        "{name}[{platform}]:in {} {} {:?}:out {:?}",
+        input.0, input.1, input.2, output_shape
+    )
+}
+
 /// The built-in worker's identity: this crate's version and the input resolution.
 pub fn builtin_identity(resolution: u32) -> String {
     format!(
@@ -56,22 +67,16 @@ pub fn builtin_identity(resolution: u32) -> String {
 mod tests {
     use super::*;
 
-    fn meta(shape: Vec<i64>) -> ModelMeta {
-        ModelMeta {
-            input_name: "input".into(),
-            datatype: "FP32".into(),
-            input_shape: shape,
-            output_shape: vec![-1, 10],
-            platform: "onnxruntime".into(),
-        }
+    fn meta(shape: &[i64]) -> String {
+        describe_model("net", "onnxruntime", ("input", "FP32", shape), &[-1, 10])
     }
 
     #[test]
     fn any_changed_part_changes_the_key() {
-        let m = vec![("net".to_string(), meta(vec![-1, 3, 32, 32]))];
+        let m = vec![meta(&[-1, 3, 32, 32])];
         let k = ProfileKey::new("connect 127.0.0.1:9000", &m, 4, "box");
         assert_eq!(k, ProfileKey::new("connect 127.0.0.1:9000", &m, 4, "box"));
-        let other_shape = vec![("net".to_string(), meta(vec![-1, 3, 64, 64]))];
+        let other_shape = vec![meta(&[-1, 3, 64, 64])];
         for other in [
             ProfileKey::new("connect 127.0.0.1:9001", &m, 4, "box"),
             ProfileKey::new("connect 127.0.0.1:9000", &m, 2, "box"),

@@ -170,6 +170,46 @@ pub fn timing(
     (exec, overhead)
 }
 
+/// The `ModelInfer` request of one job.
+fn infer_request(model: &str, meta: &ModelMeta, input: &InputTensor) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: model.into(),
+        model_version: String::new(),
+        id: String::new(),
+        parameters: HashMap::new(),
+        inputs: vec![InferInputTensor {
+            name: meta.input_name.clone(),
+            datatype: meta.datatype.clone(),
+            shape: input.shape.clone(),
+            parameters: HashMap::new(),
+            contents: None,
+        }],
+        outputs: vec![],
+        raw_input_contents: vec![input.data.clone()],
+    }
+}
+
+/// The first output's bytes: raw contents, else the typed FP32 contents.
+fn output_bytes(
+    resp: &edgeplane_proto::oip::ModelInferResponse,
+    out: &edgeplane_proto::oip::model_infer_response::InferOutputTensor,
+) -> Vec<u8> {
+    resp.raw_output_contents
+        .first()
+        .cloned()
+        .unwrap_or_else(|| {
+            out.contents
+                .as_ref()
+                .map(|c| {
+                    c.fp32_contents
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+}
+
 /// One (dispatch overhead, worker execution) sample.
 #[derive(Debug, Clone, Copy)]
 pub struct OverheadSample {
@@ -478,21 +518,7 @@ impl WorkerHandle {
                 "worker {p} is not ready (restarting or stopped)"
             )));
         };
-        let mut req = tonic::Request::new(ModelInferRequest {
-            model_name: model.into(),
-            model_version: String::new(),
-            id: String::new(),
-            parameters: HashMap::new(),
-            inputs: vec![InferInputTensor {
-                name: meta.input_name.clone(),
-                datatype: meta.datatype.clone(),
-                shape: input.shape.clone(),
-                parameters: HashMap::new(),
-                contents: None,
-            }],
-            outputs: vec![],
-            raw_input_contents: vec![input.data.clone()],
-        });
+        let mut req = tonic::Request::new(infer_request(model, &meta, input));
         req.set_timeout(self.spec.request_timeout);
         // The agent times every request itself (monotonic clock, dispatch to response): a
         // third-party v2 server sends no `exec_ms`, and its figures are only used when sane.
@@ -540,21 +566,7 @@ impl WorkerHandle {
                 "worker {p} returned no output tensor"
             )));
         };
-        let data = resp
-            .raw_output_contents
-            .first()
-            .cloned()
-            .unwrap_or_else(|| {
-                out.contents
-                    .as_ref()
-                    .map(|c| {
-                        c.fp32_contents
-                            .iter()
-                            .flat_map(|v| v.to_le_bytes())
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            });
+        let data = output_bytes(&resp, out);
         if received.is_some() && worker_exec.is_some() {
             self.overhead
                 .lock()

@@ -363,10 +363,18 @@ pub fn worker_identity(cfg: &WorkerConfig) -> String {
 
 /// The key of this worker's profile (see [`crate::profile_key`]).
 fn profile_key(cfg: &WorkerConfig, handle: &WorkerHandle) -> crate::profile_key::ProfileKey {
-    let models: Vec<(String, super::oip::ModelMeta)> = cfg
+    let models: Vec<String> = cfg
         .models
         .iter()
-        .filter_map(|m| Some((m.clone(), handle.metadata(m)?)))
+        .filter_map(|m| {
+            let d = handle.metadata(m)?;
+            Some(crate::profile_key::describe_model(
+                m,
+                &d.platform,
+                (&d.input_name, &d.datatype, &d.input_shape),
+                &d.output_shape,
+            ))
+        })
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     crate::profile_key::ProfileKey::new(

@@ -108,10 +108,7 @@ fn metrics(addr: &str) -> String {
 fn bad_figures(text: &str) -> Vec<String> {
     text.lines()
         .filter(|l| {
-            let v = l
-                .rsplit(|c: char| c == ' ' || c == ':' || c == ',')
-                .next()
-                .unwrap_or("");
+            let v = l.rsplit([' ', ':', ',']).next().unwrap_or("");
             l.contains("NaN")
                 || l.contains("null")
                 || matches!(v.trim(), "inf" | "-inf" | "+Inf" if !l.contains("le=\""))
