@@ -9,6 +9,8 @@
 //! - [`exec`]: the executor contract, the simulated and Open Inference Protocol executors,
 //!   the per-partition worker factories.
 //! - [`api`]: the agent's `Inference` gRPC API; [`scenario`]: local frame sources.
+//! - [`figures`]: every figure is checked (finite, positive) before it is stored or
+//!   reported; [`profile_key`]: the identity a cached worker profile belongs to.
 //! - [`node`]: the composition root (builds the core, executors and services for the
 //!   accelerators found; the only place that tells accelerator kinds apart).
 //! - [`link`]: register + session with the coordinator leader, reconnect with backoff;
@@ -24,10 +26,12 @@ pub mod config;
 pub mod discovery;
 pub mod entry;
 pub mod exec;
+pub mod figures;
 pub mod join;
 pub mod link;
 pub mod metrics;
 pub mod node;
+pub mod profile_key;
 pub mod runtime;
 pub mod scenario;
 pub mod sched;

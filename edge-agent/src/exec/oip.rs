@@ -145,6 +145,71 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// A request's (execution, dispatch overhead) in ms, never NaN: the worker's own `exec_ms`
+/// when it sent a finite, positive one, else the agent's own round trip (measured); the
+/// overhead from the worker's `received_unix_ns` when sent, else 0 (not measurable).
+pub fn timing(
+    worker_exec_ms: Option<f64>,
+    received_unix_ns: Option<u64>,
+    dispatched_ns: u64,
+    round_trip_ms: f64,
+) -> (f64, f64) {
+    use crate::figures::{check_ms, Figure};
+    let own = check_ms(Figure::RoundTripMs, round_trip_ms).unwrap_or(1e-3);
+    let exec = match worker_exec_ms.map(|v| check_ms(Figure::WorkerExecMs, v)) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "using the agent-measured round trip");
+            own
+        }
+        None => own,
+    };
+    let overhead = received_unix_ns
+        .filter(|_| dispatched_ns > 0)
+        .map_or(0.0, |r| r.saturating_sub(dispatched_ns) as f64 / 1e6);
+    (exec, overhead)
+}
+
+/// The `ModelInfer` request of one job.
+fn infer_request(model: &str, meta: &ModelMeta, input: &InputTensor) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: model.into(),
+        model_version: String::new(),
+        id: String::new(),
+        parameters: HashMap::new(),
+        inputs: vec![InferInputTensor {
+            name: meta.input_name.clone(),
+            datatype: meta.datatype.clone(),
+            shape: input.shape.clone(),
+            parameters: HashMap::new(),
+            contents: None,
+        }],
+        outputs: vec![],
+        raw_input_contents: vec![input.data.clone()],
+    }
+}
+
+/// The first output's bytes: raw contents, else the typed FP32 contents.
+fn output_bytes(
+    resp: &edgeplane_proto::oip::ModelInferResponse,
+    out: &edgeplane_proto::oip::model_infer_response::InferOutputTensor,
+) -> Vec<u8> {
+    resp.raw_output_contents
+        .first()
+        .cloned()
+        .unwrap_or_else(|| {
+            out.contents
+                .as_ref()
+                .map(|c| {
+                    c.fp32_contents
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+}
+
 /// One (dispatch overhead, worker execution) sample.
 #[derive(Debug, Clone, Copy)]
 pub struct OverheadSample {
@@ -453,22 +518,11 @@ impl WorkerHandle {
                 "worker {p} is not ready (restarting or stopped)"
             )));
         };
-        let mut req = tonic::Request::new(ModelInferRequest {
-            model_name: model.into(),
-            model_version: String::new(),
-            id: String::new(),
-            parameters: HashMap::new(),
-            inputs: vec![InferInputTensor {
-                name: meta.input_name.clone(),
-                datatype: meta.datatype.clone(),
-                shape: input.shape.clone(),
-                parameters: HashMap::new(),
-                contents: None,
-            }],
-            outputs: vec![],
-            raw_input_contents: vec![input.data.clone()],
-        });
+        let mut req = tonic::Request::new(infer_request(model, &meta, input));
         req.set_timeout(self.spec.request_timeout);
+        // The agent times every request itself (monotonic clock, dispatch to response): a
+        // third-party v2 server sends no `exec_ms`, and its figures are only used when sane.
+        let sent = Instant::now();
         // The client enforces the timeout too: a worker that ignores `grpc-timeout` and hangs
         // must not hang the job.
         let call = tokio::time::timeout(self.spec.request_timeout, client.model_infer(req)).await;
@@ -501,33 +555,19 @@ impl WorkerHandle {
             Some(ParameterChoice::Int64Param(v)) => Some(v as u64),
             _ => None,
         };
-        let exec_ms = match param("exec_ms") {
-            Some(ParameterChoice::DoubleParam(v)) => v,
-            _ => f64::NAN,
+        let round_trip_ms = sent.elapsed().as_secs_f64() * 1000.0;
+        let worker_exec = match param("exec_ms") {
+            Some(ParameterChoice::DoubleParam(v)) => Some(v),
+            _ => None,
         };
-        let overhead_ms =
-            received.map_or(f64::NAN, |r| r.saturating_sub(dispatched_ns) as f64 / 1e6);
+        let (exec_ms, overhead_ms) = timing(worker_exec, received, dispatched_ns, round_trip_ms);
         let Some(out) = resp.outputs.first() else {
             return Err(Status::internal(format!(
                 "worker {p} returned no output tensor"
             )));
         };
-        let data = resp
-            .raw_output_contents
-            .first()
-            .cloned()
-            .unwrap_or_else(|| {
-                out.contents
-                    .as_ref()
-                    .map(|c| {
-                        c.fp32_contents
-                            .iter()
-                            .flat_map(|v| v.to_le_bytes())
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            });
-        if overhead_ms.is_finite() && exec_ms.is_finite() {
+        let data = output_bytes(&resp, out);
+        if received.is_some() && worker_exec.is_some() {
             self.overhead
                 .lock()
                 .expect("overhead lock")
@@ -619,7 +659,16 @@ impl Executor for OipExecutor {
             let input = block.input.as_deref();
             let r = w.infer(&block.model, input, dispatched_ns).await;
             let (energy, source) = match (&rapl, before) {
-                (Some(rp), Some(b)) => (rp.delta_mj(&b, &rp.read()), Source::Rapl),
+                (Some(rp), Some(b)) => {
+                    let e = rp.delta_mj(&b, &rp.read());
+                    match crate::figures::check_amount(crate::figures::Figure::EnergyMj, e) {
+                        Ok(e) => (e, Source::Rapl),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "RAPL reading refused: modelled energy");
+                            (block.energy_mj, Source::Modelled)
+                        }
+                    }
+                }
                 _ => (block.energy_mj, Source::Modelled),
             };
             if let Err(s) = &r {
@@ -675,4 +724,20 @@ pub fn worker_model_names() -> Vec<String> {
         .keys()
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timing;
+
+    #[test]
+    fn a_worker_without_exec_ms_is_timed_by_the_agent() {
+        // a third-party v2 server: no exec_ms, no received_unix_ns
+        assert_eq!(timing(None, None, 5, 7.5), (7.5, 0.0));
+        // NaN / negative exec_ms refused: the agent's own round trip
+        assert_eq!(timing(Some(f64::NAN), None, 5, 7.5), (7.5, 0.0));
+        assert_eq!(timing(Some(-1.0), None, 5, 7.5), (7.5, 0.0));
+        // our worker: its exec_ms, and overhead from its receive time (2 ms after dispatch)
+        assert_eq!(timing(Some(3.0), Some(2_000_005), 5, 7.5), (3.0, 2.0));
+    }
 }

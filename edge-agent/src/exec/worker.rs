@@ -81,6 +81,8 @@ pub struct Profile {
     /// model -> batch -> median ms (measured batches only).
     pub rows: BTreeMap<String, BTreeMap<u32, f64>>,
     pub host: String,
+    /// Which worker measured it (built-in + version, or the external address / command).
+    pub worker: String,
 }
 
 #[derive(Deserialize)]
@@ -150,7 +152,8 @@ impl Profile {
         );
         let _ = writeln!(
             s,
-            "# Built-in CPU worker (candle, FP32), input {r}x{r}, {w} warm-up + {n} timed passes per (model, batch); ms = median forward-pass time of the whole batch (worker-side, no queueing or transfer).",
+            "# Worker: {}. Input {r}x{r}, {w} warm-up + {n} timed passes per (model, batch); ms = median time of the whole batch (measured: the worker's own exec_ms when it reports a finite one, else the agent's dispatch-to-response time).",
+            if self.worker.is_empty() { "built-in CPU worker (candle, FP32)" } else { &self.worker },
             r = self.resolution,
             w = self.warmup,
             n = self.reps
@@ -218,6 +221,7 @@ impl Profile {
             reps: 0,
             rows: BTreeMap::new(),
             host: String::new(),
+            worker: String::new(),
         };
         for r in rows {
             if r.ms.len() != BATCHES.len() || r.ms.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
@@ -276,11 +280,21 @@ pub async fn measure(
                     }
                 })?;
                 if i >= warmup {
-                    times.push(r.exec_ms);
+                    let ms = crate::figures::check_ms(crate::figures::Figure::ProfileMs, r.exec_ms)
+                        .map_err(|e| WorkerNodeError::Measure {
+                            model: m.clone(),
+                            batch: b,
+                            why: e.to_string(),
+                        })?;
+                    times.push(ms);
                 }
             }
             times.sort_by(f64::total_cmp);
-            let med = times[times.len() / 2];
+            let med = median(&times).ok_or_else(|| WorkerNodeError::Measure {
+                model: m.clone(),
+                batch: b,
+                why: "no timed pass".into(),
+            })?;
             tracing::info!(model = %m, batch = b, ms = med, "measured");
             row.insert(b, med);
         }
@@ -295,7 +309,18 @@ pub async fn measure(
         reps,
         rows,
         host: host_description(),
+        worker: String::new(),
     })
+}
+
+/// The median of sorted samples (mean of the middle two for an even count).
+pub fn median(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
 }
 
 /// "hostname, CPU model, N threads".
@@ -323,6 +348,43 @@ pub fn profile_path(data_dir: &std::path::Path, resolution: u32) -> std::path::P
     data_dir.join(format!("profile-cpu-{resolution}.toml"))
 }
 
+/// Untimed warm-up passes and timed passes (the median is kept) per (model, batch).
+pub const WARMUP: u32 = 2;
+pub const REPS: u32 = 10;
+
+/// The worker's identity for the profile key and the table's header.
+pub fn worker_identity(cfg: &WorkerConfig) -> String {
+    match (&cfg.addr, &cfg.command) {
+        (Some(a), _) => format!("external v2 worker at {a}"),
+        (None, Some(c)) => format!("worker command `{c}`"),
+        (None, None) => crate::profile_key::builtin_identity(cfg.resolution),
+    }
+}
+
+/// The key of this worker's profile (see [`crate::profile_key`]).
+fn profile_key(cfg: &WorkerConfig, handle: &WorkerHandle) -> crate::profile_key::ProfileKey {
+    let models: Vec<String> = cfg
+        .models
+        .iter()
+        .filter_map(|m| {
+            let d = handle.metadata(m)?;
+            Some(crate::profile_key::describe_model(
+                m,
+                &d.platform,
+                (&d.input_name, &d.datatype, &d.input_shape),
+                &d.output_shape,
+            ))
+        })
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::profile_key::ProfileKey::new(
+        &worker_identity(cfg),
+        &models,
+        threads,
+        &host_description(),
+    )
+}
+
 /// Start the node's worker, load (or measure and cache) its profile and register its models.
 pub async fn start(
     cfg: &WorkerConfig,
@@ -333,8 +395,16 @@ pub async fn start(
     let handle = WorkerHandle::start(cfg.spec(partition, 100, None)).await?;
     tracing::info!(partition, addr = ?handle.addr(), ready_ms = t0.elapsed().as_millis() as u64, "worker ready");
     let path = profile_path(data_dir, cfg.resolution);
+    let key = profile_key(cfg, &handle);
     let cached = std::fs::read_to_string(&path)
         .ok()
+        .filter(|t| {
+            let ok = key.matches(t);
+            if !ok {
+                tracing::info!(path = %path.display(), "cached profile is for another worker, model or host: measuring again");
+            }
+            ok
+        })
         .and_then(|t| Profile::parse(&t, &path.display().to_string()).ok())
         .filter(|p| cfg.models.iter().all(|m| p.b1(m).is_some()));
     let profile = match cached {
@@ -347,10 +417,12 @@ pub async fn start(
         }
         None => {
             tracing::info!("no cached profile: measuring L(model, 1) on the worker");
-            let mut p = measure(&handle, &cfg.models, &[1], 1, 3, "cpu").await?;
+            let mut p = measure(&handle, &cfg.models, &[1], WARMUP, REPS, "cpu").await?;
             p.resolution = cfg.resolution;
+            p.worker = worker_identity(cfg);
             let _ = std::fs::create_dir_all(data_dir);
-            if let Err(e) = std::fs::write(&path, p.to_toml()) {
+            let text = format!("{}\n{}", key.line(), p.to_toml());
+            if let Err(e) = std::fs::write(&path, text) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot cache the profile");
             }
             p
@@ -388,6 +460,7 @@ mod tests {
                 BTreeMap::from([(1, 2.0), (2, 3.5), (4, 7.0)]),
             )]),
             host: "test".into(),
+            worker: "test worker".into(),
         }
     }
 
@@ -452,5 +525,17 @@ mod tests {
             s.command_line("x {port} {share} {partition} {models}", 9),
             "x 9 50 cpu0 resnet18,resnet50,vgg16"
         );
+    }
+}
+
+#[cfg(test)]
+mod figure_tests {
+    use super::median;
+
+    #[test]
+    fn median_of_sorted_passes() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[1.0, 2.0, 9.0]), Some(2.0));
+        assert_eq!(median(&[1.0, 2.0, 4.0, 9.0]), Some(3.0));
     }
 }

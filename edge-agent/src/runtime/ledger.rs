@@ -3,6 +3,7 @@
 //! it through the methods below. No other code takes the lock.
 
 use crate::exec::factory::PartitionSpec;
+use crate::figures::{amount_or_zero, Figure};
 use crate::sched::ControllerStatus;
 use crate::stats::{AccStats, PartitionMeta, Stats};
 use crate::store::Counters;
@@ -36,18 +37,25 @@ impl Ledger {
 
     /// A job that did not complete, with the energy it spent.
     pub fn dropped(&self, model: &str, energy_mj: f64) {
+        let energy_mj = amount_or_zero(Figure::EnergyMj, energy_mj);
         let mut st = self.lock();
         let m = st.model(model);
         m.drops += 1;
         m.energy_mj += energy_mj;
     }
 
+    /// A completed job. Figures are checked first: a NaN, infinite or negative one is counted
+    /// as 0 (with a warning), so no counter ever holds NaN (serialised as `null`).
     pub fn completed(&self, model: &str, latency_ms: f64, met: bool, energy_mj: f64) {
+        let latency_ms = amount_or_zero(Figure::LatencyMs, latency_ms);
+        let energy_mj = amount_or_zero(Figure::EnergyMj, energy_mj);
         self.lock().complete(model, latency_ms, met, energy_mj);
     }
 
     /// A block finished on accelerator (or partition) `id`.
     pub fn block(&self, id: &str, busy_ms: f64, energy_mj: f64) {
+        let busy_ms = amount_or_zero(Figure::LatencyMs, busy_ms);
+        let energy_mj = amount_or_zero(Figure::EnergyMj, energy_mj);
         let mut st = self.lock();
         if let Some((_, a)) = st.accelerators.iter_mut().find(|(x, _)| x == id) {
             a.busy_ms += busy_ms;
@@ -126,5 +134,49 @@ impl Ledger {
         let ended: u64 = st.models.values().map(|m| m.completions + m.drops).sum();
         let arrived: u64 = st.models.values().map(|m| m.arrivals).sum();
         arrived.saturating_sub(ended) + released.saturating_sub(arrived)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_figures_are_refused_and_persisted_counters_hold_no_null() {
+        let l = Ledger::new(Stats::new(&["cpu0".to_string()]));
+        l.arrival("m");
+        l.completed("m", f64::NAN, true, f64::NAN);
+        l.arrival("m");
+        l.completed("m", 4.0, true, 2.0);
+        l.block("cpu0", f64::INFINITY, f64::NAN);
+        l.block("cpu0", 4.0, 2.0);
+        l.arrival("m");
+        l.dropped("m", -1.0);
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::DataDir::open(dir.path()).unwrap();
+        store.save_counters(&l.counters(1.0)).unwrap();
+        let mut seen = 0;
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                let t = std::fs::read_to_string(&p).unwrap_or_default();
+                assert!(
+                    !t.contains("null") && !t.contains("NaN"),
+                    "{}: {t}",
+                    p.display()
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "counters.json was written");
+        // hand count: energy 0 (NaN refused) + 2 + 0 (negative refused) = 2 mJ
+        let (energy, busy) = l.read(|s| {
+            (
+                s.models.values().map(|m| m.energy_mj).sum::<f64>(),
+                s.accelerators[0].1.busy_ms,
+            )
+        });
+        assert_eq!(energy, 2.0);
+        assert_eq!(busy, 4.0);
     }
 }

@@ -116,6 +116,7 @@ mod tests {
             reps: 0,
             rows,
             host: "test".into(),
+            worker: String::new(),
         };
         let models = vec!["resnet18".to_string()];
         let core =

@@ -17,4 +17,5 @@ mod security;
 mod server_identity;
 mod service;
 mod support;
+mod third_party_worker;
 mod worker;

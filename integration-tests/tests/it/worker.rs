@@ -665,14 +665,33 @@ async fn joined_cpu_agent_is_planned_on_its_measured_profile_and_serves() {
     let c = Cluster::start(3, Opts::fast_planner(TOKEN));
     let leader = c.leader(Duration::from_secs(15)).await;
     let dir = tempfile::tempdir().unwrap();
-    // A cached profile in the data dir (what `edgeplane-agent profile --out` or an earlier
-    // start leaves): the agent uses it instead of measuring, so the rows the coordinator
-    // receives are known here, independent of how fast this machine is.
-    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    // A cached profile in the data dir (what an earlier start leaves): the agent uses it
+    // instead of measuring, so the rows the coordinator receives are known here, independent
+    // of how fast this machine is. A cached profile belongs to its worker, models and host
+    // (its `# key:` line): a first standalone start measures and writes it; its rows are then
+    // replaced under the same key.
+    let key = {
+        let mut first = Agent::start(
+            dir.path(),
+            &["--worker-models", "resnet18", "--worker-resolution", "64"],
+        );
+        first.ready().await;
+        let _ = Command::new("kill")
+            .arg(first.child.id().to_string())
+            .status();
+        first.wait_exit(Duration::from_secs(10)).await;
+        let t = std::fs::read_to_string(dir.path().join("data/profile-cpu-64.toml")).unwrap();
+        t.lines()
+            .find(|l| l.starts_with("# key: "))
+            .expect("the measured profile carries its key")
+            .to_string()
+    };
     std::fs::write(
         dir.path().join("data/profile-cpu-64.toml"),
-        "[[row]]\ngpu = \"cpu\"\nmodel = \"resnet18\"\npart = \"full\"\n\
-         ms = [7.0, 13.0, 25.0, 49.0, 97.0, 193.0]\nmeasured = { b1 = 7.0 }\n",
+        format!(
+            "{key}\n[[row]]\ngpu = \"cpu\"\nmodel = \"resnet18\"\npart = \"full\"\n\
+             ms = [7.0, 13.0, 25.0, 49.0, 97.0, 193.0]\nmeasured = {{ b1 = 7.0 }}\n"
+        ),
     )
     .unwrap();
     let eps = c.endpoints().join(",");
