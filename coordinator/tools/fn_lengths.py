@@ -5,12 +5,49 @@ import os, re, sys
 root = sys.argv[1]
 limit = int(sys.argv[2]) if len(sys.argv) > 2 else 120
 rows = []
+
+
+def strip_literals(src):
+    """Blank out comments, string/byte/raw-string and char literals (newlines kept), so braces
+    inside them (e.g. `'{'`, `"{name}"`) are not counted."""
+    out, i, n = [], 0, len(src)
+    while i < n:
+        c = src[i]
+        if src.startswith('//', i):
+            j = src.find('\n', i)
+            j = n if j < 0 else j
+            out.append(' ' * (j - i)); i = j
+        elif src.startswith('/*', i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if src.startswith('/*', j): depth += 1; j += 2
+                elif src.startswith('*/', j): depth -= 1; j += 2
+                else: j += 1
+            out.append(re.sub(r'[^\n]', ' ', src[i:j])); i = j
+        elif (m := re.match(r'b?r(#*)"', src[i:i + 300])) and (i == 0 or not (src[i - 1].isalnum() or src[i - 1] == '_')):
+            close = '"' + m.group(1)
+            j = src.find(close, i + m.end())
+            j = n if j < 0 else j + len(close)
+            out.append(re.sub(r'[^\n]', ' ', src[i:j])); i = j
+        elif c == '"':
+            j = i + 1
+            while j < n and src[j] != '"':
+                j += 2 if src[j] == '\\' else 1
+            j += 1
+            out.append(re.sub(r'[^\n]', ' ', src[i:j])); i = j
+        elif c == "'" and (m := re.match(r"'(\\(x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]+\}|.)|[^\\'\n])'", src[i:i + 16])):
+            out.append(' ' * m.end()); i += m.end()
+        else:
+            out.append(c); i += 1
+    return ''.join(out)
+
+
 for dp, _, fs in os.walk(root):
     for f in fs:
         if not f.endswith('.rs') or f in ('tests.rs',) or f.endswith('_props.rs'):
             continue
         p = os.path.join(dp, f)
-        lines = open(p).read().split('\n')
+        lines = strip_literals(open(p).read()).split('\n')
         end = len(lines)
         for i, l in enumerate(lines):
             if re.match(r'\s*#\[cfg\(test\)\]', l) and i + 1 < end and 'mod tests' in lines[i + 1]:
