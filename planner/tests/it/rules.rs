@@ -54,7 +54,7 @@ fn every_decision_has_a_reason_and_the_first_plan_starts_everything() {
         assert!(out
             .decisions
             .iter()
-            .any(|d| d.subject == m && d.reason.contains("req/s")));
+            .any(|d| d.subject == edgeplane_planner::Subject::model(m) && d.reason.contains("req/s")));
     }
     let starts = out
         .steps
