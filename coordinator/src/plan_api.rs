@@ -154,7 +154,11 @@ mod tests {
         use api::decision::Subject as S;
         let d = &r.decisions;
         assert_eq!(
-            (d[0].subject(), d[0].node.as_str(), d[0].accelerator.as_str()),
+            (
+                d[0].subject(),
+                d[0].node.as_str(),
+                d[0].accelerator.as_str()
+            ),
             (S::Profile, "n", "gpu0")
         );
         assert_eq!(d[1].subject(), S::Plan);
@@ -166,7 +170,10 @@ mod tests {
             (A::Start, "p1")
         );
         assert_eq!(r.steps[1].action(), A::MoveTraffic);
-        assert_eq!((r.steps[1].from.clone(), r.steps[1].to.clone()), (vec!["p0".to_string()], vec!["p1".to_string()]));
+        assert_eq!(
+            (r.steps[1].from.clone(), r.steps[1].to.clone()),
+            (vec!["p0".to_string()], vec!["p1".to_string()])
+        );
         assert!(!r.committed);
         assert!(r.plan.is_some());
     }
