@@ -651,13 +651,7 @@ impl Admin for AdminService {
         let p = live
             .plan_preview(&st)
             .map_err(Status::failed_precondition)?;
-        Ok(Response::new(api::PlanPlacementResponse {
-            replanned: p.replanned,
-            decisions: p.decisions,
-            steps: p.steps,
-            plan_json: serde_json::to_string(&p.plan).unwrap_or_default(),
-            committed: false,
-        }))
+        Ok(Response::new(crate::plan_api::response(&p)))
     }
 
     async fn forward(

@@ -68,6 +68,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod placement;
+pub mod plan_api;
 pub mod profiles;
 pub mod raft_loop;
 pub mod reads;

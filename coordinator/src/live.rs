@@ -42,12 +42,44 @@ pub struct PartitionLive {
     pub energy_j: f64,
 }
 
+/// What one line of a round's "why" is about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecisionSubject {
+    /// The profile an accelerator of a ready node is planned with.
+    Profile { node: String, accelerator: String },
+    /// The planner's own decisions: the plan as a whole, or one model.
+    Planner(planner::Subject),
+    /// Why one node's assignment is committed.
+    Node(String),
+}
+
+/// One line of a round's "why".
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanDecision {
+    pub subject: DecisionSubject,
+    pub reason: String,
+}
+
+/// `profile NODE/ACC: REASON`, `plan: REASON`, `MODEL: REASON`, `NODE: REASON`.
+impl std::fmt::Display for PlanDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.subject {
+            DecisionSubject::Profile { node, accelerator } => {
+                write!(f, "profile {node}/{accelerator}: {}", self.reason)
+            }
+            DecisionSubject::Planner(s) => write!(f, "{s}: {}", self.reason),
+            DecisionSubject::Node(n) => write!(f, "{n}: {}", self.reason),
+        }
+    }
+}
+
 /// What one planning round would do (a dry run's answer; the leader loop commits it).
 #[derive(Debug, Clone, Default)]
 pub struct PlanPreview {
     pub replanned: bool,
-    pub decisions: Vec<String>,
-    pub steps: Vec<String>,
+    pub decisions: Vec<PlanDecision>,
+    /// Make-before-break steps (batches left out: a batch change alone moves nothing).
+    pub steps: Vec<planner::Step>,
     /// The plan the round ends with (the new one, or the committed one kept).
     pub plan: planner::Plan,
     /// node → its new effective partitions and target, only nodes that change.

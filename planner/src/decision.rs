@@ -36,29 +36,6 @@ impl Serialize for Subject {
     }
 }
 
-/// Compares with the printed subject (`"plan"`, or a model's name), for callers that still
-/// hold the text form.
-impl PartialEq<str> for Subject {
-    fn eq(&self, other: &str) -> bool {
-        match self {
-            Subject::Plan => other == "plan",
-            Subject::Model(m) => m == other,
-        }
-    }
-}
-
-impl PartialEq<&str> for Subject {
-    fn eq(&self, other: &&str) -> bool {
-        self == *other
-    }
-}
-
-impl PartialEq<String> for Subject {
-    fn eq(&self, other: &String) -> bool {
-        self == other.as_str()
-    }
-}
-
 /// One decision with its reason (what `--dry-run` prints).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {

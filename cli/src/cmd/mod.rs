@@ -10,6 +10,7 @@ pub mod members;
 pub mod models;
 pub mod nodes;
 pub mod placement;
+mod plan_view;
 pub mod snapshot;
 pub mod tokens;
 

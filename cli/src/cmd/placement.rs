@@ -179,11 +179,8 @@ pub(crate) async fn plan(conn: &Conn, a: PlanArgs) -> anyhow::Result<()> {
         })
         .await?;
     if a.format == Format::Json {
-        let plan: serde_json::Value = serde_json::from_str(&r.plan_json).unwrap_or(json!(null));
-        crate::output::print_json(&json!({
-            "replanned": r.replanned, "committed": r.committed,
-            "decisions": r.decisions, "steps": r.steps, "plan": plan,
-        }));
+        let j = serde_json::to_value(super::plan_view::DryRunJson::from(&r))?;
+        crate::output::print_json(&j);
     } else {
         println!(
             "{} (dry run: nothing committed)",
@@ -195,12 +192,12 @@ pub(crate) async fn plan(conn: &Conn, a: PlanArgs) -> anyhow::Result<()> {
         );
         println!("why:");
         for d in &r.decisions {
-            println!("  - {d}");
+            println!("  - {}", super::plan_view::decision_text(d));
         }
         if !r.steps.is_empty() {
             println!("steps (make-before-break):");
             for (i, s) in r.steps.iter().enumerate() {
-                println!("  {}. {s}", i + 1);
+                println!("  {}. {}", i + 1, super::plan_view::step_text(s));
             }
         }
     }

@@ -98,7 +98,7 @@ fn plan_change_text(o: &edgeplane_planner::Outcome) -> String {
     let why = o
         .decisions
         .iter()
-        .find(|d| d.subject == "plan")
+        .find(|d| d.subject == edgeplane_planner::Subject::Plan)
         .map(|d| d.reason.clone())
         .unwrap_or_else(|| "first plan: models deployed".into());
     let parts = o

@@ -11,7 +11,7 @@ use edgeplane_planner::reconcile::{self, Slice};
 use edgeplane_proto::raft as pb;
 
 use super::inputs::{committed_plan, inputs, normalise, pin_partitions, to_pb};
-use crate::live::PlanPreview;
+use crate::live::{DecisionSubject, PlanDecision, PlanPreview};
 use crate::profiles::{profile_label, with_measured};
 use crate::state::{Node, NodeStatus, Partition, State};
 
@@ -33,20 +33,19 @@ pub fn round(
     let current = committed_plan(st);
     let out = planner::plan(data, &inputs, current.as_ref(), cfg).map_err(|e| e.to_string())?;
     let mut decisions = profile_decisions(data, st);
-    decisions.extend(
-        out.decisions
-            .iter()
-            .map(|d| format!("{}: {}", d.subject, d.reason)),
-    );
+    decisions.extend(out.decisions.iter().map(|d| PlanDecision {
+        subject: DecisionSubject::Planner(d.subject.clone()),
+        reason: d.reason.clone(),
+    }));
     let steps = if out.replanned {
-        steps_text(current.as_ref(), &out.plan, &inputs)
+        steps(current.as_ref(), &out.plan, &inputs)
     } else {
         Vec::new()
     };
     let trigger = out
         .decisions
         .iter()
-        .find(|d| d.subject == "plan")
+        .find(|d| d.subject == planner::Subject::Plan)
         .map(|d| d.reason.clone())
         .unwrap_or_else(|| "first plan".into());
     let trigger = explain_pinned(st, out.trigger.as_ref(), trigger);
@@ -56,7 +55,10 @@ pub fn round(
     for n in st.nodes.values() {
         let why = |kept: &[String]| commit_reason(n, kept, out.replanned, &trigger);
         if let Some(c) = node_change(st, n, &target, &homes, ready, why) {
-            decisions.push(format!("{}: {}", n.name, c.reason));
+            decisions.push(PlanDecision {
+                subject: DecisionSubject::Node(n.name.clone()),
+                reason: c.reason.clone(),
+            });
             changes.push(c);
         }
     }
@@ -84,25 +86,32 @@ pub fn round(
 
 /// Which profile each plannable accelerator of a ready node is planned with (measured
 /// rows win).
-fn profile_decisions(data: &GpuData, st: &State) -> Vec<String> {
+fn profile_decisions(data: &GpuData, st: &State) -> Vec<PlanDecision> {
     st.nodes
         .values()
         .filter(|n| n.status == NodeStatus::Ready)
         .flat_map(|n| {
             n.accelerators.iter().filter_map(move |a| {
                 let label = profile_label(data, a)?;
-                Some(format!("profile {}/{}: {label}", n.name, a.id))
+                Some(PlanDecision {
+                    subject: DecisionSubject::Profile {
+                        node: n.name.clone(),
+                        accelerator: a.id.clone(),
+                    },
+                    reason: label,
+                })
             })
         })
         .collect()
 }
 
-/// The make-before-break steps from the committed plan to `next`, in words.
-fn steps_text(
+/// The make-before-break steps from the committed plan to `next`, batches left out (a
+/// batch change alone restarts no partition).
+fn steps(
     current: Option<&planner::Plan>,
     next: &planner::Plan,
     inputs: &planner::Inputs,
-) -> Vec<String> {
+) -> Vec<planner::Step> {
     let mut next = next.clone();
     for p in &mut next.partitions {
         for t in &mut p.tenants {
@@ -110,29 +119,6 @@ fn steps_text(
         }
     }
     planner::diff(current, &next, inputs)
-        .iter()
-        .map(|s| match s {
-            planner::Step::Start { partition, reason } => {
-                format!("start {partition}: {reason}")
-            }
-            planner::Step::WaitReady { partition, reason } => {
-                format!("wait until {partition} is ready: {reason}")
-            }
-            planner::Step::MoveTraffic {
-                model,
-                from,
-                to,
-                reason,
-            } => format!(
-                "move {model} from [{}] to [{}]: {reason}",
-                from.join(", "),
-                to.join(", ")
-            ),
-            planner::Step::Stop { partition, reason } => {
-                format!("stop {partition}: {reason}")
-            }
-        })
-        .collect()
 }
 
 /// The planner's target per node without pinned models (pins are added per node): the new

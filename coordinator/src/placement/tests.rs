@@ -126,9 +126,14 @@ fn measured_profiles_make_a_cpu_plannable_and_are_named_in_the_decisions() {
     let cfg = planner::Config::default();
     let p = round(data, &st, &BTreeMap::new(), &none, &cfg).unwrap();
     assert!(
-        p.decisions
-            .iter()
-            .any(|d| d == "profile cpu-box/cpu0: measured (cpu on test)"),
+        p.decisions.iter().any(
+            |d| d.to_string() == "profile cpu-box/cpu0: measured (cpu on test)"
+                && d.subject
+                    == crate::live::DecisionSubject::Profile {
+                        node: "cpu-box".into(),
+                        accelerator: "cpu0".into()
+                    }
+        ),
         "{:?}",
         p.decisions
     );

@@ -229,7 +229,15 @@ async fn the_planner_places_models_through_raft_and_pins_win() {
         .into_inner();
     assert!(!dry.committed);
     assert!(!dry.decisions.is_empty(), "a dry run says why");
-    assert!(!dry.plan_json.is_empty());
+    let plan = dry.plan.as_ref().expect("a dry run carries the plan");
+    assert!(!plan.partitions.is_empty(), "{plan:?}");
+    assert!(
+        dry.decisions
+            .iter()
+            .all(|d| d.subject() != adm::decision::Subject::Unspecified),
+        "{:?}",
+        dry.decisions
+    );
     let e = fc
         .plan_placement(adm::PlanPlacementRequest { dry_run: false })
         .await

@@ -785,7 +785,10 @@ async fn joined_cpu_agent_is_planned_on_its_measured_profile_and_serves() {
     assert!(
         dry.decisions
             .iter()
-            .any(|d| d.starts_with("profile cpu-box/cpu0: measured")),
+            .any(|d| d.subject() == adm::decision::Subject::Profile
+                && d.node == "cpu-box"
+                && d.accelerator == "cpu0"
+                && d.reason.starts_with("measured")),
         "the dry run names the profile it planned with: {:?}",
         dry.decisions
     );

@@ -115,7 +115,7 @@ proptest! {
             // a model is served whole or shed: never below its rate (that would overload it);
             // the 1.2 headroom may be dropped when only it does not fit, and the plan says so
             let no_headroom = out.decisions.iter()
-                .any(|x| x.subject == m.name && x.reason.contains("served without headroom"));
+                .any(|x| x.subject == edgeplane_planner::Subject::model(&m.name) && x.reason.contains("served without headroom"));
             // headroom: x 1.2, or the upper edge of the rate's confidence band where wider
             let band = Config::default().band.half_width(m.requested_rps);
             let with_headroom = (m.requested_rps * 1.2).max(m.requested_rps + band);

@@ -51,10 +51,9 @@ fn every_decision_has_a_reason_and_the_first_plan_starts_everything() {
         assert!(!p.reason.is_empty());
     }
     for m in ["resnet18", "resnet50", "vgg16"] {
-        assert!(out
-            .decisions
-            .iter()
-            .any(|d| d.subject == m && d.reason.contains("req/s")));
+        assert!(out.decisions.iter().any(
+            |d| d.subject == edgeplane_planner::Subject::model(m) && d.reason.contains("req/s")
+        ));
     }
     let starts = out
         .steps
