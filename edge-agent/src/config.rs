@@ -654,6 +654,10 @@ pub struct WorkerFlags {
     /// Longest single worker request, in ms (then it fails with UNAVAILABLE).
     #[arg(long, env = "EDGEPLANE_AGENT_WORKER_REQUEST_TIMEOUT_MS")]
     pub worker_request_timeout_ms: Option<u64>,
+    /// Largest batch the agent sends a worker (1..=32; the effective limit is also capped
+    /// by the worker's own, when its model metadata fixes the batch dimension).
+    #[arg(long, env = "EDGEPLANE_AGENT_WORKER_MAX_BATCH")]
+    pub worker_max_batch: Option<u32>,
 }
 
 /// ...and the config file's `[worker]` table (same names without the `worker_` prefix).
@@ -666,7 +670,11 @@ pub struct WorkerFile {
     pub resolution: Option<u32>,
     pub ready_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
+    pub max_batch: Option<u32>,
 }
+
+/// The largest batch a worker profile lists (the last of `exec::worker::BATCHES`).
+pub const MAX_BATCH: u32 = 32;
 
 /// Effective worker settings.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -677,6 +685,8 @@ pub struct WorkerConfig {
     pub resolution: u32,
     pub ready_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    /// `--worker-max-batch` (default: the largest profiled batch, 32).
+    pub max_batch: u32,
 }
 
 impl WorkerConfig {
@@ -746,6 +756,13 @@ impl WorkerConfig {
                 "must be in 10..=3600000".into(),
             ));
         }
+        let max_batch = f.worker_max_batch.or(file.max_batch).unwrap_or(MAX_BATCH);
+        if !(1..=MAX_BATCH).contains(&max_batch) {
+            return Err(bad(
+                "worker_max_batch",
+                format!("{max_batch}: must be in 1..={MAX_BATCH}"),
+            ));
+        }
         Ok(WorkerConfig {
             command,
             addr,
@@ -753,6 +770,7 @@ impl WorkerConfig {
             resolution,
             ready_timeout_ms,
             request_timeout_ms,
+            max_batch,
         })
     }
 }

@@ -5,7 +5,8 @@
 //! Counters (`_total` in the exposition), labelled `model`:
 //! `edgeplane_agent_arrivals`, `edgeplane_agent_completions`,
 //! `edgeplane_agent_deadlines_met`, `edgeplane_agent_deadlines_missed`,
-//! `edgeplane_agent_drops`, `edgeplane_agent_energy_joules`; labelled `accelerator`:
+//! `edgeplane_agent_drops`, `edgeplane_agent_cancelled` (since start, not persisted),
+//! `edgeplane_agent_energy_joules`; labelled `accelerator`:
 //! `edgeplane_agent_accelerator_busy_seconds`, `edgeplane_agent_accelerator_energy_joules`.
 //! Gauges: `edgeplane_agent_assignment_epoch`, `edgeplane_agent_connected` (1 while a
 //! leader session is open), `edgeplane_agent_latency_p99_seconds{model}` (since start).
@@ -52,6 +53,45 @@ impl Collector for StatsCollector {
     }
 }
 
+type Get = fn(&crate::stats::ModelStats) -> f64;
+
+/// The per-model counters: name, help, value.
+const PER_MODEL: [(&str, &str, Get); 7] = [
+    (
+        "edgeplane_agent_arrivals",
+        "Frames or requests that arrived",
+        |m| m.arrivals as f64,
+    ),
+    ("edgeplane_agent_completions", "Jobs completed", |m| {
+        m.completions as f64
+    }),
+    (
+        "edgeplane_agent_deadlines_met",
+        "Jobs completed by their deadline",
+        |m| m.met as f64,
+    ),
+    (
+        "edgeplane_agent_deadlines_missed",
+        "Jobs completed after their deadline",
+        |m| m.missed as f64,
+    ),
+    (
+        "edgeplane_agent_drops",
+        "Jobs dropped (not servable in time, not served here)",
+        |m| m.drops as f64,
+    ),
+    (
+        "edgeplane_agent_cancelled",
+        "Requests whose client went away before they were sent to a worker",
+        |m| m.cancelled as f64,
+    ),
+    (
+        "edgeplane_agent_energy_joules",
+        "Modelled energy spent",
+        |m| m.energy_mj / 1000.0,
+    ),
+];
+
 fn encode_stats(
     sh: &Shared,
     st: &crate::stats::Stats,
@@ -59,38 +99,7 @@ fn encode_stats(
 ) -> Result<(), std::fmt::Error> {
     use prometheus_client::metrics::MetricType::{Counter, Gauge};
     {
-        type Get = fn(&crate::stats::ModelStats) -> f64;
-        let per_model: [(&str, &str, Get); 6] = [
-            (
-                "edgeplane_agent_arrivals",
-                "Frames or requests that arrived",
-                |m| m.arrivals as f64,
-            ),
-            ("edgeplane_agent_completions", "Jobs completed", |m| {
-                m.completions as f64
-            }),
-            (
-                "edgeplane_agent_deadlines_met",
-                "Jobs completed by their deadline",
-                |m| m.met as f64,
-            ),
-            (
-                "edgeplane_agent_deadlines_missed",
-                "Jobs completed after their deadline",
-                |m| m.missed as f64,
-            ),
-            (
-                "edgeplane_agent_drops",
-                "Jobs dropped (not servable in time, not served here)",
-                |m| m.drops as f64,
-            ),
-            (
-                "edgeplane_agent_energy_joules",
-                "Modelled energy spent",
-                |m| m.energy_mj / 1000.0,
-            ),
-        ];
-        for (name, help, get) in per_model {
+        for (name, help, get) in PER_MODEL {
             let rows = st
                 .models
                 .iter()

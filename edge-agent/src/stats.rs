@@ -18,6 +18,9 @@ pub struct ModelStats {
     pub met: u64,
     pub missed: u64,
     pub drops: u64,
+    /// Requests whose client went away (the `Infer` call was dropped) before they were sent
+    /// to the executor: never run, not a drop. Since start (not persisted).
+    pub cancelled: u64,
     /// Requests refused because the model is not assigned here (demand all the same: the
     /// coordinator counts them into the observed rate).
     pub refused: u64,

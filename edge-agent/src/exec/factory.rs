@@ -182,6 +182,7 @@ mod tests {
                 energy_mj: 7.0,
                 batch: 4,
                 input: None,
+                deadline: None,
             },
             Box::new(move |e| etx.send(e).unwrap()),
         );

@@ -39,6 +39,9 @@ pub struct Block {
     /// The job's input tensor, for worker-backed executors (None: simulated, or a job without
     /// a tensor, which a worker runs on a zero input).
     pub input: Option<Arc<InputTensor>>,
+    /// The earliest absolute deadline of the block's jobs (None: no deadline to pass on). A
+    /// worker-backed executor sends the time left to it as the request's timeout.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// What a worker returned for one job.

@@ -170,6 +170,34 @@ pub fn timing(
     (exec, overhead)
 }
 
+/// A request's timeout: the time left to `deadline` (at least 1 ms: a zero `grpc-timeout`
+/// is no timeout to some servers), never more than the worker's `cap`.
+pub fn request_timeout(cap: Duration, deadline: Option<Instant>, now: Instant) -> Duration {
+    deadline.map_or(cap, |d| {
+        d.saturating_duration_since(now)
+            .max(Duration::from_millis(1))
+            .min(cap)
+    })
+}
+
+/// A failed `ModelInfer` as the executor reports it: the worker's refusal of the input or
+/// model as it is; cut by the job's own deadline (`cut`: tonic's timer says CANCELLED, ours
+/// or the worker's DEADLINE_EXCEEDED) DEADLINE_EXCEEDED, the job ran out of time and the
+/// worker is fine; anything else UNAVAILABLE.
+fn call_error(p: &str, s: Status, timeout: Duration, cut: bool) -> Status {
+    match s.code() {
+        Code::InvalidArgument | Code::NotFound => s,
+        Code::Cancelled | Code::DeadlineExceeded if cut => Status::deadline_exceeded(format!(
+            "worker {p}: cut at the job's deadline ({timeout:?} left at dispatch)"
+        )),
+        _ => Status::unavailable(format!(
+            "worker {p} failed during the request ({:?}): {}",
+            s.code(),
+            s.message()
+        )),
+    }
+}
+
 /// The `ModelInfer` request of one job.
 fn infer_request(model: &str, meta: &ModelMeta, input: &InputTensor) -> ModelInferRequest {
     ModelInferRequest {
@@ -478,6 +506,13 @@ impl WorkerHandle {
             .map(|c| c.1.clone())
     }
 
+    /// The largest batch the worker says it takes for `model`: the batch dimension of its
+    /// input when the metadata fixes it (`[4, 3, 224, 224]` -> 4); None when it is variable
+    /// (-1) or the model is not served.
+    pub fn max_batch(&self, model: &str) -> Option<u32> {
+        fixed_batch(&self.metadata(model)?.input_shape)
+    }
+
     pub fn metadata(&self, model: &str) -> Option<ModelMeta> {
         self.meta.read().expect("meta lock").get(model).cloned()
     }
@@ -490,6 +525,19 @@ impl WorkerHandle {
         input: Option<&InputTensor>,
         dispatched_ns: u64,
     ) -> Result<JobResult, Status> {
+        self.infer_until(model, input, dispatched_ns, None).await
+    }
+
+    /// [`Self::infer`] cut at `deadline`: the request's timeout (`grpc-timeout`, and the
+    /// client's own timer) is the time left to it, at most the spec's request timeout.
+    pub async fn infer_until(
+        &self,
+        model: &str,
+        input: Option<&InputTensor>,
+        dispatched_ns: u64,
+        deadline: Option<Instant>,
+    ) -> Result<JobResult, Status> {
+        let timeout = request_timeout(self.spec.request_timeout, deadline, Instant::now());
         let p = &self.spec.partition;
         let meta = self.metadata(model).ok_or_else(|| {
             Status::not_found(format!("model {model:?} is not served by worker {p}"))
@@ -519,30 +567,24 @@ impl WorkerHandle {
             )));
         };
         let mut req = tonic::Request::new(infer_request(model, &meta, input));
-        req.set_timeout(self.spec.request_timeout);
+        req.set_timeout(timeout);
         // The agent times every request itself (monotonic clock, dispatch to response): a
         // third-party v2 server sends no `exec_ms`, and its figures are only used when sane.
         let sent = Instant::now();
         // The client enforces the timeout too: a worker that ignores `grpc-timeout` and hangs
         // must not hang the job.
-        let call = tokio::time::timeout(self.spec.request_timeout, client.model_infer(req)).await;
+        let call = tokio::time::timeout(timeout, client.model_infer(req)).await;
         let call = call.unwrap_or_else(|_| {
             Err(Status::deadline_exceeded(format!(
                 "no answer within the {} ms request timeout",
-                self.spec.request_timeout.as_millis()
+                timeout.as_millis()
             )))
         });
         let resp = match call {
             Ok(r) => r.into_inner(),
             Err(s) => {
-                return Err(match s.code() {
-                    Code::InvalidArgument | Code::NotFound => s,
-                    _ => Status::unavailable(format!(
-                        "worker {p} failed during the request ({:?}): {}",
-                        s.code(),
-                        s.message()
-                    )),
-                })
+                let cut = deadline.is_some_and(|d| Instant::now() >= d);
+                return Err(call_error(p, s, timeout, cut));
             }
         };
         let param = |k: &str| {
@@ -651,13 +693,19 @@ impl OipExecutor {
 
 impl Executor for OipExecutor {
     fn run(&self, block: Block, done: Completion) {
+        if let Err(e) = within_limit(&block) {
+            done(Err(e));
+            return;
+        }
         let dispatched_ns = unix_ns();
         let w = self.worker.clone();
         let rapl = self.rapl.clone();
         self.rt.spawn(async move {
             let before = rapl.as_ref().map(Rapl::read);
             let input = block.input.as_deref();
-            let r = w.infer(&block.model, input, dispatched_ns).await;
+            let r = w
+                .infer_until(&block.model, input, dispatched_ns, block.deadline)
+                .await;
             let (energy, source) = match (&rapl, before) {
                 (Some(rp), Some(b)) => {
                     let e = rp.delta_mj(&b, &rp.read());
@@ -692,12 +740,41 @@ impl Executor for OipExecutor {
     }
 }
 
+/// The batch dimension of an input shape when it is fixed (> 0), None when variable.
+fn fixed_batch(shape: &[i64]) -> Option<u32> {
+    u32::try_from(*shape.first()?).ok().filter(|&b| b > 0)
+}
+
+/// A block never goes to a worker in a larger batch than its limit (the batch the scheduler
+/// formed, and a client tensor's batch dimension): refused before it is sent.
+fn within_limit(block: &Block) -> Result<(), ExecError> {
+    let Some(limit) = worker_model(&block.model).map(|m| m.max_batch) else {
+        return Ok(());
+    };
+    let tensor = block
+        .input
+        .as_ref()
+        .and_then(|i| i.shape.first())
+        .map_or(1, |&b| u32::try_from(b).unwrap_or(u32::MAX));
+    let batch = block.batch.max(tensor);
+    if batch > limit {
+        return Err(ExecError::InvalidInput(format!(
+            "batch {batch} of {:?} is over the worker's limit of {limit} (--worker-max-batch)",
+            block.model
+        )));
+    }
+    Ok(())
+}
+
 /// Models served by workers on this node, with their metadata and default deadline (for the
 /// `Infer` service's validation). Set once at start-up by the worker-backed node set-up.
 #[derive(Debug, Clone)]
 pub struct WorkerModel {
     pub meta: ModelMeta,
     pub default_deadline_ms: f64,
+    /// The largest batch the agent sends the worker for this model
+    /// ([`crate::exec::worker::batch_limit`]).
+    pub max_batch: u32,
 }
 
 static WORKER_MODELS: OnceLock<RwLock<BTreeMap<String, WorkerModel>>> = OnceLock::new();
@@ -728,7 +805,82 @@ pub fn worker_model_names() -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::timing;
+    use super::{request_timeout, timing};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_call_cut_at_the_deadline_is_a_timeout_not_a_dead_worker() {
+        use tonic::{Code, Status};
+        let t = Duration::from_millis(3);
+        let c = |code, cut| super::call_error("cpu0", Status::new(code, "x"), t, cut).code();
+        assert_eq!(c(Code::Cancelled, true), Code::DeadlineExceeded);
+        assert_eq!(c(Code::DeadlineExceeded, true), Code::DeadlineExceeded);
+        // the cap (not the job's deadline) ran out, or the worker died: unavailable
+        assert_eq!(c(Code::Cancelled, false), Code::Unavailable);
+        assert_eq!(c(Code::Unknown, true), Code::Unavailable);
+        assert_eq!(c(Code::InvalidArgument, true), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn no_block_goes_to_a_worker_over_its_batch_limit() {
+        use super::{fixed_batch, register_model, within_limit, ModelMeta, WorkerModel};
+        use crate::exec::{Block, ExecError, InputTensor};
+        assert_eq!(fixed_batch(&[-1, 3, 64, 64]), None);
+        assert_eq!(fixed_batch(&[4, 3, 64, 64]), Some(4));
+        assert_eq!(fixed_batch(&[]), None);
+        let meta = ModelMeta {
+            input_name: "x".into(),
+            datatype: "FP32".into(),
+            input_shape: vec![-1, 3],
+            output_shape: vec![-1, 10],
+            platform: "test".into(),
+        };
+        register_model(
+            "limit-test-model",
+            WorkerModel {
+                meta,
+                default_deadline_ms: 10.0,
+                max_batch: 2,
+            },
+        );
+        let block = |batch: u32, rows: i64| Block {
+            model: "limit-test-model".into(),
+            layers: 1,
+            latency_ms: 1.0,
+            energy_mj: 1.0,
+            batch,
+            input: Some(std::sync::Arc::new(InputTensor {
+                shape: vec![rows, 3],
+                data: vec![0; rows as usize * 12],
+            })),
+            deadline: None,
+        };
+        assert_eq!(within_limit(&block(1, 2)), Ok(()));
+        assert_eq!(within_limit(&block(2, 1)), Ok(()));
+        // a batch of 3 (formed, or in the tensor) is over the limit of 2
+        assert!(matches!(
+            within_limit(&block(3, 1)),
+            Err(ExecError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            within_limit(&block(1, 3)),
+            Err(ExecError::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn the_request_timeout_is_the_time_left_to_the_deadline() {
+        let now = Instant::now();
+        let cap = Duration::from_millis(5000);
+        let ms = Duration::from_millis;
+        // 40 ms left: a 40 ms timeout
+        assert_eq!(request_timeout(cap, Some(now + ms(40)), now), ms(40));
+        // no deadline, or one further than the cap: the cap
+        assert_eq!(request_timeout(cap, None, now), cap);
+        assert_eq!(request_timeout(cap, Some(now + ms(9000)), now), cap);
+        // already passed: 1 ms, never 0
+        assert_eq!(request_timeout(cap, Some(now), now + ms(3)), ms(1));
+    }
 
     #[test]
     fn a_worker_without_exec_ms_is_timed_by_the_agent() {

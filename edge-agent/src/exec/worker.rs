@@ -343,6 +343,13 @@ pub fn default_deadline_ms(l_b1_ms: f64) -> f64 {
     (4.0 * l_b1_ms).max(10.0).ceil()
 }
 
+/// The agent's batch limit for one model: the smallest of the worker's own (when its metadata
+/// fixes the batch dimension), `--worker-max-batch` and the largest profiled batch.
+pub fn batch_limit(flag: u32, worker: Option<u32>) -> u32 {
+    let top = BATCHES[BATCHES.len() - 1];
+    flag.min(worker.unwrap_or(top)).min(top).max(1)
+}
+
 /// Where the profile of this node's worker is cached.
 pub fn profile_path(data_dir: &std::path::Path, resolution: u32) -> std::path::PathBuf {
     data_dir.join(format!("profile-cpu-{resolution}.toml"))
@@ -430,11 +437,14 @@ pub async fn start(
     };
     for m in &cfg.models {
         if let (Some(meta), Some(l)) = (handle.metadata(m), profile.b1(m)) {
+            let max_batch = batch_limit(cfg.max_batch, handle.max_batch(m));
+            tracing::info!(model = %m, max_batch, "worker batch limit");
             super::oip::register_model(
                 m,
                 super::oip::WorkerModel {
                     meta,
                     default_deadline_ms: default_deadline_ms(l),
+                    max_batch,
                 },
             );
         }
@@ -530,7 +540,18 @@ mod tests {
 
 #[cfg(test)]
 mod figure_tests {
-    use super::median;
+    use super::{batch_limit, median};
+
+    #[test]
+    fn the_batch_limit_is_the_smallest_of_worker_flag_and_profile() {
+        // no worker limit: the flag, at most 32
+        assert_eq!(batch_limit(32, None), 32);
+        assert_eq!(batch_limit(2, None), 2);
+        assert_eq!(batch_limit(64, None), 32);
+        // the worker fixes batch 4: min(4, 8) = 4; min(4, 2) = 2
+        assert_eq!(batch_limit(8, Some(4)), 4);
+        assert_eq!(batch_limit(2, Some(4)), 2);
+    }
 
     #[test]
     fn median_of_sorted_passes() {

@@ -238,7 +238,8 @@ impl Driver {
             );
         }
         let energy = d.result.as_ref().map_or(0.0, |o| o.energy_mj);
-        if let Some(id) = &slot_id {
+        // a skipped block (no job left to run) booked nothing
+        if let Some(id) = slot_id.as_ref().filter(|_| !d.jobs.is_empty()) {
             let busy = now_i.duration_since(d.started).as_secs_f64() * 1000.0;
             self.shared.ledger.block(id, busy, energy);
         }
@@ -266,6 +267,18 @@ impl Driver {
     ) {
         let latency_ms = now.duration_since(j.arrival).as_secs_f64() * 1000.0;
         let outcome = match r {
+            // The worker call was cut at the job's deadline (its timeout is the time left):
+            // a drop like any other deadline drop, not a worker failure.
+            Err(ExecError::TimedOut(why)) if now >= j.deadline => {
+                self.shared.ledger.dropped(&j.model, j.energy_mj);
+                JobOutcome {
+                    latency_ms,
+                    accelerator_id,
+                    energy_mj: j.energy_mj,
+                    reason: format!("deadline passed during the worker call: {why}"),
+                    ..JobOutcome::default()
+                }
+            }
             // The worker answered with an error (it died, refused the tensor): counted as a
             // drop, never as completed or met; the client gets the worker's error.
             Err(e) => {
@@ -333,6 +346,9 @@ impl Driver {
                 energy_mj,
                 last,
             } => {
+                let Some((jobs, deadline)) = self.screen(acc, vec![job]) else {
+                    return;
+                };
                 let Some(j) = self.jobs.get_mut(&job) else {
                     return;
                 };
@@ -344,17 +360,21 @@ impl Driver {
                     energy_mj,
                     batch: 1,
                     input: j.input.clone(),
+                    deadline,
                 };
-                self.run_block(acc, block, vec![job], last);
+                self.run_block(acc, block, jobs, last);
             }
             Action::DispatchBatch {
                 jobs,
                 acc,
                 model,
-                batch,
+                batch: _,
                 latency_ms,
                 energy_mj,
             } => {
+                let Some((jobs, deadline)) = self.screen(acc, jobs) else {
+                    return;
+                };
                 for id in &jobs {
                     if let Some(j) = self.jobs.get_mut(id) {
                         j.acc = Some(acc);
@@ -365,9 +385,10 @@ impl Driver {
                     layers: 1,
                     latency_ms,
                     energy_mj,
-                    batch,
+                    batch: jobs.len() as u32,
                     // simulated GPU partitions compute nothing: no tensors
                     input: None,
+                    deadline,
                 };
                 self.run_block(acc, block, jobs, true);
             }
@@ -381,6 +402,56 @@ impl Driver {
             }
             Action::Drop { job, reason } => self.drop_job(job, reason),
         }
+    }
+
+    /// Of a block's `jobs` about to be dispatched on `acc`, those still worth running, with
+    /// their earliest deadline. Not sent: a job whose client went away (its reply is closed:
+    /// the `Infer` call was dropped), counted as cancelled; a client's job whose deadline
+    /// passed before its first block, dropped (answered, counted as a drop). None when no job
+    /// is left: the slot is handed back to the core at once (an empty [`Done`]).
+    fn screen(&mut self, acc: usize, jobs: Vec<JobId>) -> Option<(Vec<JobId>, Option<Instant>)> {
+        let now = Instant::now();
+        let mut live = Vec::with_capacity(jobs.len());
+        for id in jobs {
+            let Some(j) = self.jobs.get(&id) else {
+                continue;
+            };
+            if j.reply.as_ref().is_some_and(|r| r.is_closed()) {
+                let j = self.jobs.remove(&id).expect("job present");
+                self.shared.ledger.cancelled(&j.model);
+                tracing::debug!(job = id, model = %j.model, "cancelled: the client went away");
+            } else if j.reply.is_some() && j.acc.is_none() && now >= j.deadline {
+                self.drop_job(id, "deadline passed before dispatch".into());
+            } else {
+                live.push(id);
+            }
+        }
+        if live.is_empty() {
+            self.skip_block(acc);
+            return None;
+        }
+        let deadline = live
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .map(|j| j.deadline)
+            .min();
+        Some((live, deadline))
+    }
+
+    /// A dispatched block that runs nothing: its completion (no jobs, no energy) frees the
+    /// slot in the core next round.
+    fn skip_block(&self, acc: usize) {
+        let Some(Some(slot)) = self.slots.get(acc) else {
+            return;
+        };
+        let _ = self.done_tx.send(Done {
+            jobs: Vec::new(),
+            acc,
+            generation: slot.generation,
+            last: true,
+            started: Instant::now(),
+            result: Ok(ExecOutput::default()),
+        });
     }
 
     fn run_block(&self, acc: usize, block: Block, jobs: Vec<JobId>, last: bool) {
@@ -507,5 +578,153 @@ impl Driver {
             wake = self.on_tick();
         }
         self.shut_down();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::factory::SimWorkerFactory;
+    use crate::exec::Completion;
+    use crate::runtime::Ledger;
+    use crate::stats::Stats;
+    use std::sync::Mutex;
+    use tokio::sync::oneshot;
+
+    /// Counts the blocks it is handed; never completes them (the test frees the slot).
+    #[derive(Default)]
+    struct Counting(Mutex<Vec<Block>>);
+    impl Executor for Counting {
+        fn run(&self, block: Block, _done: Completion) {
+            self.0.lock().unwrap().push(block);
+        }
+    }
+
+    fn driver(ex: Arc<Counting>) -> (Driver, Inbox, Arc<Shared>) {
+        let rows = std::collections::BTreeMap::from([(
+            "resnet18".to_string(),
+            std::collections::BTreeMap::from([(1u32, 5.0)]),
+        )]);
+        let profile = crate::exec::worker::Profile {
+            device: "cpu".into(),
+            part: "full".into(),
+            resolution: 64,
+            warmup: 0,
+            reps: 0,
+            rows,
+            host: "test".into(),
+            worker: String::new(),
+        };
+        let models = vec!["resnet18".to_string()];
+        let core =
+            crate::node::build_core(crate::sched::DEFAULT_POLICY, &profile, &models, 1).unwrap();
+        let acc = crate::discovery::cpu_node();
+        let ids = vec![acc.id.clone()];
+        let shared = Arc::new(Shared::new(
+            "t",
+            vec![acc],
+            Ledger::new(Stats::new(&ids)),
+            None,
+        ));
+        let (_req_tx, requests) = mpsc::channel(1);
+        let (_stop, shutdown) = broadcast::channel(1);
+        let factory = Arc::new(SimWorkerFactory {
+            start_time: Duration::ZERO,
+        });
+        let (d, inbox) = Driver::new(
+            shared.clone(),
+            core,
+            vec![ex as Arc<dyn Executor>],
+            factory,
+            requests,
+            shutdown,
+        );
+        (d, inbox, shared)
+    }
+
+    fn request(reply: Reply) -> Request {
+        let now = Instant::now();
+        Request {
+            model: "resnet18".into(),
+            arrival: now,
+            deadline: now + Duration::from_secs(5),
+            reply: Some(reply),
+            input: None,
+            frame: None,
+        }
+    }
+
+    /// (drops, cancelled) of resnet18.
+    fn counts(shared: &Shared) -> (u64, u64) {
+        shared.ledger.read(|st| {
+            let m = &st.models["resnet18"];
+            (m.drops, m.cancelled)
+        })
+    }
+
+    /// The skipped block's empty completion frees the slot for the next job.
+    fn free_slot(d: &mut Driver, inbox: &mut Inbox) {
+        let done = inbox.done.try_recv().expect("an empty completion");
+        assert!(done.jobs.is_empty());
+        d.on_block_done(done);
+    }
+
+    #[tokio::test]
+    async fn a_gone_client_or_a_passed_deadline_never_reaches_the_executor() {
+        let ex = Arc::new(Counting::default());
+        let (mut d, mut inbox, shared) = driver(ex.clone());
+        d.on_assignment();
+
+        // 1. the client dropped its Infer call before the dispatch: cancelled, not run
+        let (tx, rx) = oneshot::channel();
+        d.on_release(request(tx));
+        drop(rx);
+        d.on_tick();
+        assert_eq!(ex.0.lock().unwrap().len(), 0);
+        assert_eq!(counts(&shared), (0, 1));
+        free_slot(&mut d, &mut inbox);
+
+        // 2. its deadline passed before the dispatch (the core still thought it feasible):
+        // dropped and answered, not run
+        let (tx, mut rx) = oneshot::channel();
+        d.on_release(request(tx));
+        let past = Instant::now();
+        d.jobs.values_mut().for_each(|j| j.deadline = past);
+        d.on_tick();
+        assert_eq!(ex.0.lock().unwrap().len(), 0);
+        assert_eq!(counts(&shared), (1, 1));
+        let o = rx.try_recv().expect("answered").expect("an outcome");
+        assert!(
+            !o.completed && o.reason == "deadline passed before dispatch",
+            "{o:?}"
+        );
+        free_slot(&mut d, &mut inbox);
+
+        // 3. a live request runs, carrying its deadline (the worker call's timeout)
+        let (tx, mut rx) = oneshot::channel();
+        let req = request(tx);
+        let deadline = req.deadline;
+        d.on_release(req);
+        d.on_tick();
+        assert_eq!(ex.0.lock().unwrap().len(), 1);
+        assert_eq!(ex.0.lock().unwrap()[0].deadline, Some(deadline));
+        assert_eq!(counts(&shared), (1, 1));
+
+        // 4. the worker call is cut at that deadline: a drop, answered without an error
+        let id = *d.jobs.keys().next().expect("the running job");
+        let past = Instant::now();
+        d.jobs.values_mut().for_each(|j| j.deadline = past);
+        d.on_block_done(Done {
+            jobs: vec![id],
+            acc: 0,
+            generation: 0,
+            last: true,
+            started: past,
+            result: Err(ExecError::TimedOut("cut".into())),
+        });
+        assert_eq!(counts(&shared), (2, 1));
+        let o = rx.try_recv().expect("answered").expect("an outcome");
+        assert!(!o.completed && o.error.is_none(), "{o:?}");
+        assert_eq!(o.reason, "deadline passed during the worker call: cut");
     }
 }

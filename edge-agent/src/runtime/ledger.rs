@@ -44,6 +44,11 @@ impl Ledger {
         m.energy_mj += energy_mj;
     }
 
+    /// A job whose client went away before it was sent to the executor (never ran).
+    pub fn cancelled(&self, model: &str) {
+        self.lock().model(model).cancelled += 1;
+    }
+
     /// A completed job. Figures are checked first: a NaN, infinite or negative one is counted
     /// as 0 (with a warning), so no counter ever holds NaN (serialised as `null`).
     pub fn completed(&self, model: &str, latency_ms: f64, met: bool, energy_mj: f64) {
@@ -131,7 +136,11 @@ impl Ledger {
     /// neither completed nor dropped).
     pub fn pending(&self, released: u64) -> u64 {
         let st = self.lock();
-        let ended: u64 = st.models.values().map(|m| m.completions + m.drops).sum();
+        let ended: u64 = st
+            .models
+            .values()
+            .map(|m| m.completions + m.drops + m.cancelled)
+            .sum();
         let arrived: u64 = st.models.values().map(|m| m.arrivals).sum();
         arrived.saturating_sub(ended) + released.saturating_sub(arrived)
     }

@@ -181,6 +181,8 @@ async fn cpu_agent_runs_real_networks_on_tensors_under_sdrm3() {
             "resnet18,vgg16",
             "--worker-resolution",
             "64",
+            "--worker-max-batch",
+            "2",
         ],
     );
     let mut c = a.ready().await;
@@ -248,6 +250,17 @@ async fn cpu_agent_runs_real_networks_on_tensors_under_sdrm3() {
     for (u, v) in f(&bo.data[..4000]).iter().zip(f(&out.data)) {
         assert!((u - v).abs() <= 1e-3 * (1.0 + v.abs()), "{u} vs {v}");
     }
+    // A batch of three is over --worker-max-batch 2: refused, never sent to the worker.
+    let mut three = image(1, 1);
+    three.data.extend(image(1, 2).data);
+    three.data.extend(image(1, 3).data);
+    three.shape[0] = 3;
+    let e = c
+        .infer(req("resnet18", 30_000.0, Some(three)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("limit of 2"), "{e:?}");
     // VGG16 too.
     let v = c
         .infer(req("vgg16", 60_000.0, Some(image(1, 3))))
