@@ -327,91 +327,24 @@ impl PlanPolicy for Gpulet {
         20.0 // the epoch's rate
     }
     fn plan(&mut self, v: &PlanView<'_>) -> Result<Option<Layout>, GpuError> {
-        let n = v.scenario.models.len();
-        let rates: Vec<f64> = (0..n)
-            .map(|m| {
-                if v.deployed[m] {
-                    v.observed_peak_rps[m].unwrap_or(v.scenario.models[m].requested_rps)
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let rates = gpulet_rates(v);
         if !self.needs_replan(v, &rates) {
             return Ok(None);
         }
         self.last_rates = Some(rates.clone());
         self.last_deployed = Some(v.deployed.to_vec());
-        let ratio = v.data.interference.latency_ratio;
-        let p = &v.data.profiles;
+        let n = v.scenario.models.len();
         let mut order: Vec<usize> = (0..n)
             .filter(|&m| v.deployed[m] && rates[m] > 0.0)
             .collect();
         order.sort_by(|&a, &b| rates[b].total_cmp(&rates[a]).then(a.cmp(&b)));
-        let planned = |m: usize| {
-            let r = rates[m];
-            r * if r < 125.0 { 1.5 } else { 1.2 }
-        };
         let mut glets: Vec<Glet> = Vec::new();
-        // sizes a new gpulet may take on GPU g: any menu size on an empty GPU; on a GPU split once
-        // (p), only the remainder (largest menu size <= 100 - p); none on a GPU split twice
-        let sizes = |glets: &[Glet], g: usize| -> Vec<u32> {
-            let here: Vec<u32> = glets.iter().filter(|x| x.gpu == g).map(|x| x.pct).collect();
-            match here.len() {
-                0 => GPULET_MENU.to_vec(),
-                1 => GPULET_MENU
-                    .iter()
-                    .copied()
-                    .filter(|&s| s <= 100 - here[0].min(100))
-                    .max()
-                    .into_iter()
-                    .collect(),
-                _ => Vec::new(),
-            }
-        };
-        let ng = v.scenario.gpus.len();
         let mut residue = vec![0.0; n];
         // pass 1: saturated gpulets at the most cost-effective size
         for &m in &order {
-            let model = &v.scenario.models[m];
-            let mut remaining = planned(m);
-            loop {
-                // best (gpu, size): max throughput per % among GPUs that can host it
-                let mut best: Option<(f64, usize, u32, f64)> = None;
-                for g in 0..ng {
-                    let kind = &v.scenario.gpus[g].kind;
-                    for pct in sizes(&glets, g) {
-                        let a = Self::alpha_for(v, &glets, g, pct, &[m], None);
-                        let Some(c) = capacity::single(
-                            p,
-                            kind,
-                            &model.profile,
-                            pct as f64 / 100.0,
-                            model.slo_ms,
-                            a * ratio,
-                        )?
-                        else {
-                            continue;
-                        };
-                        let eff = c.throughput_rps / pct as f64;
-                        if best.is_none_or(|b| eff > b.0 + 1e-12) {
-                            best = Some((eff, g, pct, c.throughput_rps));
-                        }
-                    }
-                }
-                match best {
-                    Some((_, g, pct, t)) if remaining >= t => {
-                        glets.push(Glet {
-                            gpu: g,
-                            pct,
-                            tenants: vec![(m, t)],
-                        });
-                        remaining -= t;
-                    }
-                    _ => break,
-                }
-            }
-            residue[m] = remaining;
+            let r = rates[m];
+            let planned = r * if r < 125.0 { 1.5 } else { 1.2 };
+            residue[m] = gpulet_saturate(v, &mut glets, m, planned)?;
         }
         // pass 2: residues, by rate
         let mut shed = Vec::new();
@@ -420,98 +353,210 @@ impl PlanPolicy for Gpulet {
             if r <= 1e-9 {
                 continue;
             }
-            let model = &v.scenario.models[m];
-            // temporal sharing in an existing gpulet (smallest first)
-            let mut cands: Vec<usize> = (0..glets.len()).collect();
-            cands.sort_by_key(|&i| (glets[i].pct, i));
-            let mut placed = false;
-            for i in cands {
-                let gl = &glets[i];
-                let kind = &v.scenario.gpus[gl.gpu].kind;
-                let mut ms: Vec<usize> = gl.tenants.iter().map(|t| t.0).collect();
-                ms.push(m);
-                let a = Self::alpha_for(v, &glets, gl.gpu, gl.pct, &ms, Some(i));
-                let mut ts: Vec<CapTenant<'_>> = gl
-                    .tenants
-                    .iter()
-                    .map(|&(tm, tr)| CapTenant {
-                        model: &v.scenario.models[tm].profile,
-                        rate_rps: tr,
-                        slo_ms: v.scenario.models[tm].slo_ms,
-                    })
-                    .collect();
-                ts.push(CapTenant {
-                    model: &model.profile,
-                    rate_rps: r,
-                    slo_ms: model.slo_ms,
-                });
-                if capacity::time_share(p, kind, gl.pct as f64 / 100.0, &ts, a * ratio)?.is_some() {
-                    glets[i].tenants.push((m, r));
-                    placed = true;
-                    break;
-                }
-            }
-            if placed {
-                continue;
-            }
-            // smallest new gpulet that serves the residue
-            'outer: for pct in GPULET_MENU {
-                for g in 0..ng {
-                    if !sizes(&glets, g).contains(&pct) {
-                        continue;
-                    }
-                    let kind = &v.scenario.gpus[g].kind;
-                    let a = Self::alpha_for(v, &glets, g, pct, &[m], None);
-                    if let Some(c) = capacity::single(
-                        p,
-                        kind,
-                        &model.profile,
-                        pct as f64 / 100.0,
-                        model.slo_ms,
-                        a * ratio,
-                    )? {
-                        if c.throughput_rps >= r {
-                            glets.push(Glet {
-                                gpu: g,
-                                pct,
-                                tenants: vec![(m, r)],
-                            });
-                            placed = true;
-                            break 'outer;
-                        }
-                    }
-                }
-            }
+            let placed = gpulet_time_share(v, &mut glets, m, r)?
+                || gpulet_new_smallest(v, &mut glets, m, r)?;
             if !placed && !glets.iter().any(|g| g.tenants.iter().any(|t| t.0 == m)) {
                 shed.push(m);
             }
         }
-        let mut parts = Vec::new();
-        for gl in &glets {
-            let share = gl.pct as f64 / 100.0;
-            let mut tenants = Vec::new();
-            for &(m, w) in &gl.tenants {
-                let model = &v.scenario.models[m];
-                let kind = &v.scenario.gpus[gl.gpu].kind;
-                let b = capacity::single(p, kind, &model.profile, share, model.slo_ms, ratio)?
-                    .map_or(1, |c| c.batch);
-                tenants.push(Tenant {
-                    model: m,
-                    weight: w,
-                    max_batch: b,
-                });
-            }
-            parts.push(PartitionSpec {
-                gpu: gl.gpu,
-                share: Some(share),
-                tenants,
-            });
-        }
         Ok(Some(Layout {
-            partitions: parts,
+            partitions: gpulet_partitions(v, &glets)?,
             shed,
         }))
     }
+}
+
+/// The most cost-effective (gpu, size) for a saturated gpulet: max throughput per %.
+#[derive(Clone, Copy)]
+struct Best {
+    eff: f64,
+    gpu: usize,
+    pct: u32,
+    tput: f64,
+}
+
+/// Each model's rate for the plan: its observed peak (or requested rate) while deployed, else 0.
+fn gpulet_rates(v: &PlanView<'_>) -> Vec<f64> {
+    (0..v.scenario.models.len())
+        .map(|m| {
+            if v.deployed[m] {
+                v.observed_peak_rps[m].unwrap_or(v.scenario.models[m].requested_rps)
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// Sizes a new gpulet may take on GPU g: any menu size on an empty GPU; on a GPU split once
+/// (p), only the remainder (largest menu size <= 100 - p); none on a GPU split twice.
+fn gpulet_sizes(glets: &[Glet], g: usize) -> Vec<u32> {
+    let here: Vec<u32> = glets.iter().filter(|x| x.gpu == g).map(|x| x.pct).collect();
+    match here.len() {
+        0 => GPULET_MENU.to_vec(),
+        1 => GPULET_MENU
+            .iter()
+            .copied()
+            .filter(|&s| s <= 100 - here[0].min(100))
+            .max()
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Capacity of model m alone in a `pct` gpulet on GPU g, given the gpulets already placed.
+fn gpulet_single(
+    v: &PlanView<'_>,
+    glets: &[Glet],
+    m: usize,
+    g: usize,
+    pct: u32,
+) -> Result<Option<capacity::Capacity>, GpuError> {
+    let model = &v.scenario.models[m];
+    let a = Gpulet::alpha_for(v, glets, g, pct, &[m], None);
+    capacity::single(
+        &v.data.profiles,
+        &v.scenario.gpus[g].kind,
+        &model.profile,
+        pct as f64 / 100.0,
+        model.slo_ms,
+        a * v.data.interference.latency_ratio,
+    )
+}
+
+/// Pass 1: saturated gpulets for model m while the planned rate fills one; returns the residue.
+fn gpulet_saturate(
+    v: &PlanView<'_>,
+    glets: &mut Vec<Glet>,
+    m: usize,
+    mut remaining: f64,
+) -> Result<f64, GpuError> {
+    loop {
+        let mut best: Option<Best> = None;
+        for g in 0..v.scenario.gpus.len() {
+            for pct in gpulet_sizes(glets, g) {
+                let Some(c) = gpulet_single(v, glets, m, g, pct)? else {
+                    continue;
+                };
+                let eff = c.throughput_rps / pct as f64;
+                if best.is_none_or(|b| eff > b.eff + 1e-12) {
+                    best = Some(Best {
+                        eff,
+                        gpu: g,
+                        pct,
+                        tput: c.throughput_rps,
+                    });
+                }
+            }
+        }
+        match best {
+            Some(b) if remaining >= b.tput => {
+                glets.push(Glet {
+                    gpu: b.gpu,
+                    pct: b.pct,
+                    tenants: vec![(m, b.tput)],
+                });
+                remaining -= b.tput;
+            }
+            _ => return Ok(remaining),
+        }
+    }
+}
+
+/// Pass 2a: temporal sharing of residue r in an existing gpulet (smallest first).
+fn gpulet_time_share(
+    v: &PlanView<'_>,
+    glets: &mut [Glet],
+    m: usize,
+    r: f64,
+) -> Result<bool, GpuError> {
+    let model = &v.scenario.models[m];
+    let ratio = v.data.interference.latency_ratio;
+    let mut cands: Vec<usize> = (0..glets.len()).collect();
+    cands.sort_by_key(|&i| (glets[i].pct, i));
+    for i in cands {
+        let gl = &glets[i];
+        let kind = &v.scenario.gpus[gl.gpu].kind;
+        let mut ms: Vec<usize> = gl.tenants.iter().map(|t| t.0).collect();
+        ms.push(m);
+        let a = Gpulet::alpha_for(v, glets, gl.gpu, gl.pct, &ms, Some(i));
+        let mut ts: Vec<CapTenant<'_>> = gl
+            .tenants
+            .iter()
+            .map(|&(tm, tr)| CapTenant {
+                model: &v.scenario.models[tm].profile,
+                rate_rps: tr,
+                slo_ms: v.scenario.models[tm].slo_ms,
+            })
+            .collect();
+        ts.push(CapTenant {
+            model: &model.profile,
+            rate_rps: r,
+            slo_ms: model.slo_ms,
+        });
+        let share = gl.pct as f64 / 100.0;
+        if capacity::time_share(&v.data.profiles, kind, share, &ts, a * ratio)?.is_some() {
+            glets[i].tenants.push((m, r));
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Pass 2b: the smallest new gpulet that serves residue r.
+fn gpulet_new_smallest(
+    v: &PlanView<'_>,
+    glets: &mut Vec<Glet>,
+    m: usize,
+    r: f64,
+) -> Result<bool, GpuError> {
+    for pct in GPULET_MENU {
+        for g in 0..v.scenario.gpus.len() {
+            if !gpulet_sizes(glets, g).contains(&pct) {
+                continue;
+            }
+            if let Some(c) = gpulet_single(v, glets, m, g, pct)? {
+                if c.throughput_rps >= r {
+                    glets.push(Glet {
+                        gpu: g,
+                        pct,
+                        tenants: vec![(m, r)],
+                    });
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The partitions of the planned gpulets, each tenant batched as it would be alone in it.
+fn gpulet_partitions(v: &PlanView<'_>, glets: &[Glet]) -> Result<Vec<PartitionSpec>, GpuError> {
+    let p = &v.data.profiles;
+    let ratio = v.data.interference.latency_ratio;
+    let mut parts = Vec::new();
+    for gl in glets {
+        let share = gl.pct as f64 / 100.0;
+        let mut tenants = Vec::new();
+        for &(m, w) in &gl.tenants {
+            let model = &v.scenario.models[m];
+            let kind = &v.scenario.gpus[gl.gpu].kind;
+            let b = capacity::single(p, kind, &model.profile, share, model.slo_ms, ratio)?
+                .map_or(1, |c| c.batch);
+            tenants.push(Tenant {
+                model: m,
+                weight: w,
+                max_batch: b,
+            });
+        }
+        parts.push(PartitionSpec {
+            gpu: gl.gpu,
+            share: Some(share),
+            tenants,
+        });
+    }
+    Ok(parts)
 }
 
 #[cfg(test)]

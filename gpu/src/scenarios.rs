@@ -125,7 +125,38 @@ fn ramp(from_s: f64, to_s: f64, a: f64, b: f64) -> Vec<Segment> {
 /// peak the demand exceeds what the three GPUs can serve within SLO.
 pub fn dynamic(p: &Profiles, seed: u64, duration_s: f64) -> Result<Scenario, GpuError> {
     let d = duration_s;
-    let mut models = vec![
+    let mut models = dynamic_models(p, d)?;
+    for m in &mut models {
+        for s in &mut m.schedule {
+            s.to_s = s.to_s.min(d);
+        }
+        m.schedule.retain(|s| s.to_s > s.from_s);
+    }
+    Ok(Scenario {
+        gpus: vec![
+            SimGpu {
+                node: "edge-1".into(),
+                kind: "Jetson-AGX-Xavier".into(),
+            },
+            SimGpu {
+                node: "edge-2".into(),
+                kind: "Jetson-AGX-Xavier".into(),
+            },
+            SimGpu {
+                node: "edge-3".into(),
+                kind: "Jetson-Nano".into(),
+            },
+        ],
+        models,
+        duration_s,
+        seed,
+        worker_start_s: 3.0,
+    })
+}
+
+/// The nine deployments of [`dynamic`], their schedules running to `d` (clipped by the caller).
+fn dynamic_models(p: &Profiles, d: f64) -> Result<Vec<SimModel>, GpuError> {
+    Ok(vec![
         model(
             p,
             "r18-a",
@@ -230,31 +261,5 @@ pub fn dynamic(p: &Profiles, seed: u64, duration_s: f64) -> Result<Scenario, Gpu
             vec![seg(0.0, d, 80.0)],
             0.3,
         )?,
-    ];
-    for m in &mut models {
-        for s in &mut m.schedule {
-            s.to_s = s.to_s.min(d);
-        }
-        m.schedule.retain(|s| s.to_s > s.from_s);
-    }
-    Ok(Scenario {
-        gpus: vec![
-            SimGpu {
-                node: "edge-1".into(),
-                kind: "Jetson-AGX-Xavier".into(),
-            },
-            SimGpu {
-                node: "edge-2".into(),
-                kind: "Jetson-AGX-Xavier".into(),
-            },
-            SimGpu {
-                node: "edge-3".into(),
-                kind: "Jetson-Nano".into(),
-            },
-        ],
-        models,
-        duration_s,
-        seed,
-        worker_start_s: 3.0,
-    })
+    ])
 }
