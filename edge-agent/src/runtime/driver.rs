@@ -586,8 +586,6 @@ mod tests {
     use super::*;
     use crate::exec::factory::SimWorkerFactory;
     use crate::exec::Completion;
-    use crate::runtime::Ledger;
-    use crate::stats::Stats;
     use std::sync::Mutex;
     use tokio::sync::oneshot;
 
@@ -601,31 +599,7 @@ mod tests {
     }
 
     fn driver(ex: Arc<Counting>) -> (Driver, Inbox, Arc<Shared>) {
-        let rows = std::collections::BTreeMap::from([(
-            "resnet18".to_string(),
-            std::collections::BTreeMap::from([(1u32, 5.0)]),
-        )]);
-        let profile = crate::exec::worker::Profile {
-            device: "cpu".into(),
-            part: "full".into(),
-            resolution: 64,
-            warmup: 0,
-            reps: 0,
-            rows,
-            host: "test".into(),
-            worker: String::new(),
-        };
-        let models = vec!["resnet18".to_string()];
-        let core =
-            crate::node::build_core(crate::sched::DEFAULT_POLICY, &profile, &models, 1).unwrap();
-        let acc = crate::discovery::cpu_node();
-        let ids = vec![acc.id.clone()];
-        let shared = Arc::new(Shared::new(
-            "t",
-            vec![acc],
-            Ledger::new(Stats::new(&ids)),
-            None,
-        ));
+        let (core, shared) = crate::runtime::fixture::cpu_resnet18();
         let (_req_tx, requests) = mpsc::channel(1);
         let (_stop, shutdown) = broadcast::channel(1);
         let factory = Arc::new(SimWorkerFactory {

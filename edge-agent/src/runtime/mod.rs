@@ -82,32 +82,20 @@ pub fn start_with(
     (handle, tokio::spawn(driver.run(inbox)))
 }
 
+/// Test fixture shared by the runtime's tests: one CPU accelerator serving resnet18 at 5 ms
+/// (batch 1) under the default policy.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::discovery::Accelerator;
-    use crate::exec::factory::fake::FakeFactory;
-    use crate::exec::{Block, Completion, ExecError};
+pub(crate) mod fixture {
+    use super::{Ledger, Shared};
+    use crate::sched::SchedulingCore;
     use crate::stats::Stats;
-    use edgeplane_proto::agent::Assignment;
-    use edgeplane_proto::agent::Partition;
-    use std::time::Instant;
+    use std::sync::Arc;
 
-    /// A worker that answers every job with an error (as a dying worker does).
-    struct FailingExecutor;
-    impl Executor for FailingExecutor {
-        fn run(&self, _block: Block, done: Completion) {
-            done(Err(ExecError::Unavailable("worker died".into())));
-        }
-    }
-
-    #[tokio::test]
-    async fn a_worker_error_is_a_failed_job_never_a_completed_one() {
-        let mut rows = std::collections::BTreeMap::new();
-        rows.insert(
+    pub(crate) fn cpu_resnet18() -> (Box<dyn SchedulingCore>, Arc<Shared>) {
+        let rows = std::collections::BTreeMap::from([(
             "resnet18".to_string(),
             std::collections::BTreeMap::from([(1u32, 5.0)]),
-        );
+        )]);
         let profile = crate::exec::worker::Profile {
             device: "cpu".into(),
             part: "full".into(),
@@ -129,6 +117,32 @@ mod tests {
             Ledger::new(Stats::new(&ids)),
             None,
         ));
+        (core, shared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::Accelerator;
+    use crate::exec::factory::fake::FakeFactory;
+    use crate::exec::{Block, Completion, ExecError};
+    use crate::stats::Stats;
+    use edgeplane_proto::agent::Assignment;
+    use edgeplane_proto::agent::Partition;
+    use std::time::Instant;
+
+    /// A worker that answers every job with an error (as a dying worker does).
+    struct FailingExecutor;
+    impl Executor for FailingExecutor {
+        fn run(&self, _block: Block, done: Completion) {
+            done(Err(ExecError::Unavailable("worker died".into())));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_error_is_a_failed_job_never_a_completed_one() {
+        let (core, shared) = fixture::cpu_resnet18();
         let (tx, _) = broadcast::channel(1);
         let ex = Arc::new(FailingExecutor) as Arc<dyn Executor>;
         let (h, task) = start(shared.clone(), core, vec![ex], tx.subscribe());
